@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+export ORT_DISABLE_TELEMETRY := 1
+export RUST_LOG ?= info,ort=warn
+export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
+
+.PHONY: setup build run test lint clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build --release --locked
+
+run: build
+	./target/release/segserve serve --host 0.0.0.0 --port 5000
+
+# Release mode: the parity and load-bearing tests run real inference, which debug builds
+# make ~20x slower.
+test: setup
+	cargo test --release --locked -- --test-threads=2
+
+lint:
+	cargo fmt --check
+	cargo clippy --release --locked --all-targets -- -D warnings
+
+clean:
+	cargo clean

@@ -1,0 +1,98 @@
+//! HTTP layer: the router, shared state, and the per-request logging/metrics middleware.
+//! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`.
+
+pub mod handlers;
+pub mod types;
+pub mod upload;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::ServeConfig;
+use crate::engine::{Engine, Registry};
+use crate::error::AppError;
+
+/// Shared state; cheap to clone (handles only).
+#[derive(Clone)]
+pub struct AppState {
+    /// Set once the models are loaded and warmed up.
+    pub models: Arc<OnceLock<Registry>>,
+    /// True once warm-up inference has run, false again when draining.
+    pub ready: Arc<AtomicBool>,
+    /// Server settings.
+    pub config: Arc<ServeConfig>,
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The requested (or default) model, or 503 while loading / 404 for an unknown name.
+    pub fn engine(&self, name: Option<&str>) -> Result<Engine, AppError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(AppError::NotReady(
+                "the model is not loaded yet, or the server is shutting down".into(),
+            ));
+        }
+        let reg = self
+            .models
+            .get()
+            .ok_or_else(|| AppError::NotReady("the model is not loaded yet".into()))?;
+        Ok(reg.get(name)?.clone())
+    }
+}
+
+/// Builds the router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/segmentapi", post(handlers::segmentapi))
+        .route("/v1/segment", post(handlers::segment))
+        .route("/v1/models", get(handlers::models))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    AppError::Internal("a handler panicked".into()).into_response()
+}
+
+/// One log line and the request metrics per request, labelled by route template (not raw
+/// path, which would explode label cardinality).
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = Instant::now();
+    metrics::gauge!("segserve_requests_in_flight").increment(1.0);
+    let resp = next.run(req).await;
+    metrics::gauge!("segserve_requests_in_flight").decrement(1.0);
+    let secs = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    metrics::counter!("segserve_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("segserve_request_duration_seconds", "route" => route.clone()).record(secs);
+    tracing::info!(%method, route, status, latency_ms = (secs * 1e4).round() / 10.0, "request");
+    resp
+}
+
+/// Convenience for tests and `run`: flips readiness.
+pub fn set_ready(state: &AppState, ready: bool) {
+    state.ready.store(ready, Ordering::Release);
+}

@@ -1,0 +1,285 @@
+//! Command line and environment: clap `Args` (every flag has a `SEGSERVE_*` variable) and
+//! the checked `ServeConfig` built from them. Nothing else reads the environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::PoolConfig;
+use crate::imageio::DecodeLimits;
+
+/// The ONNX Runtime library file the setup step downloads.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// segserve: instance segmentation over HTTP with YOLO ONNX models.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Flags shared by every command that runs a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Model file(s); repeat or comma-separate for several. The first is the default model.
+    #[arg(
+        long = "model",
+        env = "SEGSERVE_MODEL",
+        value_delimiter = ',',
+        default_value = "models/yolov8n-seg-320.onnx"
+    )]
+    pub models: Vec<PathBuf>,
+    /// Path of libonnxruntime; default: ./.ort or the .ort folder beside the repository the binary was built in.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Intra-op threads per session (default: 1).
+    #[arg(long, env = "SEGSERVE_THREADS")]
+    pub threads: Option<usize>,
+    /// Sessions per model, each on its own thread (default: the CPUs this process may use).
+    #[arg(long, env = "SEGSERVE_SESSIONS")]
+    pub sessions: Option<usize>,
+    /// Largest image width or height accepted, in pixels.
+    #[arg(long, env = "SEGSERVE_MAX_IMAGE_SIDE", default_value_t = 16_384)]
+    pub max_image_side: u32,
+    /// Largest image area accepted, in pixels.
+    #[arg(long, env = "SEGSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+}
+
+/// `segserve serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SEGSERVE_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "SEGSERVE_PORT", default_value_t = 5000)]
+    pub port: u16,
+    /// Model and runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Largest request body accepted, in bytes (phone photos exceed axum's 2 MB default).
+    #[arg(long, env = "SEGSERVE_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests admitted beyond those being computed; more are refused with 503.
+    #[arg(long, env = "SEGSERVE_QUEUE_DEPTH", default_value_t = 32)]
+    pub queue_depth: usize,
+    /// Longest a request may wait for a session before it is refused with 503, in ms.
+    #[arg(long, env = "SEGSERVE_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub queue_timeout_ms: u64,
+    /// Time allowed to receive a whole request body, in ms (slow clients get 408).
+    #[arg(long, env = "SEGSERVE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// After SIGTERM, how long /readyz reports 503 before the listener closes, in ms.
+    #[arg(long, env = "SEGSERVE_SHUTDOWN_DRAIN_MS", default_value_t = 5_000)]
+    pub shutdown_drain_ms: u64,
+    /// After the listener closes, how long in-flight requests may take, in ms.
+    #[arg(long, env = "SEGSERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Log format.
+    #[arg(long, env = "SEGSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A model to load: its served name and file.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Served name (file stem).
+    pub name: String,
+    /// File path.
+    pub path: PathBuf,
+}
+
+/// Checked runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Models, default first.
+    pub models: Vec<ModelSpec>,
+    /// ONNX Runtime library.
+    pub ort_dylib: PathBuf,
+    /// Pool sizing.
+    pub pool: PoolConfig,
+    /// Image limits.
+    pub limits: DecodeLimits,
+}
+
+/// Checked server settings; what `segserve::run` takes.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Runtime settings.
+    pub runtime: RuntimeConfig,
+    /// Body size limit.
+    pub max_body_bytes: usize,
+    /// Body receive timeout.
+    pub body_timeout: Duration,
+    /// Readiness drain before closing the listener.
+    pub shutdown_drain: Duration,
+    /// Bound on finishing in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// CPUs this process may use: honours cgroup CPU quotas (a pod's CPU limit), unlike the
+/// host's core count.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Finds libonnxruntime: the explicit path, else `.ort/` in the working directory or in any
+/// ancestor of the executable (a `target/release/segserve` finds the repository's `.ort/`),
+/// else beside the executable.
+pub fn locate_ort(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        anyhow::ensure!(
+            p.is_file(),
+            "ORT_DYLIB_PATH points at {}, which does not exist",
+            p.display()
+        );
+        return Ok(p.to_path_buf());
+    }
+    let mut candidates = vec![PathBuf::from(".ort").join(ORT_LIB_NAME)];
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            candidates.push(dir.join(ORT_LIB_NAME));
+            candidates.push(dir.join(".ort").join(ORT_LIB_NAME));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no ONNX Runtime library found: set ORT_DYLIB_PATH to {ORT_LIB_NAME} (run `make setup` to download it from the \
+             onnxruntime==1.31.1 wheel on PyPI into .ort/)"
+        )
+    })
+}
+
+impl RuntimeArgs {
+    /// Checks the runtime flags: model files exist, names unique, limits positive.
+    pub fn into_config(
+        self,
+        queue_depth: usize,
+        queue_timeout: Duration,
+    ) -> anyhow::Result<RuntimeConfig> {
+        anyhow::ensure!(!self.models.is_empty(), "at least one --model is required");
+        let mut models: Vec<ModelSpec> = Vec::new();
+        for path in self.models {
+            anyhow::ensure!(
+                path.is_file(),
+                "model file {} not found (run `make setup`, or export one with Ultralytics: \
+                 `yolo export model=yolov8n-seg.pt format=onnx imgsz=320`)",
+                path.display()
+            );
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model")
+                .to_string();
+            anyhow::ensure!(
+                !models.iter().any(|m| m.name == name),
+                "two models are named {name}"
+            );
+            models.push(ModelSpec { name, path });
+        }
+        let cpus = available_cpus();
+        let threads = self.threads.unwrap_or(1);
+        let sessions = self.sessions.unwrap_or(cpus.max(1));
+        anyhow::ensure!(
+            threads >= 1 && sessions >= 1,
+            "--threads and --sessions must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_image_side >= 1 && self.max_image_pixels >= 1,
+            "image limits must be positive"
+        );
+        Ok(RuntimeConfig {
+            models,
+            ort_dylib: locate_ort(self.ort_dylib.as_deref())?,
+            pool: PoolConfig {
+                sessions,
+                threads,
+                queue_depth,
+                queue_timeout,
+            },
+            limits: DecodeLimits {
+                max_side: self.max_image_side,
+                max_pixels: self.max_image_pixels,
+            },
+        })
+    }
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: ServeArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            a.max_body_bytes >= 1024,
+            "--max-body-bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            a.queue_timeout_ms >= 1,
+            "--queue-timeout-ms must be positive"
+        );
+        Ok(ServeConfig {
+            addr: SocketAddr::new(a.host, a.port),
+            runtime: a
+                .runtime
+                .into_config(a.queue_depth, Duration::from_millis(a.queue_timeout_ms))?,
+            max_body_bytes: a.max_body_bytes,
+            body_timeout: Duration::from_millis(a.body_timeout_ms.max(1)),
+            shutdown_drain: Duration::from_millis(a.shutdown_drain_ms),
+            shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
+            log_format: a.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let cli = Cli::try_parse_from(["segserve", "serve"]).unwrap();
+        let Command::Serve(a) = cli.command;
+        assert_eq!(a.port, 5000);
+        assert_eq!(a.max_body_bytes, 20 * 1024 * 1024);
+        assert_eq!(
+            a.runtime.models,
+            vec![PathBuf::from("models/yolov8n-seg-320.onnx")]
+        );
+    }
+
+    #[test]
+    fn missing_model_is_a_clear_error() {
+        let cli =
+            Cli::try_parse_from(["segserve", "serve", "--model", "/nonexistent/x.onnx"]).unwrap();
+        let Command::Serve(a) = cli.command;
+        let err = ServeConfig::try_from(a).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
+    }
+}

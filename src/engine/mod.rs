@@ -1,0 +1,379 @@
+//! The inference engine: a pool of ONNX Runtime sessions on dedicated threads behind a
+//! bounded queue, plus output decoding. It knows tensors and detections, not HTTP or
+//! image files (`imageio` makes the input tensor, `api` shapes the replies).
+
+pub mod masks;
+pub mod metadata;
+pub mod postprocess;
+pub mod session;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayView2, ArrayView3, Axis};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::geometry::Letterbox;
+use crate::mask::BoxMask;
+pub use metadata::Task;
+pub use postprocess::FilterOptions;
+pub use session::ModelInfo;
+
+/// Everything that can go wrong between a ready tensor and detections.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The ONNX Runtime library is missing, too old, or failed to start.
+    #[error("ONNX Runtime unavailable: {0}")]
+    Runtime(String),
+    /// The model file could not be loaded or is not a supported export.
+    #[error("cannot load model {0}")]
+    ModelLoad(String),
+    /// Every session is busy and the queue is full.
+    #[error("server is at capacity")]
+    Overloaded,
+    /// The request waited in the queue longer than allowed.
+    #[error("request waited too long in the queue")]
+    QueueTimeout,
+    /// `Session::run` failed or returned unexpected shapes.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// The engine is shutting down.
+    #[error("engine is shutting down")]
+    Closed,
+    /// No model by that name is loaded.
+    #[error("no model named {0:?} is loaded")]
+    UnknownModel(String),
+}
+
+/// The loaded models, the default first.
+#[derive(Clone)]
+pub struct Registry {
+    engines: Vec<Engine>,
+}
+
+impl Registry {
+    /// Wraps loaded engines; the first is the default.
+    pub fn new(engines: Vec<Engine>) -> Self {
+        assert!(!engines.is_empty(), "a registry needs at least one model");
+        Registry { engines }
+    }
+
+    /// The named model, or the default when `name` is `None`.
+    pub fn get(&self, name: Option<&str>) -> Result<&Engine, EngineError> {
+        match name {
+            None => Ok(&self.engines[0]),
+            Some(n) => self
+                .engines
+                .iter()
+                .find(|e| e.info().name == n)
+                .ok_or_else(|| EngineError::UnknownModel(n.to_string())),
+        }
+    }
+
+    /// All models, default first.
+    pub fn all(&self) -> &[Engine] {
+        &self.engines
+    }
+}
+
+/// Pool and queue sizing.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Number of sessions, each on its own thread.
+    pub sessions: usize,
+    /// Intra-op threads per session.
+    pub threads: usize,
+    /// Requests admitted beyond those being computed.
+    pub queue_depth: usize,
+    /// Longest a request may wait for a session.
+    pub queue_timeout: Duration,
+}
+
+/// Raw model outputs for one image, copied out of ONNX Runtime's buffers.
+#[derive(Debug)]
+pub struct RawOutput {
+    /// `output0` without the batch dimension: [channels, anchors].
+    pub preds: Vec<f32>,
+    /// Number of anchors.
+    pub anchors: usize,
+    /// Prototypes [m, mh, mw] for segmentation models.
+    pub protos: Option<(Vec<f32>, [usize; 3])>,
+    /// Time spent waiting for a session.
+    pub queue_wait: Duration,
+    /// Time inside `Session::run`.
+    pub run_time: Duration,
+}
+
+/// One detected instance, in photo pixels.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// x1, y1, x2, y2 in source pixels.
+    pub bbox: [f32; 4],
+    /// Class id.
+    pub class_id: usize,
+    /// Score in 0..1.
+    pub score: f32,
+    /// Full-resolution mask, for segmentation models when masks were asked for.
+    pub mask: Option<BoxMask>,
+}
+
+struct Job {
+    input: Vec<f32>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<RawOutput, EngineError>>,
+}
+
+struct Inner {
+    info: ModelInfo,
+    pool: PoolConfig,
+    jobs: crossbeam_channel::Sender<Job>,
+    admission: Arc<Semaphore>,
+    /// Input tensors handed back by workers, so steady state allocates none.
+    buffers: Mutex<Vec<Vec<f32>>>,
+}
+
+/// Cheap-to-clone handle to one loaded model and its session pool.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Proof of admission: while held, the request counts against the queue.
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Engine {
+    /// Loads `path` into `pool.sessions` sessions and starts their threads.
+    /// The ONNX Runtime library must have been initialised with [`session::init_runtime`].
+    pub fn load(path: &Path, name: &str, pool: PoolConfig) -> Result<Engine, EngineError> {
+        let sessions = pool.sessions.max(1);
+        let mut built = Vec::with_capacity(sessions);
+        for _ in 0..sessions {
+            built.push(session::build_session(path, pool.threads.max(1))?);
+        }
+        let info = session::inspect(&built[0], name)?;
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
+        let inner = Arc::new(Inner {
+            info,
+            admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
+            pool,
+            jobs: tx,
+            buffers: Mutex::new(Vec::new()),
+        });
+        for (i, s) in built.into_iter().enumerate() {
+            let rx = rx.clone();
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name(format!("segserve-infer-{name}-{i}"))
+                .spawn(move || worker(s, rx, weak))
+                .map_err(|e| {
+                    EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
+                })?;
+        }
+        Ok(Engine { inner })
+    }
+
+    /// The model's metadata.
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    /// Pool configuration in force.
+    pub fn pool(&self) -> &PoolConfig {
+        &self.inner.pool
+    }
+
+    /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).
+    pub fn try_admit(&self) -> Result<Admission, EngineError> {
+        self.inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map(Admission)
+            .map_err(|_| EngineError::Overloaded)
+    }
+
+    /// Requests currently admitted (being decoded, queued or computed).
+    pub fn in_flight(&self) -> usize {
+        let cap = self.inner.pool.sessions.max(1) + self.inner.pool.queue_depth;
+        cap - self.inner.admission.available_permits()
+    }
+
+    /// A zeroed-or-recycled input buffer of the model's size: [3, H, W].
+    pub fn input_buffer(&self) -> Vec<f32> {
+        let (h, w) = self.inner.info.input_hw;
+        let recycled = self
+            .inner
+            .buffers
+            .lock()
+            .expect("buffer pool lock poisoned")
+            .pop();
+        let mut b = recycled.unwrap_or_default();
+        b.resize(3 * h * w, 0.0);
+        b
+    }
+
+    /// Runs the model on a prepared [3, H, W] tensor on one of the pool's sessions.
+    pub async fn infer(
+        &self,
+        input: Vec<f32>,
+        _admission: &Admission,
+    ) -> Result<RawOutput, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            input,
+            enqueued: Instant::now(),
+            reply: tx,
+        };
+        self.inner.jobs.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => EngineError::Overloaded,
+            crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Closed,
+        })?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+
+    /// Decodes raw outputs into detections in source pixels, with masks if asked.
+    /// Detections whose mask comes out empty are dropped, as Ultralytics does.
+    pub fn postprocess(
+        &self,
+        raw: &RawOutput,
+        lb: &Letterbox,
+        opts: &FilterOptions,
+        want_masks: bool,
+    ) -> Vec<Detection> {
+        let info = &self.inner.info;
+        let nc = info.names.len();
+        let cands = postprocess::decode(&raw.preds, raw.anchors, nc, lb, opts);
+        let protos = match (&raw.protos, want_masks) {
+            (Some((p, dims)), true) if !cands.is_empty() => Some((p, dims)),
+            _ => {
+                return cands
+                    .into_iter()
+                    .map(|c| Detection {
+                        bbox: c.source_box,
+                        class_id: c.class_id,
+                        score: c.score,
+                        mask: None,
+                    })
+                    .collect()
+            }
+        };
+        let (p, dims) = protos.expect("checked above");
+        let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p)
+            .expect("prototype length checked by the worker");
+        let preds = ArrayView2::from_shape(
+            (4 + nc + dims[0], raw.anchors),
+            &raw.preds[..(4 + nc + dims[0]) * raw.anchors],
+        )
+        .expect("prediction length checked by the worker");
+        let coeff_rows = preds.slice(ndarray::s![4 + nc.., ..]);
+        let coeffs = ndarray::Array2::from_shape_fn((cands.len(), dims[0]), |(i, k)| {
+            coeff_rows[[k, cands[i].anchor]]
+        });
+        let logits = masks::logits(coeffs.view(), protos);
+        cands
+            .into_iter()
+            .zip(logits.axis_iter(Axis(0)))
+            .filter_map(|(c, l)| {
+                let l = l
+                    .into_shape_with_order((dims[1], dims[2]))
+                    .expect("logit row has mh*mw values");
+                let mask = masks::mask_for_box(l, lb, c.source_box)?;
+                (mask.area() > 0).then_some(Detection {
+                    bbox: c.source_box,
+                    class_id: c.class_id,
+                    score: c.score,
+                    mask: Some(mask),
+                })
+            })
+            .collect()
+    }
+}
+
+fn worker(
+    mut session: ort::session::Session,
+    rx: crossbeam_channel::Receiver<Job>,
+    inner: std::sync::Weak<Inner>,
+) {
+    while let Ok(job) = rx.recv() {
+        let Some(inner) = inner.upgrade() else { return };
+        if job.reply.is_closed() {
+            continue; // the client went away while queued
+        }
+        let queue_wait = job.enqueued.elapsed();
+        metrics::histogram!("segserve_queue_wait_seconds", "model" => inner.info.name.clone())
+            .record(queue_wait.as_secs_f64());
+        if queue_wait > inner.pool.queue_timeout {
+            let _ = job.reply.send(Err(EngineError::QueueTimeout));
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_once(&mut session, &inner.info, &job.input)
+        }))
+        .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
+        let run_time = started.elapsed();
+        metrics::histogram!("segserve_inference_seconds", "model" => inner.info.name.clone())
+            .record(run_time.as_secs_f64());
+        inner
+            .buffers
+            .lock()
+            .expect("buffer pool lock poisoned")
+            .push(job.input);
+        let _ = job.reply.send(outcome.map(|mut raw| {
+            raw.queue_wait = queue_wait;
+            raw.run_time = run_time;
+            raw
+        }));
+    }
+}
+
+fn run_once(
+    session: &mut ort::session::Session,
+    info: &ModelInfo,
+    input: &[f32],
+) -> Result<RawOutput, EngineError> {
+    let fail = |e: ort::Error| EngineError::Inference(e.to_string());
+    let (h, w) = info.input_hw;
+    let tensor =
+        ort::value::TensorRef::from_array_view(([1usize, 3, h, w], input)).map_err(fail)?;
+    let outputs = session
+        .run(ort::inputs![info.input_name.as_str() => tensor])
+        .map_err(fail)?;
+    let (shape, data) = outputs[info.preds_name.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(fail)?;
+    let channels = 4 + info.names.len() + info.num_masks;
+    if shape.len() != 3 || shape[0] != 1 || shape[1] as usize != channels {
+        return Err(EngineError::Inference(format!(
+            "unexpected output0 shape {:?}",
+            &shape[..]
+        )));
+    }
+    let anchors = shape[2] as usize;
+    let protos = match &info.protos_name {
+        None => None,
+        Some(name) => {
+            let (pshape, pdata) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(fail)?;
+            if pshape.len() != 4 || pshape[0] != 1 || pshape[1] as usize != info.num_masks {
+                return Err(EngineError::Inference(format!(
+                    "unexpected prototype shape {:?}",
+                    &pshape[..]
+                )));
+            }
+            Some((
+                pdata.to_vec(),
+                [pshape[1] as usize, pshape[2] as usize, pshape[3] as usize],
+            ))
+        }
+    };
+    Ok(RawOutput {
+        preds: data.to_vec(),
+        anchors,
+        protos,
+        queue_wait: Duration::ZERO,
+        run_time: Duration::ZERO,
+    })
+}

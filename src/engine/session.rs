@@ -1,0 +1,182 @@
+//! Loads the ONNX Runtime library once, builds `ort` sessions, and checks a model's
+//! inputs, outputs and Ultralytics metadata before anything is served with it.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::ValueType;
+
+use super::metadata::{self, Task};
+use super::EngineError;
+
+/// Everything about a model that the rest of the server needs, read once at load time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// Served name (file stem).
+    pub name: String,
+    /// Head type.
+    pub task: Task,
+    /// Class names by id.
+    pub names: Vec<String>,
+    /// Canvas the photo is letterboxed onto: (height, width).
+    pub input_hw: (usize, usize),
+    /// Model stride (from metadata).
+    pub stride: usize,
+    /// Number of mask coefficients per anchor (0 for detection models).
+    pub num_masks: usize,
+    /// Name of the image input.
+    #[serde(skip)]
+    pub input_name: String,
+    /// Name of the predictions output.
+    #[serde(skip)]
+    pub preds_name: String,
+    /// Name of the prototypes output, for segmentation models.
+    #[serde(skip)]
+    pub protos_name: Option<String>,
+}
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Loads `libonnxruntime` from `path` once per process. Later calls return the first
+/// outcome: ONNX Runtime cannot be unloaded or swapped within a process.
+pub fn init_runtime(path: &Path) -> Result<(), EngineError> {
+    let outcome = RUNTIME.get_or_init(|| {
+        if !path.is_file() {
+            return Err(format!(
+                "ONNX Runtime library not found at {}",
+                path.display()
+            ));
+        }
+        // Telemetry off before the library initialises: it would otherwise try to reach a
+        // Microsoft host ~30 s after the first session, which these machines cannot reach.
+        // SAFETY-ish: called once at startup, before worker threads exist.
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+        let builder = ort::init_from(path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        builder
+            .with_name("segserve")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    });
+    outcome
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| EngineError::Runtime(e.clone()))
+}
+
+fn environment() -> Result<&'static Environment, EngineError> {
+    match RUNTIME.get() {
+        Some(Ok(env)) => Ok(env),
+        Some(Err(e)) => Err(EngineError::Runtime(e.clone())),
+        None => Err(EngineError::Runtime(
+            "ONNX Runtime was not initialised".into(),
+        )),
+    }
+}
+
+fn tensor_dims(t: &ValueType) -> Option<Vec<i64>> {
+    match t {
+        ValueType::Tensor { shape, .. } => Some(shape.to_vec()),
+        _ => None,
+    }
+}
+
+/// Builds one session with explicit intra-op threads and spinning off: spinning threads
+/// burn the cores other sessions and the HTTP runtime need.
+pub fn build_session(path: &Path, threads: usize) -> Result<Session, EngineError> {
+    let load = |e: ort::Error| EngineError::ModelLoad(format!("{}: {e}", path.display()));
+    let mut builder = Session::builder(environment()?)
+        .map_err(load)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load(e.into()))?
+        .with_intra_threads(threads)
+        .map_err(|e| load(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| load(e.into()))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| load(e.into()))?
+        .with_inter_op_spinning(false)
+        .map_err(|e| load(e.into()))?;
+    builder.commit_from_file(path).map_err(load)
+}
+
+/// Reads and validates the metadata and I/O signature of a loaded session.
+pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> {
+    let bad = |why: String| EngineError::ModelLoad(format!("{name}: {why}"));
+    let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
+    let get = |key: &str| {
+        meta.custom(key).ok_or_else(|| {
+            bad(format!(
+                "metadata has no `{key}` (not an Ultralytics export?)"
+            ))
+        })
+    };
+    let names = metadata::parse_names(&get("names")?).map_err(|e| bad(e.to_string()))?;
+    let input_hw = metadata::parse_imgsz(&get("imgsz")?).map_err(|e| bad(e.to_string()))?;
+    let stride = metadata::parse_stride(&get("stride")?).map_err(|e| bad(e.to_string()))?;
+    let task = metadata::parse_task(&get("task")?).map_err(|e| bad(e.to_string()))?;
+
+    let [input] = session.inputs() else {
+        return Err(bad(format!(
+            "expected one input, found {}",
+            session.inputs().len()
+        )));
+    };
+    let in_dims = tensor_dims(input.dtype()).ok_or_else(|| bad("input is not a tensor".into()))?;
+    if in_dims.len() != 4 || (in_dims[1] != 3 && in_dims[1] != -1) {
+        return Err(bad(format!("input shape {in_dims:?} is not [N, 3, H, W]")));
+    }
+    for (dim, want) in [(in_dims[2], input_hw.0), (in_dims[3], input_hw.1)] {
+        if dim > 0 && dim as usize != want {
+            return Err(bad(format!(
+                "input shape {in_dims:?} disagrees with imgsz {input_hw:?}"
+            )));
+        }
+    }
+
+    let outputs = session.outputs();
+    let preds = outputs.first().ok_or_else(|| bad("no outputs".into()))?;
+    let p_dims =
+        tensor_dims(preds.dtype()).ok_or_else(|| bad("output 0 is not a tensor".into()))?;
+    if p_dims.len() != 3 {
+        return Err(bad(format!(
+            "output 0 shape {p_dims:?} is not [N, C, anchors]"
+        )));
+    }
+    let (num_masks, protos_name) = match task {
+        Task::Detect => (0, None),
+        Task::Segment => {
+            let protos = outputs
+                .get(1)
+                .ok_or_else(|| bad("segment model without a prototype output".into()))?;
+            let dims = tensor_dims(protos.dtype())
+                .ok_or_else(|| bad("output 1 is not a tensor".into()))?;
+            if dims.len() != 4 || dims[1] <= 0 {
+                return Err(bad(format!("prototype shape {dims:?} is not [N, M, H, W]")));
+            }
+            (dims[1] as usize, Some(protos.name().to_string()))
+        }
+    };
+    if p_dims[1] > 0 && p_dims[1] as usize != 4 + names.len() + num_masks {
+        return Err(bad(format!(
+            "output 0 has {} channels, expected 4 + {} classes + {} mask coefficients",
+            p_dims[1],
+            names.len(),
+            num_masks
+        )));
+    }
+    Ok(ModelInfo {
+        name: name.to_string(),
+        task,
+        names,
+        input_hw,
+        stride,
+        num_masks,
+        input_name: input.name().to_string(),
+        preds_name: preds.name().to_string(),
+        protos_name,
+    })
+}

@@ -1,0 +1,292 @@
+//! Image input: decode an upload into an upright RGB8 photo under size limits, and
+//! letterbox it into the model's input tensor. No HTTP, no model code.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::geometry::Letterbox;
+
+/// Why an upload could not become a photo.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Empty body.
+    #[error("the image is empty")]
+    Empty,
+    /// Not a format we decode.
+    #[error("unsupported image format{0}; send JPEG, PNG, WebP, BMP, GIF or TIFF")]
+    Unsupported(String),
+    /// Header or pixel data is broken.
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+    /// Declared dimensions exceed the configured limits.
+    #[error("image is {width}x{height}; the limit is {max_side} pixels per side and {max_pixels} pixels in all")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Configured side limit.
+        max_side: u32,
+        /// Configured pixel-count limit.
+        max_pixels: u64,
+    },
+    /// Zero-sized image.
+    #[error("image has no pixels ({0}x{1})")]
+    NoPixels(u32, u32),
+}
+
+/// Limits checked against the header before any pixel buffer is allocated.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest width or height.
+    pub max_side: u32,
+    /// Largest width x height.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_side: 16_384,
+            max_pixels: 40_000_000,
+        }
+    }
+}
+
+/// Formats we accept: what phones, browsers and PixelLib clients send.
+const ACCEPTED: [ImageFormat; 6] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Bmp,
+    ImageFormat::Gif,
+    ImageFormat::Tiff,
+];
+
+/// Decodes `bytes` (format sniffed from content, never trusted from a name or header) into an
+/// upright RGB8 image: EXIF orientation applied, grayscale replicated, alpha dropped without
+/// compositing and 16-bit scaled to 8-bit (what OpenCV's `imdecode` gives Ultralytics).
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let format = reader
+        .format()
+        .ok_or_else(|| ImageError::Unsupported(String::new()))?;
+    if !ACCEPTED.contains(&format) {
+        return Err(ImageError::Unsupported(format!(" ({format:?})")));
+    }
+    let mut reader = reader;
+    let mut lim = image::Limits::default();
+    // Width/height are checked by us right after the header (clearer errors); the allocation
+    // cap is the backstop for decoders that allocate before reporting dimensions.
+    // Decoders may need a few buffers of the image's size (RGBA16 -> RGB8 conversion).
+    lim.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(lim);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_decode_error(e, limits))?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let turbo = (format == ImageFormat::Jpeg)
+        .then(|| decode_jpeg_turbo(bytes, width, height))
+        .flatten();
+    let mut img = match turbo {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?,
+    };
+    img.apply_orientation(orientation);
+    Ok(match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    })
+}
+
+/// Decodes a JPEG with libjpeg-turbo's decoder (what OpenCV uses, so what Ultralytics
+/// sees). `None` when it cannot produce RGB for this file (CMYK/YCCK, or an error), and the
+/// caller falls back to the `image` crate, which handles CMYK and reports errors.
+fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
+    // libjpeg reports fatal errors through a callback that unwinds; catch it here.
+    let result = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(
+            d.color_space(),
+            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+        ) {
+            return Err(std::io::Error::other("CMYK"));
+        }
+        let mut started = d.rgb()?;
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(pixels)
+    });
+    match result {
+        Ok(Ok(pixels)) if pixels.len() == width as usize * height as usize * 3 => {
+            RgbImage::from_raw(width, height, pixels)
+        }
+        _ => None,
+    }
+}
+
+fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::NoPixels(width, height));
+    }
+    if width > limits.max_side
+        || height > limits.max_side
+        || width as u64 * height as u64 > limits.max_pixels
+    {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max_side: limits.max_side,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+fn map_decode_error(e: image::ImageError, limits: &DecodeLimits) -> ImageError {
+    match e {
+        image::ImageError::Unsupported(u) => ImageError::Unsupported(format!(" ({u})")),
+        image::ImageError::Limits(_) => ImageError::TooLarge {
+            width: 0,
+            height: 0,
+            max_side: limits.max_side,
+            max_pixels: limits.max_pixels,
+        },
+        other => ImageError::Corrupt(other.to_string()),
+    }
+}
+
+/// `v / 255` for every byte, computed once: a table lookup is exact and cheaper than a divide.
+fn unit_lut() -> &'static [f32; 256] {
+    static LUT: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    LUT.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
+}
+
+/// Letterboxes `img` into `out`, a planar [3, H, W] RGB tensor scaled to 0..1, padding with
+/// 114 (Ultralytics' grey). The resize is OpenCV's INTER_LINEAR, bit-exact (see `resize`);
+/// `scratch` holds the resized photo and is reused between calls.
+pub fn letterbox_into(img: &RgbImage, lb: &Letterbox, scratch: &mut Vec<u8>, out: &mut [f32]) {
+    let (cw, ch) = (lb.canvas_w as usize, lb.canvas_h as usize);
+    assert_eq!(out.len(), 3 * cw * ch, "input buffer must be [3, H, W]");
+    let (nw, nh) = (lb.new_w as usize, lb.new_h as usize);
+    let resized: &[u8] = if (img.width(), img.height()) == (lb.new_w, lb.new_h) {
+        img.as_raw()
+    } else {
+        scratch.resize(nw * nh * 3, 0);
+        crate::resize::resize_rgb8(
+            img.as_raw(),
+            img.width() as usize,
+            img.height() as usize,
+            scratch,
+            nw,
+            nh,
+        );
+        scratch
+    };
+    let lut = unit_lut();
+    let pad = lut[114];
+    let plane = cw * ch;
+    let (left, top) = (lb.left as usize, lb.top as usize);
+    for c in 0..3 {
+        let p = &mut out[c * plane..(c + 1) * plane];
+        for y in 0..ch {
+            let row = &mut p[y * cw..(y + 1) * cw];
+            if y < top || y >= top + nh {
+                row.fill(pad);
+                continue;
+            }
+            row[..left].fill(pad);
+            row[left + nw..].fill(pad);
+            let src = &resized[(y - top) * nw * 3..(y - top + 1) * nw * 3];
+            for (o, px) in row[left..left + nw].iter_mut().zip(src.chunks_exact(3)) {
+                *o = lut[px[c] as usize];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(img: &DynamicImage) -> Vec<u8> {
+        let mut v = Vec::new();
+        img.write_to(&mut Cursor::new(&mut v), ImageFormat::Png)
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn decodes_gray_alpha_and_16bit_to_rgb8() {
+        let gray = DynamicImage::ImageLumaA8(image::ImageBuffer::from_pixel(
+            3,
+            2,
+            image::LumaA([200u8, 10]),
+        ));
+        let rgb = decode(&png(&gray), &DecodeLimits::default()).unwrap();
+        assert_eq!((rgb.width(), rgb.height()), (3, 2));
+        assert_eq!(rgb.get_pixel(1, 1).0, [200, 200, 200]);
+        let deep = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
+            2,
+            2,
+            image::Rgb([65535u16, 0, 32896]),
+        ));
+        assert_eq!(
+            decode(&png(&deep), &DecodeLimits::default())
+                .unwrap()
+                .get_pixel(0, 0)
+                .0,
+            [255, 0, 128]
+        );
+    }
+
+    #[test]
+    fn refuses_empty_text_and_oversized() {
+        assert!(matches!(
+            decode(b"", &DecodeLimits::default()),
+            Err(ImageError::Empty)
+        ));
+        assert!(matches!(
+            decode(b"hello world", &DecodeLimits::default()),
+            Err(ImageError::Unsupported(_))
+        ));
+        let img = DynamicImage::ImageRgb8(RgbImage::new(40, 30));
+        let small = DecodeLimits {
+            max_side: 32,
+            max_pixels: 10_000,
+        };
+        assert!(matches!(
+            decode(&png(&img), &small),
+            Err(ImageError::TooLarge {
+                width: 40,
+                height: 30,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn letterbox_pads_with_114_and_copies_pixels() {
+        let img = RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 51]));
+        let lb = Letterbox::new(4, 2, 4, 4);
+        let mut out = vec![0.0; 3 * 16];
+        letterbox_into(&img, &lb, &mut Vec::new(), &mut out);
+        assert_eq!((lb.top, lb.bottom), (1, 1));
+        let pad = 114.0 / 255.0;
+        assert_eq!(out[0], pad); // R plane, row 0
+        assert_eq!(out[4], 1.0); // R plane, row 1
+        assert_eq!(out[16 + 4], 0.0); // G plane, row 1
+        assert_eq!(out[32 + 4], 0.2); // B plane, row 1
+        assert_eq!(out[32 + 15], pad); // B plane, row 3
+    }
+}

@@ -1,0 +1,166 @@
+//! segserve: instance segmentation over HTTP with Ultralytics YOLO ONNX models.
+//!
+//! `run` wires it together: load the models in the background (readiness stays 503 until
+//! they are warm), serve the router, and shut down gracefully on the given signal.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod geometry;
+pub mod imageio;
+pub mod mask;
+pub mod pipeline;
+pub mod resize;
+pub mod shutdown;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::config::{RuntimeConfig, ServeConfig};
+use crate::engine::{session, Engine, Registry};
+
+/// Installs the process-wide Prometheus recorder once and returns its handle
+/// (a process has one recorder; tests start several servers in one process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const SECONDS: [f64; 14] = [
+                0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            const COUNTS: [f64; 10] = [0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &SECONDS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "segserve_detections_per_image".into(),
+                        ),
+                        &COUNTS,
+                    )
+                })
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding application); then our
+            // handle simply renders nothing, which is better than failing to start.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Loads every configured model (runtime library first) and warms each one up.
+pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
+    let started = Instant::now();
+    let rt2 = rt.clone();
+    let engines = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Engine>> {
+        session::init_runtime(&rt2.ort_dylib)?;
+        rt2.models
+            .iter()
+            .map(|m| {
+                let t = Instant::now();
+                let e = Engine::load(&m.path, &m.name, rt2.pool.clone())?;
+                metrics::gauge!("segserve_model_load_seconds", "model" => m.name.clone())
+                    .set(t.elapsed().as_secs_f64());
+                Ok(e)
+            })
+            .collect()
+    })
+    .await
+    .context("model loading task failed")??;
+    for e in &engines {
+        pipeline::warm_up(e)
+            .await
+            .with_context(|| format!("warm-up inference of {} failed", e.info().name))?;
+        let info = e.info();
+        tracing::info!(
+            model = %info.name, task = info.task.as_str(), input = ?info.input_hw, classes = info.names.len(),
+            sessions = e.pool().sessions, threads = e.pool().threads, "model ready"
+        );
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "all models loaded and warmed up"
+    );
+    Ok(Registry::new(engines))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: readiness goes 503 at once,
+/// the listener stays open for `shutdown_drain` (so load balancers stop routing here), then
+/// closes, and in-flight requests get `shutdown_timeout` to finish.
+pub async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        models: Arc::new(OnceLock::new()),
+        ready: Arc::new(AtomicBool::new(false)),
+        config: Arc::new(config.clone()),
+        metrics: metrics_handle(),
+    };
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let loader_state = state.clone();
+    tokio::spawn(async move {
+        match load_models(&loader_state.config.runtime).await {
+            Ok(reg) => {
+                let _ = loader_state.models.set(reg);
+                api::set_ready(&loader_state, true);
+            }
+            Err(e) => {
+                let _ = fatal_tx.send(e).await;
+            }
+        }
+    });
+
+    let app = api::router(state.clone());
+    let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
+    let fatal: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let fatal2 = fatal.clone();
+    let drain_state = state.clone();
+    let (drain, grace) = (config.shutdown_drain, config.shutdown_timeout);
+    let graceful = async move {
+        tokio::select! {
+            _ = shutdown => {
+                api::set_ready(&drain_state, false);
+                tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: readiness off, draining");
+                tokio::time::sleep(drain).await;
+            }
+            Some(e) = fatal_rx.recv() => {
+                tracing::error!(error = %format!("{e:#}"), "startup failed");
+                *fatal2.lock().expect("fatal slot lock poisoned") = Some(e);
+            }
+        }
+        let _ = begin_tx.send(());
+        tracing::info!("listener closed; waiting for in-flight requests");
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let deadline = async move {
+        if begin_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r.context("server error")?,
+        _ = deadline => tracing::warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway"),
+    }
+    if let Some(e) = fatal.lock().expect("fatal slot lock poisoned").take() {
+        return Err(e);
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
