@@ -1,0 +1,425 @@
+//! End-to-end tests over real HTTP against the real server on 127.0.0.1:0 (issue 2):
+//! every endpoint, and every error status the API documents.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::http::Request;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn bus() -> Vec<u8> {
+    std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap()
+}
+
+fn form(field: &str, bytes: Vec<u8>, filename: &str) -> Form {
+    Form::new().part(
+        field.to_string(),
+        Part::bytes(bytes).file_name(filename.to_string()),
+    )
+}
+
+async fn json_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.expect("JSON body");
+    (status, v)
+}
+
+async fn expect_error(resp: reqwest::Response, status: u16, error_type: &str) {
+    let (s, v) = json_of(resp).await;
+    assert_eq!(s, status, "body: {v}");
+    assert_eq!(v["error_type"], error_type, "body: {v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "body: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_models_and_pixellib_api() {
+    let srv = common::spawn_server(&[]).await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.get(srv.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    let (s, ready) = json_of(c.get(srv.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!((s, ready["status"].as_str()), (200, Some("ready")));
+
+    let (s, models) = json_of(c.get(srv.url("/v1/models")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    let m = &models["models"][0];
+    assert_eq!(m["name"], "yolov8n-seg-320");
+    assert_eq!(m["task"], "segment");
+    assert_eq!(m["input_size"], serde_json::json!([320, 320]));
+    assert_eq!(m["class_names"].as_array().unwrap().len(), 80);
+    assert_eq!(m["class_names"][5], "bus");
+
+    // The seed's curl: `curl -F image=@bus.jpg /segmentapi`.
+    let (s, v) = json_of(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", bus(), "bus.jpg"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let out = &v["outputs"];
+    let names: Vec<&str> = out["class_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"bus") && names.contains(&"person"),
+        "{names:?}"
+    );
+    let n = names.len();
+    assert_eq!(out["mask_shape"], serde_json::json!([1080, 810, n]));
+    assert_eq!(out["boxes"].as_array().unwrap().len(), n);
+    assert!(
+        out["boxes"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x.is_i64()),
+        "integer boxes"
+    );
+    assert!(out["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x.as_i64().is_some_and(|p| (25..=100).contains(&p))));
+    assert_eq!(out["object_counts"]["bus"], 1);
+    assert_eq!(
+        out["object_counts"]["person"].as_u64().unwrap() as usize,
+        n - 1
+    );
+    assert!(out.get("mask_values").is_none());
+
+    // Dense masks on request: H x W x N booleans.
+    let (s, v) = json_of(
+        c.post(srv.url("/segmentapi?mask_values=true"))
+            .multipart(form("image", bus(), "bus.jpg"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mv = v["outputs"]["mask_values"].as_array().unwrap();
+    assert_eq!(mv.len(), 1080);
+    assert_eq!(mv[0].as_array().unwrap().len(), 810);
+    assert_eq!(mv[540][400].as_array().unwrap().len(), n);
+    // The bus covers the middle of the photo.
+    let bus_idx = names.iter().position(|x| *x == "bus").unwrap();
+    assert_eq!(mv[500][400][bus_idx], true);
+    assert_eq!(mv[5][5][bus_idx], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_segment_multipart_raw_and_options() {
+    let srv = common::spawn_server(&[]).await;
+    let c = reqwest::Client::new();
+    let (s, v) = json_of(
+        c.post(srv.url("/v1/segment"))
+            .multipart(form("image", bus(), "bus.jpg"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["model"], "yolov8n-seg-320");
+    assert_eq!(
+        v["image"],
+        serde_json::json!({"width": 810, "height": 1080})
+    );
+    let dets = v["detections"].as_array().unwrap();
+    assert!(dets.len() >= 4);
+    let scores: Vec<f64> = dets.iter().map(|d| d["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score");
+    for d in dets {
+        assert_eq!(d["mask"]["size"], serde_json::json!([1080, 810]));
+        let counts = d["mask"]["counts"].as_str().unwrap();
+        let dense = segserve::mask::decode_coco_rle(counts, 1080, 810).unwrap();
+        assert!(dense.contains(&1), "non-empty mask");
+    }
+    for key in ["decode", "preprocess", "inference", "postprocess", "total"] {
+        assert!(v["timing_ms"][key].as_f64().unwrap() >= 0.0);
+    }
+
+    // Raw body with an image content type, masks off, class filter by name and id.
+    let resp = c
+        .post(srv.url("/v1/segment?masks=none&classes=bus,0&conf=0.5"))
+        .header("content-type", "image/jpeg")
+        .body(bus())
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(resp).await;
+    assert_eq!(s, 200, "{v}");
+    let dets = v["detections"].as_array().unwrap();
+    assert!(!dets.is_empty());
+    assert!(dets
+        .iter()
+        .all(|d| d.get("mask").is_none() && d["score"].as_f64().unwrap() > 0.5));
+    assert!(dets
+        .iter()
+        .all(|d| d["class_name"] == "bus" || d["class_name"] == "person"));
+
+    let (_, v) = json_of(
+        c.post(srv.url("/v1/segment?classes=bus&max_det=1"))
+            .body(bus())
+            .header("content-type", "image/jpeg")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["detections"].as_array().unwrap().len(), 1);
+    assert_eq!(v["object_counts"], serde_json::json!({"bus": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_status() {
+    let srv = common::spawn_server(&["--max-body-bytes", "100000"]).await;
+    let c = reqwest::Client::new();
+    let small_png = {
+        let mut v = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(8, 8))
+            .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Png)
+            .unwrap();
+        v
+    };
+    // 400: wrong field name, empty field, bad parameters, malformed multipart.
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("file", small_png.clone(), "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", vec![], "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/v1/segment?conf=2"))
+            .multipart(form("image", small_png.clone(), "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/segmentapi?mask_values=maybe"))
+            .multipart(form("image", small_png.clone(), "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .header("content-type", "multipart/form-data")
+            .body("--x\r\n")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    // 404: unknown route and unknown model.
+    expect_error(
+        c.get(srv.url("/nope")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/v1/segment?model=unicorn"))
+            .multipart(form("image", small_png.clone(), "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    // 405: known route, wrong method.
+    expect_error(
+        c.get(srv.url("/segmentapi")).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    // 413: body over the limit, with and without a Content-Length.
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", bus(), "bus.jpg"))
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    let chunks = futures_util::stream::iter(
+        bus()
+            .chunks(16 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let resp = c
+        .post(srv.url("/v1/segment"))
+        .header("content-type", "image/jpeg")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 413, "payload_too_large").await;
+    // 415: unsupported content type, and a file that is not an image.
+    expect_error(
+        c.post(srv.url("/v1/segment"))
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .header("content-type", "image/jpeg")
+            .body(small_png.clone())
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", b"just some text".to_vec(), "a.txt"))
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    // 422: corrupt image (a PNG cut in half).
+    let cut = small_png[..small_png.len() / 2].to_vec();
+    expect_error(
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", cut, "a.png"))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_image",
+    )
+    .await;
+    // Nothing above took the server down.
+    assert_eq!(
+        c.get(srv.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let ok = c
+        .post(srv.url("/v1/segment"))
+        .multipart(form("image", small_png, "a.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_retry_after() {
+    // One session, no queue: a burst of simultaneous requests must see some shed.
+    let srv = common::spawn_server(&["--sessions", "1", "--queue-depth", "0"]).await;
+    let c = reqwest::Client::new();
+    let reqs = (0..12).map(|_| {
+        c.post(srv.url("/v1/segment?masks=none"))
+            .header("content-type", "image/jpeg")
+            .body(bus())
+            .send()
+    });
+    let resps = futures_util::future::join_all(reqs).await;
+    let (mut ok, mut shed) = (0, 0);
+    for r in resps {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error_type"], "overloaded");
+                shed += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "ok {ok}, shed {shed}");
+}
+
+/// Router test without a socket: before the models are loaded, readiness and inference
+/// routes answer 503 with Retry-After, while liveness answers 200.
+#[tokio::test]
+async fn not_ready_before_models_load() {
+    let state = segserve::api::AppState {
+        models: Arc::new(OnceLock::new()),
+        ready: Arc::new(AtomicBool::new(false)),
+        config: Arc::new(common::serve_config(&[])),
+        metrics: segserve::metrics_handle(),
+    };
+    let app = segserve::api::router(state);
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let req = Request::post("/v1/segment")
+        .header("content-type", "image/jpeg")
+        .body(Body::from(bus()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error_type"], "not_ready");
+}
