@@ -4,7 +4,7 @@ export ORT_DISABLE_TELEMETRY := 1
 export RUST_LOG ?= info,ort=warn
 export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test lint clean
+.PHONY: setup build run test lint clean bench
 
 setup:
 	@scripts/setup.sh
@@ -26,3 +26,8 @@ lint:
 
 clean:
 	cargo clean
+
+# Criterion stage benchmarks, then the end-to-end load test against the release server.
+bench: setup
+	cargo bench --locked --bench stages
+	scripts/bench.sh

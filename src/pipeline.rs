@@ -94,23 +94,28 @@ pub async fn segment(
 ) -> Result<Segmentation, PipelineError> {
     let started = Instant::now();
     let admission = engine.try_admit()?;
+    let slot = engine.slot(&admission).await?;
+    let slot_wait = started.elapsed();
     let (cw, ch) = (
         engine.info().input_hw.1 as u32,
         engine.info().input_hw.0 as u32,
     );
     let mut input = engine.input_buffer();
     let bytes = req.bytes.clone();
+    let keep = req.keep_image;
     let (img, lb, input, decode, preprocess) = blocking(move || -> Result<_, ImageError> {
         let t0 = Instant::now();
         let img = imageio::decode(&bytes, &limits)?;
         let t1 = Instant::now();
         let lb = Letterbox::new(img.width(), img.height(), cw, ch);
         SCRATCH.with(|r| imageio::letterbox_into(&img, &lb, &mut r.borrow_mut(), &mut input));
-        Ok((img, lb, input, t1 - t0, t1.elapsed()))
+        // Only the renderer needs the pixels again; drop them before waiting on inference.
+        Ok((keep.then_some(img), lb, input, t1 - t0, t1.elapsed()))
     })
     .await??;
 
-    let raw = engine.infer(input, &admission).await?;
+    let raw = engine.infer(input, &slot).await?;
+    drop(slot);
     drop(admission);
 
     let t_post = Instant::now();
@@ -124,18 +129,18 @@ pub async fn segment(
     .await?;
     let postprocess = t_post.elapsed();
     Ok(Segmentation {
-        width: img.width(),
-        height: img.height(),
+        width: lb.src_w,
+        height: lb.src_h,
         detections,
         timing: Timing {
             decode,
             preprocess,
-            queue: raw.queue_wait,
+            queue: slot_wait + raw.queue_wait,
             inference: raw.run_time,
             postprocess,
             total: started.elapsed(),
         },
-        image: req.keep_image.then(|| Arc::new(img)),
+        image: img.map(Arc::new),
     })
 }
 
@@ -143,8 +148,9 @@ pub async fn segment(
 /// for ONNX Runtime's lazy initialisation.
 pub async fn warm_up(engine: &Engine) -> Result<(), PipelineError> {
     let admission = engine.try_admit()?;
+    let slot = engine.slot(&admission).await?;
     let mut input = engine.input_buffer();
     input.fill(114.0 / 255.0);
-    engine.infer(input, &admission).await?;
+    engine.infer(input, &slot).await?;
     Ok(())
 }

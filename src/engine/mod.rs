@@ -129,6 +129,8 @@ struct Inner {
     pool: PoolConfig,
     jobs: crossbeam_channel::Sender<Job>,
     admission: Arc<Semaphore>,
+    /// Requests allowed to hold decoded pixels and tensors at once (see [`Engine::slot`]).
+    stage: Arc<Semaphore>,
     /// Input tensors handed back by workers, so steady state allocates none.
     buffers: Mutex<Vec<Vec<f32>>>,
 }
@@ -141,6 +143,13 @@ pub struct Engine {
 
 /// Proof of admission: while held, the request counts against the queue.
 pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// A place in the compute stage (decode, letterbox, inference).
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Requests per session allowed in the compute stage: one computing, one being decoded so
+/// the session never waits for image work.
+const STAGE_PER_SESSION: usize = 2;
 
 impl Engine {
     /// Loads `path` into `pool.sessions` sessions and starts their threads.
@@ -156,6 +165,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
+            stage: Arc::new(Semaphore::new(sessions * STAGE_PER_SESSION)),
             pool,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
@@ -193,6 +203,18 @@ impl Engine {
             .map_err(|_| EngineError::Overloaded)
     }
 
+    /// Waits (up to the queue timeout) for a place in the compute stage. Queued requests
+    /// wait here holding only their compressed bytes, so memory under load stays flat:
+    /// decoded photos and tensors exist for at most `2 x sessions` requests at a time.
+    pub async fn slot(&self, _admission: &Admission) -> Result<Slot, EngineError> {
+        let sem = self.inner.stage.clone();
+        match tokio::time::timeout(self.inner.pool.queue_timeout, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Slot(p)),
+            Ok(Err(_)) => Err(EngineError::Closed),
+            Err(_) => Err(EngineError::QueueTimeout),
+        }
+    }
+
     /// Requests currently admitted (being decoded, queued or computed).
     pub fn in_flight(&self) -> usize {
         let cap = self.inner.pool.sessions.max(1) + self.inner.pool.queue_depth;
@@ -214,11 +236,7 @@ impl Engine {
     }
 
     /// Runs the model on a prepared [3, H, W] tensor on one of the pool's sessions.
-    pub async fn infer(
-        &self,
-        input: Vec<f32>,
-        _admission: &Admission,
-    ) -> Result<RawOutput, EngineError> {
+    pub async fn infer(&self, input: Vec<f32>, _slot: &Slot) -> Result<RawOutput, EngineError> {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             input,
@@ -309,7 +327,7 @@ fn worker(
         }
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_once(&mut session, &inner.info, &job.input)
+            run_session(&mut session, &inner.info, &job.input)
         }))
         .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
         let run_time = started.elapsed();
@@ -328,7 +346,9 @@ fn worker(
     }
 }
 
-fn run_once(
+/// Runs `session` once on a [3, H, W] tensor and copies the outputs out. Public so the
+/// benchmarks measure the bare `Session::run` floor through the same code.
+pub fn run_session(
     session: &mut ort::session::Session,
     info: &ModelInfo,
     input: &[f32],

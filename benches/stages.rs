@@ -1,0 +1,139 @@
+//! Criterion benchmarks of each pipeline stage on real photos (issue 5):
+//! decode, letterbox, inference, output decoding + NMS, masks, RLE, JSON.
+//! `cargo bench --bench stages` (or `make bench`).
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use segserve::engine::{session, Engine, FilterOptions, PoolConfig};
+use segserve::geometry::Letterbox;
+use segserve::imageio::{self, DecodeLimits};
+use segserve::pipeline::{Segmentation, Timing};
+
+fn stages(c: &mut Criterion) {
+    common::init_ort();
+    let name = common::model_name();
+    let engine = Engine::load(
+        &common::model(&name),
+        &name,
+        PoolConfig {
+            sessions: 1,
+            threads: 1,
+            queue_depth: 1,
+            queue_timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    let (ih, iw) = engine.info().input_hw;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut g = c.benchmark_group("decode");
+    for photo in ["bus.jpg", "zidane.jpg", "astronaut.png"] {
+        let bytes = common::photo(photo);
+        g.bench_with_input(BenchmarkId::from_parameter(photo), &bytes, |b, bytes| {
+            b.iter(|| imageio::decode(bytes, &DecodeLimits::default()).unwrap())
+        });
+    }
+    g.finish();
+
+    let bus = imageio::decode(&common::photo("bus.jpg"), &DecodeLimits::default()).unwrap();
+    let lb = Letterbox::new(bus.width(), bus.height(), iw as u32, ih as u32);
+    let mut input = vec![0f32; 3 * ih * iw];
+    let mut scratch = Vec::new();
+    c.bench_function("letterbox/bus.jpg", |b| {
+        b.iter(|| imageio::letterbox_into(&bus, &lb, &mut scratch, &mut input))
+    });
+
+    let mut sess = session::build_session(&common::model(&name), 1).unwrap();
+    let info = engine.info().clone();
+    let mut g = c.benchmark_group("inference");
+    g.sample_size(30);
+    g.bench_function("session.run/1-thread", |b| {
+        b.iter(|| segserve::engine::run_session(&mut sess, &info, &input).unwrap())
+    });
+    g.finish();
+
+    let raw = rt.block_on(async {
+        let admission = engine.try_admit().unwrap();
+        let slot = engine.slot(&admission).await.unwrap();
+        engine.infer(input.clone(), &slot).await.unwrap()
+    });
+    let filter = FilterOptions::default();
+    c.bench_function("postprocess/outputs+nms", |b| {
+        b.iter(|| {
+            segserve::engine::postprocess::decode(
+                &raw.preds,
+                raw.anchors,
+                info.names.len(),
+                &lb,
+                &filter,
+            )
+        })
+    });
+    c.bench_function("postprocess/outputs+nms+masks", |b| {
+        b.iter(|| engine.postprocess(&raw, &lb, &filter, true))
+    });
+
+    let detections = engine.postprocess(&raw, &lb, &filter, true);
+    c.bench_function("rle/bus.jpg-all-masks", |b| {
+        b.iter(|| {
+            detections
+                .iter()
+                .map(|d| d.mask.as_ref().unwrap().to_coco_rle().len())
+                .sum::<usize>()
+        })
+    });
+    let seg = Segmentation {
+        width: bus.width(),
+        height: bus.height(),
+        detections,
+        timing: Timing::default(),
+        image: None,
+    };
+    c.bench_function("json/v1-segment", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&segserve::api::types::SegmentResponse::new(&info, &seg)).unwrap()
+        })
+    });
+    c.bench_function("json/segmentapi", |b| {
+        b.iter(|| {
+            serde_json::to_vec(&segserve::api::types::PixelLibResponse::new(
+                &info, &seg, false,
+            ))
+            .unwrap()
+        })
+    });
+
+    let bytes = bytes::Bytes::from(common::photo("bus.jpg"));
+    let mut g = c.benchmark_group("end-to-end");
+    g.sample_size(30);
+    g.bench_function("pipeline/bus.jpg", |b| {
+        b.iter(|| {
+            let req = segserve::pipeline::SegmentRequest {
+                bytes: bytes.clone(),
+                filter: filter.clone(),
+                masks: true,
+                keep_image: false,
+            };
+            rt.block_on(segserve::pipeline::segment(
+                &engine,
+                DecodeLimits::default(),
+                req,
+            ))
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = stages
+}
+criterion_main!(benches);
