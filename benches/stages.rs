@@ -23,6 +23,8 @@ fn stages(c: &mut Criterion) {
             threads: 1,
             queue_depth: 1,
             queue_timeout: Duration::from_secs(60),
+            max_batch: 1,
+            batch_window: Duration::ZERO,
         },
     )
     .unwrap();

@@ -58,6 +58,13 @@ pub struct RuntimeArgs {
     /// Sessions per model, each on its own thread (default: the CPUs this process may use).
     #[arg(long, env = "SEGSERVE_SESSIONS")]
     pub sessions: Option<usize>,
+    /// Largest batch per inference run, for models with a dynamic batch dimension
+    /// (1 = off: on CPU, batching measured no faster than parallel sessions; see README).
+    #[arg(long, env = "SEGSERVE_MAX_BATCH", default_value_t = 1)]
+    pub max_batch: usize,
+    /// How long a session waits to fill a batch, in ms.
+    #[arg(long, env = "SEGSERVE_BATCH_WINDOW_MS", default_value_t = 2)]
+    pub batch_window_ms: u64,
     /// Largest image width or height accepted, in pixels.
     #[arg(long, env = "SEGSERVE_MAX_IMAGE_SIDE", default_value_t = 16_384)]
     pub max_image_side: u32,
@@ -223,6 +230,8 @@ impl RuntimeArgs {
                 threads,
                 queue_depth,
                 queue_timeout,
+                max_batch: self.max_batch.max(1),
+                batch_window: Duration::from_millis(self.batch_window_ms),
             },
             limits: DecodeLimits {
                 max_side: self.max_image_side,

@@ -89,6 +89,8 @@ async fn check_model(model: &str, expect_masks: bool) {
             threads: available_cpus(),
             queue_depth: 4,
             queue_timeout: std::time::Duration::from_secs(60),
+            max_batch: 1,
+            batch_window: std::time::Duration::ZERO,
         },
     )
     .expect("model loads");

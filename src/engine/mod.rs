@@ -6,6 +6,9 @@ pub mod masks;
 pub mod metadata;
 pub mod postprocess;
 pub mod session;
+mod worker;
+
+pub use worker::run_session;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -88,6 +91,10 @@ pub struct PoolConfig {
     pub queue_depth: usize,
     /// Longest a request may wait for a session.
     pub queue_timeout: Duration,
+    /// Largest batch per run, for models whose batch dimension is dynamic (1 = no batching).
+    pub max_batch: usize,
+    /// How long a session waits for more requests to fill a batch.
+    pub batch_window: Duration,
 }
 
 /// Raw model outputs for one image, copied out of ONNX Runtime's buffers.
@@ -118,13 +125,13 @@ pub struct Detection {
     pub mask: Option<BoxMask>,
 }
 
-struct Job {
+pub(crate) struct Job {
     input: Vec<f32>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<RawOutput, EngineError>>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     info: ModelInfo,
     pool: PoolConfig,
     jobs: crossbeam_channel::Sender<Job>,
@@ -165,7 +172,10 @@ impl Engine {
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
-            stage: Arc::new(Semaphore::new(sessions * STAGE_PER_SESSION)),
+            // Enough to fill a batch while the previous one computes.
+            stage: Arc::new(Semaphore::new(
+                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1),
+            )),
             pool,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
@@ -175,7 +185,7 @@ impl Engine {
             let weak = Arc::downgrade(&inner);
             std::thread::Builder::new()
                 .name(format!("segserve-infer-{name}-{i}"))
-                .spawn(move || worker(s, rx, weak))
+                .spawn(move || worker::run(s, rx, weak))
                 .map_err(|e| {
                     EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
                 })?;
@@ -306,94 +316,4 @@ impl Engine {
             })
             .collect()
     }
-}
-
-fn worker(
-    mut session: ort::session::Session,
-    rx: crossbeam_channel::Receiver<Job>,
-    inner: std::sync::Weak<Inner>,
-) {
-    while let Ok(job) = rx.recv() {
-        let Some(inner) = inner.upgrade() else { return };
-        if job.reply.is_closed() {
-            continue; // the client went away while queued
-        }
-        let queue_wait = job.enqueued.elapsed();
-        metrics::histogram!("segserve_queue_wait_seconds", "model" => inner.info.name.clone())
-            .record(queue_wait.as_secs_f64());
-        if queue_wait > inner.pool.queue_timeout {
-            let _ = job.reply.send(Err(EngineError::QueueTimeout));
-            continue;
-        }
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_session(&mut session, &inner.info, &job.input)
-        }))
-        .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
-        let run_time = started.elapsed();
-        metrics::histogram!("segserve_inference_seconds", "model" => inner.info.name.clone())
-            .record(run_time.as_secs_f64());
-        inner
-            .buffers
-            .lock()
-            .expect("buffer pool lock poisoned")
-            .push(job.input);
-        let _ = job.reply.send(outcome.map(|mut raw| {
-            raw.queue_wait = queue_wait;
-            raw.run_time = run_time;
-            raw
-        }));
-    }
-}
-
-/// Runs `session` once on a [3, H, W] tensor and copies the outputs out. Public so the
-/// benchmarks measure the bare `Session::run` floor through the same code.
-pub fn run_session(
-    session: &mut ort::session::Session,
-    info: &ModelInfo,
-    input: &[f32],
-) -> Result<RawOutput, EngineError> {
-    let fail = |e: ort::Error| EngineError::Inference(e.to_string());
-    let (h, w) = info.input_hw;
-    let tensor =
-        ort::value::TensorRef::from_array_view(([1usize, 3, h, w], input)).map_err(fail)?;
-    let outputs = session
-        .run(ort::inputs![info.input_name.as_str() => tensor])
-        .map_err(fail)?;
-    let (shape, data) = outputs[info.preds_name.as_str()]
-        .try_extract_tensor::<f32>()
-        .map_err(fail)?;
-    let channels = 4 + info.names.len() + info.num_masks;
-    if shape.len() != 3 || shape[0] != 1 || shape[1] as usize != channels {
-        return Err(EngineError::Inference(format!(
-            "unexpected output0 shape {:?}",
-            &shape[..]
-        )));
-    }
-    let anchors = shape[2] as usize;
-    let protos = match &info.protos_name {
-        None => None,
-        Some(name) => {
-            let (pshape, pdata) = outputs[name.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(fail)?;
-            if pshape.len() != 4 || pshape[0] != 1 || pshape[1] as usize != info.num_masks {
-                return Err(EngineError::Inference(format!(
-                    "unexpected prototype shape {:?}",
-                    &pshape[..]
-                )));
-            }
-            Some((
-                pdata.to_vec(),
-                [pshape[1] as usize, pshape[2] as usize, pshape[3] as usize],
-            ))
-        }
-    };
-    Ok(RawOutput {
-        preds: data.to_vec(),
-        anchors,
-        protos,
-        queue_wait: Duration::ZERO,
-        run_time: Duration::ZERO,
-    })
 }

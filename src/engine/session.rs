@@ -26,6 +26,8 @@ pub struct ModelInfo {
     pub stride: usize,
     /// Number of mask coefficients per anchor (0 for detection models).
     pub num_masks: usize,
+    /// Whether the batch dimension is dynamic (then requests can be batched).
+    pub dynamic_batch: bool,
     /// Name of the image input.
     #[serde(skip)]
     pub input_name: String,
@@ -175,6 +177,7 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
         input_hw,
         stride,
         num_masks,
+        dynamic_batch: in_dims[0] < 0,
         input_name: input.name().to_string(),
         preds_name: preds.name().to_string(),
         protos_name,
