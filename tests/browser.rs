@@ -238,6 +238,36 @@ async fn walk_through(c: &Client, base: &str) -> anyhow::Result<()> {
     screenshot(c, "browser-screenshot-phone.png").await?;
     c.set_window_size(1280, 1100).await?;
 
+    // Without JavaScript the form posts to PixelLib's /segmentfrontend (form.submit() skips
+    // app.js's handler, as a script-less browser would): a result page with the photo inline.
+    js(c, "document.getElementById('upload').submit()").await?;
+    c.wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("img.result-img"))
+        .await
+        .context("/segmentfrontend showed no result image")?;
+    let img = js(c, "const i = document.querySelector('img.result-img'); \
+        return [i.complete, i.naturalWidth, i.naturalHeight, i.src.slice(0, 23), document.body.innerText]").await?;
+    ensure!(
+        img[0] == json!(true) && img[1] == json!(810) && img[2] == json!(1080),
+        "/segmentfrontend image (complete, width, height): {} {} {}",
+        img[0],
+        img[1],
+        img[2]
+    );
+    ensure!(
+        img[3] == json!("data:image/jpeg;base64,"),
+        "not a data URL: {}",
+        img[3]
+    );
+    let text = img[4].as_str().unwrap_or("");
+    ensure!(
+        text.contains("bus") && text.contains("person"),
+        "frontend page text: {text}"
+    );
+    screenshot(c, "browser-screenshot-frontend.png").await?;
+    c.goto(&format!("{base}/")).await?;
+
     // A text file: the server refuses it and the page says so in words.
     let text = tmp().join("not-a-photo.txt");
     std::fs::write(&text, "this is not a photo\n")?;

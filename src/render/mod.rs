@@ -69,7 +69,7 @@ pub fn line_width(w: u32, h: u32) -> u32 {
 
 /// Label font size in pixels for a given line width.
 fn font_px(line_width: u32) -> f32 {
-    (line_width as f32 * 8.0).clamp(14.0, 96.0)
+    (line_width as f32 * 9.0).clamp(14.0, 96.0)
 }
 
 /// The text drawn for one detection.
