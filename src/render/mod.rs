@@ -183,7 +183,8 @@ fn blend_mask(img: &mut RgbImage, mask: &crate::mask::BoxMask, colour: [u8; 3]) 
             }
             let p = img.get_pixel_mut(x, y);
             for (dst, src) in p.0.iter_mut().zip(colour) {
-                *dst = ((*dst as u16 + src as u16 + 1) / 2) as u8;
+                // Exact 50/50 blend, rounding halves up.
+                *dst = (*dst as u16 + src as u16).div_ceil(2) as u8;
             }
         }
     }

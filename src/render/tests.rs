@@ -67,7 +67,7 @@ fn pixels_under_a_mask_change_and_pixels_outside_everything_do_not() {
             .0
             .iter()
             .zip(c)
-            .map(|(g, c)| ((*g as u16 + c as u16 + 1) / 2) as u8)
+            .map(|(g, c)| (*g as u16 + c as u16).div_ceil(2) as u8)
             .collect();
         assert_eq!(
             out.get_pixel(x, y).0.to_vec(),
