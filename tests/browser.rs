@@ -289,12 +289,29 @@ async fn walk_through(c: &Client, base: &str) -> anyhow::Result<()> {
         "error type"
     );
     screenshot(c, "browser-screenshot-error.png").await?;
+
+    // Over the body limit (the server runs with --max-body-bytes 1000000): refused from its
+    // Content-Length, before the body is read, and the page still shows why.
+    let big = tmp().join("too-large.jpg");
+    let mut bytes = std::fs::read(&bus)?;
+    bytes.resize(1_200_000, 0);
+    std::fs::write(&big, bytes)?;
+    choose_file(c, &big).await?;
+    c.find(Locator::Css("#segment")).await?.click().await?;
+    let error = c
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#error[data-error-type='payload_too_large']"))
+        .await
+        .context("no 'too large' message for a file over the body limit")?;
+    let message = error.text().await?;
+    ensure!(message.contains("too large"), "error message: {message:?}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_page_segments_a_photo_in_headless_chromium() {
-    let server = common::spawn_server(&[]).await;
+    let server = common::spawn_server(&["--max-body-bytes", "1000000"]).await;
     let driver = ChromeDriver::start().await;
     let profile = tmp().join(format!("chromium-profile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
