@@ -209,16 +209,22 @@ async fn walk_through(c: &Client, base: &str) -> anyhow::Result<()> {
         button.attr("aria-pressed").await?.as_deref() == Some("true"),
         "row button not pressed"
     );
-    let shaded = js(c, "const c = document.getElementById('highlight'); \
+    // The mask decoded from COCO RLE in the browser: the only clear (undimmed) pixels are
+    // inside the selected box (the table's rounded box, so 1 px slack), and they cover a good
+    // part of it. A transposed or shifted decode would leave clear pixels outside.
+    let clear = js(c, "const c = document.getElementById('highlight'); \
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
-        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return [n, c.width * c.height]").await?;
-    let (lit, all) = (
-        shaded[0].as_u64().unwrap_or(0),
-        shaded[1].as_u64().unwrap_or(0),
-    );
+        const b = document.querySelector('#detections tbody tr.selected td:last-child') \
+            .textContent.split(',').map(Number); \
+        let inside = 0, outside = 0; \
+        for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) { \
+          if (d[(y * c.width + x) * 4 + 3] !== 0) continue; \
+          if (x >= b[0] - 1 && x <= b[2] + 1 && y >= b[1] - 1 && y <= b[3] + 1) inside++; else outside++; } \
+        return [inside, outside, (b[2] - b[0]) * (b[3] - b[1]), c.width, c.height]").await?;
+    let n = |i: usize| clear[i].as_u64().unwrap_or(0);
     ensure!(
-        all == 810 * 1080 && lit > all / 2 && lit < all,
-        "highlight canvas: {shaded}"
+        (n(3), n(4)) == (810, 1080) && n(1) == 0 && n(0) * 10 > n(2) * 3,
+        "highlight canvas (clear inside box, clear outside, box area, w, h): {clear}"
     );
     js(c, "window.scrollTo(0, 0)").await?;
     screenshot(c, "browser-screenshot.png").await?;
