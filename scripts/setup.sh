@@ -18,10 +18,12 @@ need_pkgs=()
 command -v nasm >/dev/null || need_pkgs+=(nasm)
 command -v cc >/dev/null || need_pkgs+=(gcc)
 command -v unzip >/dev/null || command -v python3 >/dev/null || need_pkgs+=(unzip)
+# Headless Chromium and its WebDriver for tests/browser.rs (the upload page, end to end).
+command -v chromedriver >/dev/null || need_pkgs+=(chromium chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
 if [ -f "$ORT_LIB" ]; then

@@ -148,7 +148,7 @@ pub async fn segment(
     Ok(Json(SegmentResponse::new(engine.info(), &seg)))
 }
 
-fn record_detections(seg: &pipeline::Segmentation) {
+pub(super) fn record_detections(seg: &pipeline::Segmentation) {
     metrics::histogram!("segserve_detections_per_image").record(seg.detections.len() as f64);
 }
 

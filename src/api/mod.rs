@@ -1,7 +1,10 @@
 //! HTTP layer: the router, shared state, and the per-request logging/metrics middleware.
-//! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`.
+//! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`; the
+//! browser page, `/v1/render` and `/segmentfrontend` in `page` and `frontend`.
 
+pub mod frontend;
 pub mod handlers;
+pub mod page;
 pub mod types;
 pub mod upload;
 
@@ -58,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
+        .merge(page::routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(track))
