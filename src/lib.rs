@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod imageio;
 pub mod mask;
 pub mod pipeline;
+pub mod polygon;
 pub mod resize;
 pub mod shutdown;
 

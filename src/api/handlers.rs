@@ -140,12 +140,17 @@ pub async fn segment(
     let req = SegmentRequest {
         bytes,
         filter: query.filter,
-        masks: query.masks == MaskFormat::Rle,
+        masks: query.masks != MaskFormat::None,
         keep_image: false,
     };
     let seg = pipeline::segment(&engine, s.config.runtime.limits, req).await?;
     record_detections(&seg);
-    Ok(Json(SegmentResponse::new(engine.info(), &seg)))
+    Ok(Json(SegmentResponse::with_masks(
+        engine.info(),
+        &seg,
+        query.masks,
+        query.tolerance,
+    )))
 }
 
 fn record_detections(seg: &pipeline::Segmentation) {
