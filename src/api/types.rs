@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::engine::{Detection, FilterOptions, ModelInfo};
 use crate::error::AppError;
@@ -163,7 +164,7 @@ impl SegmentQuery {
 }
 
 /// Image size in the reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImageSize {
     /// Upright width.
     pub width: u32,
@@ -172,7 +173,7 @@ pub struct ImageSize {
 }
 
 /// COCO RLE in the reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RleMask {
     /// [height, width].
     pub size: [u32; 2],
@@ -181,7 +182,7 @@ pub struct RleMask {
 }
 
 /// One detection in `/v1/segment`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DetectionBody {
     /// x1, y1, x2, y2 in photo pixels.
     #[serde(rename = "box")]
@@ -202,7 +203,7 @@ pub struct DetectionBody {
 }
 
 /// Stage timings in milliseconds.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TimingMs {
     /// Image decode.
     pub decode: f64,
@@ -233,7 +234,7 @@ impl From<Timing> for TimingMs {
 }
 
 /// `/v1/segment` reply (the schema of ../shared/golden).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SegmentResponse {
     /// Model name.
     pub model: String,
@@ -312,7 +313,7 @@ impl SegmentResponse {
 }
 
 /// PixelLib's `outputs` object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PixelLibOutputs<'a> {
     /// [x1, y1, x2, y2] integers.
     pub boxes: Vec<[i64; 4]>,
@@ -328,11 +329,12 @@ pub struct PixelLibOutputs<'a> {
     pub scores: Vec<i64>,
     /// H x W x N booleans, only with `?mask_values=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<Vec<bool>>>>)]
     pub mask_values: Option<MaskValues<'a>>,
 }
 
 /// `/segmentapi` reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PixelLibResponse<'a> {
     /// PixelLib nests everything under `outputs`.
     pub outputs: PixelLibOutputs<'a>,
@@ -423,7 +425,7 @@ impl Serialize for MaskValues<'_> {
 }
 
 /// One entry of `GET /v1/models`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelCard {
     /// Served name.
     pub name: String,
@@ -440,7 +442,7 @@ pub struct ModelCard {
 }
 
 /// `GET /v1/models` reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelsResponse {
     /// Loaded models, default first.
     pub models: Vec<ModelCard>,
