@@ -4,6 +4,7 @@
 //! they are warm), serve the router, and shut down gracefully on the given signal.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
