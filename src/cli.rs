@@ -180,8 +180,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
         eprintln!("error: {}: {why}", p.display());
     }
     if let Some(dir) = &args.output {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let pb = progress_bar(args.progress, jobs.len());
     let stdout = std::io::stdout();
@@ -343,7 +342,10 @@ mod tests {
             std::fs::write(dir.join(f), b"x").unwrap();
         }
         let (jobs, bad) = collect_jobs(&[dir.clone(), dir.join("missing.jpg")]);
-        let outs: Vec<String> = jobs.iter().map(|j| j.out_rel.display().to_string()).collect();
+        let outs: Vec<String> = jobs
+            .iter()
+            .map(|j| j.out_rel.display().to_string())
+            .collect();
         assert_eq!(outs, ["a.json", "a-2.json", "sub/b.json"]);
         assert_eq!(bad.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();

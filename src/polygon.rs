@@ -88,7 +88,7 @@ pub fn outer_contours(mask: &BoxMask) -> Vec<Polygon> {
         };
         found.push((area, border.into_iter().map(to_image).collect()));
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(area, _)| std::cmp::Reverse(*area));
     found.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -244,11 +244,7 @@ mod tests {
 
     #[test]
     fn two_blobs_come_out_largest_first_with_box_offset() {
-        let mut m = mask(
-            7,
-            4,
-            &["##.....", "##..###", "....###", "....###"],
-        );
+        let mut m = mask(7, 4, &["##.....", "##..###", "....###", "....###"]);
         // Move the stored rectangle inside a bigger image: points must shift with it.
         m.image_w = 100;
         m.image_h = 100;

@@ -65,10 +65,22 @@ fn predict_folder_to_json_lines() {
     for (line, photo) in lines.iter().zip(&photos) {
         // Input order, the /v1/segment schema plus `path`.
         assert_eq!(Path::new(line["path"].as_str().unwrap()), photo);
-        for key in ["model", "image", "detections", "object_counts", "mask_shape", "timing_ms"] {
+        for key in [
+            "model",
+            "image",
+            "detections",
+            "object_counts",
+            "mask_shape",
+            "timing_ms",
+        ] {
             assert!(line.get(key).is_some(), "{key} missing");
         }
-        assert_eq!(class_names(line), class_names(&golden(photo)), "{}", photo.display());
+        assert_eq!(
+            class_names(line),
+            class_names(&golden(photo)),
+            "{}",
+            photo.display()
+        );
         total += line["detections"].as_array().unwrap().len();
     }
     // The summary, and no progress bar when stderr is not a terminal.
@@ -84,7 +96,11 @@ fn predict_writes_one_file_per_image_and_fails_loudly() {
     std::fs::create_dir_all(input.join("nested/deeper")).unwrap();
     let bus = common::shared().join("testdata/bus.jpg");
     std::fs::copy(&bus, input.join("nested/deeper/bus.jpg")).unwrap();
-    std::fs::copy(common::shared().join("testdata/coffee.png"), input.join("coffee.png")).unwrap();
+    std::fs::copy(
+        common::shared().join("testdata/coffee.png"),
+        input.join("coffee.png"),
+    )
+    .unwrap();
     std::fs::write(input.join("broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
     std::fs::write(input.join("notes.txt"), b"skipped: not an image name").unwrap();
     let o = segserve(&[
@@ -100,10 +116,14 @@ fn predict_writes_one_file_per_image_and_fails_loudly() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "one image is broken: {err}");
     assert!(err.contains("broken.jpg"), "{err}");
-    assert!(err.contains("2 images") && err.contains("1 failed"), "{err}");
+    assert!(
+        err.contains("2 images") && err.contains("1 failed"),
+        "{err}"
+    );
     assert!(o.stdout.is_empty());
     let written: Value =
-        serde_json::from_slice(&std::fs::read(out.join("nested/deeper/bus.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("nested/deeper/bus.json")).unwrap())
+            .unwrap();
     assert_eq!(class_names(&written), class_names(&golden(&bus)));
     let d0 = &written["detections"][0];
     assert!(d0.get("mask").is_none() && d0["polygons"][0].as_array().unwrap().len() >= 3);
@@ -118,7 +138,16 @@ fn predict_validates_options_like_the_api() {
     let o = segserve(&["predict", &testdata(), "--conf", "2", "--sessions", "1"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("conf"), "{}", stderr(&o));
-    let o = segserve(&["predict", &testdata(), "--classes", "bus", "--masks", "none", "--sessions", "1"]);
+    let o = segserve(&[
+        "predict",
+        &testdata(),
+        "--classes",
+        "bus",
+        "--masks",
+        "none",
+        "--sessions",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     let buses: usize = out
@@ -126,7 +155,11 @@ fn predict_validates_options_like_the_api() {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             assert!(class_names(&v).iter().all(|c| c == "bus"));
-            assert!(v["detections"].as_array().unwrap().iter().all(|d| d.get("mask").is_none()));
+            assert!(v["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d.get("mask").is_none()));
             v["detections"].as_array().unwrap().len()
         })
         .sum();
@@ -140,7 +173,11 @@ fn models_prints_metadata() {
     let o = segserve(&["models", &seg, &det]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
-    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().take(5).collect()).collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(5).collect())
+        .collect();
     assert_eq!(
         rows,
         [

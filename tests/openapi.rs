@@ -60,20 +60,36 @@ async fn every_documented_route_is_served_and_every_served_route_documented() {
     let ops = operations(&spec);
     assert!(ops.len() >= 14, "{ops:?}");
     for (method, path) in &ops {
-        assert!(served(&s, method, &concrete(path)).await, "{method} {path} is documented but not served");
+        assert!(
+            served(&s, method, &concrete(path)).await,
+            "{method} {path} is documented but not served"
+        );
     }
     // The other direction: routes named anywhere in the README (the human-facing list of
     // routes, which every new route lands in), plus a few likely ones, must be in the spec
     // whenever the server answers them.
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
-    let mut candidates: BTreeSet<String> = ["/", "/index.html", "/docs", "/openapi.json", "/v2/repository/index"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut candidates: BTreeSet<String> = [
+        "/",
+        "/index.html",
+        "/docs",
+        "/openapi.json",
+        "/v2/repository/index",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     for word in readme.split(|c: char| c.is_whitespace() || "`|()[]\"'".contains(c)) {
         let path = word.split('?').next().unwrap();
-        let path = path.trim_start_matches("localhost:5000").trim_end_matches(['.', ',', ':']);
-        if path.starts_with('/') && path.len() > 1 && !path.contains("..") && !path.contains('@') && !path.starts_with("//") {
+        let path = path
+            .trim_start_matches("localhost:5000")
+            .trim_end_matches(['.', ',', ':']);
+        if path.starts_with('/')
+            && path.len() > 1
+            && !path.contains("..")
+            && !path.contains('@')
+            && !path.starts_with("//")
+        {
             candidates.insert(path.to_string());
         }
     }
@@ -83,8 +99,13 @@ async fn every_documented_route_is_served_and_every_served_route_documented() {
             if !served(&s, method, &concrete(path)).await {
                 continue;
             }
-            let documented = templates.iter().any(|(m, t)| m == method && concrete(t) == concrete(path));
-            assert!(documented, "{method} {path} is served but not in /openapi.json");
+            let documented = templates
+                .iter()
+                .any(|(m, t)| m == method && concrete(t) == concrete(path));
+            assert!(
+                documented,
+                "{method} {path} is served but not in /openapi.json"
+            );
         }
     }
 }
@@ -94,7 +115,10 @@ async fn docs_page_is_self_contained() {
     let s = common::spawn_server(&["--sessions", "1"]).await;
     let r = reqwest::get(s.url("/docs")).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let html = r.text().await.unwrap();
     assert!(html.contains("openapi.json"));
     // Works offline: no script, style or font from another host.
@@ -159,7 +183,10 @@ fn form(field: &str, data: &[u8]) -> (String, Vec<u8>) {
 
 fn infer_json(image: &[u8]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(image);
-    serde_json::to_vec(&json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]})).unwrap()
+    serde_json::to_vec(
+        &json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}),
+    )
+    .unwrap()
 }
 
 const CORRUPT_PNG: &[u8] = b"\x89PNG\r\n\x1a\n not really a png";
@@ -179,61 +206,225 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     };
     // PixelLib route.
     let r = "/segmentapi";
-    add("POST", r, 200, probe(Live, "POST", r).body(&mp, bus_form.clone()));
-    add("POST", r, 400, probe(Live, "POST", r).body(&mp, no_image_form.clone()));
-    add("POST", r, 408, probe(Stalled, "POST", r).body(&mp, bus_form.clone()));
-    add("POST", r, 413, probe(Small, "POST", r).body(&mp, bus_form.clone()));
-    add("POST", r, 415, probe(Live, "POST", r).body("text/plain", "hi"));
-    add("POST", r, 422, probe(Live, "POST", r).body(&mp, corrupt_form.clone()));
-    add("POST", r, 503, probe(NotReady, "POST", r).body(&mp, bus_form.clone()));
+    add(
+        "POST",
+        r,
+        200,
+        probe(Live, "POST", r).body(&mp, bus_form.clone()),
+    );
+    add(
+        "POST",
+        r,
+        400,
+        probe(Live, "POST", r).body(&mp, no_image_form.clone()),
+    );
+    add(
+        "POST",
+        r,
+        408,
+        probe(Stalled, "POST", r).body(&mp, bus_form.clone()),
+    );
+    add(
+        "POST",
+        r,
+        413,
+        probe(Small, "POST", r).body(&mp, bus_form.clone()),
+    );
+    add(
+        "POST",
+        r,
+        415,
+        probe(Live, "POST", r).body("text/plain", "hi"),
+    );
+    add(
+        "POST",
+        r,
+        422,
+        probe(Live, "POST", r).body(&mp, corrupt_form.clone()),
+    );
+    add(
+        "POST",
+        r,
+        503,
+        probe(NotReady, "POST", r).body(&mp, bus_form.clone()),
+    );
     // Native route.
     let r = "/v1/segment";
-    add("POST", r, 200, probe(Live, "POST", r).body("image/jpeg", bus()));
-    add("POST", r, 400, probe(Live, "POST", "/v1/segment?conf=2").body("image/jpeg", bus()));
-    add("POST", r, 404, probe(Live, "POST", "/v1/segment?model=nope").body("image/jpeg", bus()));
-    add("POST", r, 408, probe(Stalled, "POST", r).body("image/jpeg", bus()));
-    add("POST", r, 413, probe(Small, "POST", r).body("image/jpeg", bus()));
-    add("POST", r, 415, probe(Live, "POST", r).body("text/plain", "hi"));
-    add("POST", r, 422, probe(Live, "POST", r).body("image/png", CORRUPT_PNG));
-    add("POST", r, 503, probe(NotReady, "POST", r).body("image/jpeg", bus()));
+    add(
+        "POST",
+        r,
+        200,
+        probe(Live, "POST", r).body("image/jpeg", bus()),
+    );
+    add(
+        "POST",
+        r,
+        400,
+        probe(Live, "POST", "/v1/segment?conf=2").body("image/jpeg", bus()),
+    );
+    add(
+        "POST",
+        r,
+        404,
+        probe(Live, "POST", "/v1/segment?model=nope").body("image/jpeg", bus()),
+    );
+    add(
+        "POST",
+        r,
+        408,
+        probe(Stalled, "POST", r).body("image/jpeg", bus()),
+    );
+    add(
+        "POST",
+        r,
+        413,
+        probe(Small, "POST", r).body("image/jpeg", bus()),
+    );
+    add(
+        "POST",
+        r,
+        415,
+        probe(Live, "POST", r).body("text/plain", "hi"),
+    );
+    add(
+        "POST",
+        r,
+        422,
+        probe(Live, "POST", r).body("image/png", CORRUPT_PNG),
+    );
+    add(
+        "POST",
+        r,
+        503,
+        probe(NotReady, "POST", r).body("image/jpeg", bus()),
+    );
     add("GET", "/v1/models", 200, probe(Live, "GET", "/v1/models"));
-    add("GET", "/v1/models", 503, probe(NotReady, "GET", "/v1/models"));
+    add(
+        "GET",
+        "/v1/models",
+        503,
+        probe(NotReady, "GET", "/v1/models"),
+    );
     // Operations.
     add("GET", "/healthz", 200, probe(NotReady, "GET", "/healthz"));
     add("GET", "/readyz", 200, probe(Live, "GET", "/readyz"));
     add("GET", "/readyz", 503, probe(NotReady, "GET", "/readyz"));
     add("GET", "/metrics", 200, probe(Live, "GET", "/metrics"));
-    add("GET", "/openapi.json", 200, probe(NotReady, "GET", "/openapi.json"));
+    add(
+        "GET",
+        "/openapi.json",
+        200,
+        probe(NotReady, "GET", "/openapi.json"),
+    );
     add("GET", "/docs", 200, probe(NotReady, "GET", "/docs"));
     // Open Inference Protocol.
     add("GET", "/v2", 200, probe(NotReady, "GET", "/v2"));
-    add("GET", "/v2/health/live", 200, probe(NotReady, "GET", "/v2/health/live"));
-    add("GET", "/v2/health/ready", 200, probe(Live, "GET", "/v2/health/ready"));
-    add("GET", "/v2/health/ready", 400, probe(NotReady, "GET", "/v2/health/ready"));
+    add(
+        "GET",
+        "/v2/health/live",
+        200,
+        probe(NotReady, "GET", "/v2/health/live"),
+    );
+    add(
+        "GET",
+        "/v2/health/ready",
+        200,
+        probe(Live, "GET", "/v2/health/ready"),
+    );
+    add(
+        "GET",
+        "/v2/health/ready",
+        400,
+        probe(NotReady, "GET", "/v2/health/ready"),
+    );
     let r = "/v2/models/{name}";
-    add("GET", r, 200, probe(Live, "GET", "/v2/models/yolov8n-seg-320"));
+    add(
+        "GET",
+        r,
+        200,
+        probe(Live, "GET", "/v2/models/yolov8n-seg-320"),
+    );
     add("GET", r, 404, probe(Live, "GET", "/v2/models/nope"));
-    add("GET", r, 503, probe(NotReady, "GET", "/v2/models/yolov8n-seg-320"));
+    add(
+        "GET",
+        r,
+        503,
+        probe(NotReady, "GET", "/v2/models/yolov8n-seg-320"),
+    );
     let r = "/v2/models/{name}/ready";
-    add("GET", r, 200, probe(Live, "GET", "/v2/models/yolov8n-seg-320/ready"));
-    add("GET", r, 400, probe(NotReady, "GET", "/v2/models/yolov8n-seg-320/ready"));
+    add(
+        "GET",
+        r,
+        200,
+        probe(Live, "GET", "/v2/models/yolov8n-seg-320/ready"),
+    );
+    add(
+        "GET",
+        r,
+        400,
+        probe(NotReady, "GET", "/v2/models/yolov8n-seg-320/ready"),
+    );
     add("GET", r, 404, probe(Live, "GET", "/v2/models/nope/ready"));
     let r = "/v2/models/{name}/infer";
-    add("POST", r, 200, probe(Live, "POST", infer).body("application/json", infer_json(&bus())));
-    add("POST", r, 400, probe(Live, "POST", infer).body("application/json", "{\"inputs\": 3}"));
-    add("POST", r, 404, probe(Live, "POST", "/v2/models/nope/infer").body("application/json", infer_json(&bus())));
-    add("POST", r, 408, probe(Stalled, "POST", infer).body("application/json", infer_json(&bus())));
-    add("POST", r, 413, probe(Small, "POST", infer).body("application/json", big));
-    add("POST", r, 415, probe(Live, "POST", infer).body("text/plain", "hi"));
-    add("POST", r, 422, probe(Live, "POST", infer).body("application/json", infer_json(CORRUPT_PNG)));
-    add("POST", r, 503, probe(NotReady, "POST", infer).body("application/json", infer_json(&bus())));
+    add(
+        "POST",
+        r,
+        200,
+        probe(Live, "POST", infer).body("application/json", infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        400,
+        probe(Live, "POST", infer).body("application/json", "{\"inputs\": 3}"),
+    );
+    add(
+        "POST",
+        r,
+        404,
+        probe(Live, "POST", "/v2/models/nope/infer").body("application/json", infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        408,
+        probe(Stalled, "POST", infer).body("application/json", infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        413,
+        probe(Small, "POST", infer).body("application/json", big),
+    );
+    add(
+        "POST",
+        r,
+        415,
+        probe(Live, "POST", infer).body("text/plain", "hi"),
+    );
+    add(
+        "POST",
+        r,
+        422,
+        probe(Live, "POST", infer).body("application/json", infer_json(CORRUPT_PNG)),
+    );
+    add(
+        "POST",
+        r,
+        503,
+        probe(NotReady, "POST", infer).body("application/json", infer_json(&bus())),
+    );
     m
 }
 
 async fn send(p: &Probe, live: &common::TestServer, small: &common::TestServer) -> u16 {
     match p.target {
         Target::Live | Target::Small => {
-            let s = if matches!(p.target, Target::Live) { live } else { small };
+            let s = if matches!(p.target, Target::Live) {
+                live
+            } else {
+                small
+            };
             let mut req = reqwest::Client::new().request(p.method.parse().unwrap(), s.url(&p.uri));
             if let Some(ct) = &p.content_type {
                 req = req.header("content-type", ct).body(p.body.clone());
@@ -249,7 +440,9 @@ async fn send(p: &Probe, live: &common::TestServer, small: &common::TestServer) 
             };
             let mut req = axum::http::Request::builder().method(p.method).uri(&p.uri);
             if let Some(ct) = &p.content_type {
-                req = req.header("content-type", ct).header("content-length", p.body.len());
+                req = req
+                    .header("content-type", ct)
+                    .header("content-length", p.body.len());
             }
             let resp = api::router(state)
                 .oneshot(req.body(Body::from(p.body.clone())).unwrap())
@@ -286,21 +479,38 @@ async fn send(p: &Probe, live: &common::TestServer, small: &common::TestServer) 
 async fn every_documented_status_is_returned_by_its_handler() {
     let live = common::spawn_server(&["--sessions", "1"]).await;
     // Body limit above /v1/segment's 1000-byte stalled body but below bus.jpg.
-    let small = common::spawn_server(&["--sessions", "1", "--max-body-bytes", "4096", "--body-timeout-ms", "300"]).await;
+    let small = common::spawn_server(&[
+        "--sessions",
+        "1",
+        "--max-body-bytes",
+        "4096",
+        "--body-timeout-ms",
+        "300",
+    ])
+    .await;
     let spec = spec(&live).await;
     let mut documented = BTreeSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             for status in op["responses"].as_object().unwrap().keys() {
-                documented.insert((method.to_uppercase(), path.clone(), status.parse::<u16>().unwrap()));
+                documented.insert((
+                    method.to_uppercase(),
+                    path.clone(),
+                    status.parse::<u16>().unwrap(),
+                ));
             }
         }
     }
     let provokers = provokers();
-    let known: BTreeSet<(String, String, u16)> =
-        provokers.keys().map(|(m, p, s)| (m.to_string(), p.to_string(), *s)).collect();
+    let known: BTreeSet<(String, String, u16)> = provokers
+        .keys()
+        .map(|(m, p, s)| (m.to_string(), p.to_string(), *s))
+        .collect();
     let missing: Vec<_> = documented.difference(&known).collect();
-    assert!(missing.is_empty(), "documented but never provoked here (add a probe or drop the status): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "documented but never provoked here (add a probe or drop the status): {missing:?}"
+    );
     let stale: Vec<_> = known.difference(&documented).collect();
     assert!(stale.is_empty(), "returned but not documented: {stale:?}");
     for ((method, route, want), p) in &provokers {

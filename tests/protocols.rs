@@ -82,7 +82,11 @@ async fn kserve_health_and_metadata() {
     assert_eq!(v["name"], "segserve");
     assert!(v["version"].is_string() && v["extensions"].is_array());
     for path in ["/v2/health/live", "/v2/health/ready"] {
-        assert_eq!(reqwest::get(s.url(path)).await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            reqwest::get(s.url(path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
     for m in [SEG, DET] {
         let (st, _) = get_json(s.url(&format!("/v2/models/{m}/ready"))).await;
@@ -138,17 +142,26 @@ async fn kserve_infer_returns_the_same_detections_as_v1() {
     assert_eq!(st, 200, "{resp}");
     assert_eq!(resp["model_name"], SEG);
     assert_eq!(resp["model_version"], "1");
-    assert_eq!(resp["parameters"], json!({"image_width": 810, "image_height": 1080}));
+    assert_eq!(
+        resp["parameters"],
+        json!({"image_width": 810, "image_height": 1080})
+    );
     let (_, v1) = segment(&s, "").await;
     let dets = v1["detections"].as_array().unwrap();
     let n = dets.len();
     assert!(n >= 4, "{v1}");
 
     let boxes = output(&resp, "boxes");
-    assert_eq!((boxes["datatype"].as_str(), boxes["shape"].clone()), (Some("FP32"), json!([n, 4])));
+    assert_eq!(
+        (boxes["datatype"].as_str(), boxes["shape"].clone()),
+        (Some("FP32"), json!([n, 4]))
+    );
     let scores = output(&resp, "scores");
     let ids = output(&resp, "class_ids");
-    assert_eq!((ids["datatype"].as_str(), ids["shape"].clone()), (Some("INT64"), json!([n])));
+    assert_eq!(
+        (ids["datatype"].as_str(), ids["shape"].clone()),
+        (Some("INT64"), json!([n]))
+    );
     let names = output(&resp, "class_names");
     assert_eq!(names["datatype"], "BYTES");
     let masks = output(&resp, "masks");
@@ -187,7 +200,10 @@ async fn kserve_infer_returns_the_same_detections_as_v1() {
         .collect();
     assert_eq!(got, ["class_names", "scores"]);
     let names = output(&resp, "class_names")["data"].as_array().unwrap();
-    assert!(!names.is_empty() && names.iter().all(|n| n == "person"), "{resp}");
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "person"),
+        "{resp}"
+    );
     assert!(output(&resp, "scores")["data"]
         .as_array()
         .unwrap()
@@ -202,7 +218,11 @@ async fn kserve_infer_returns_the_same_detections_as_v1() {
     .await;
     assert_eq!(st, 200, "{resp}");
     assert!(output(&resp, "boxes")["shape"][0].as_u64().unwrap() >= 4);
-    assert!(resp["outputs"].as_array().unwrap().iter().all(|o| o["name"] != "masks"));
+    assert!(resp["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["name"] != "masks"));
 }
 
 #[tokio::test]
@@ -280,7 +300,11 @@ async fn detector_and_segmenter_side_by_side() {
     let (st, v) = segment(&s, "").await;
     assert_eq!(st, 200);
     assert_eq!(v["model"], SEG);
-    assert!(v["detections"].as_array().unwrap().iter().all(|d| d["mask"].is_object()));
+    assert!(v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["mask"].is_object()));
     // ?model= picks the detector: detections, no masks.
     let (st, v) = segment(&s, &format!("?model={DET}")).await;
     assert_eq!(st, 200, "{v}");
@@ -327,7 +351,12 @@ async fn polygon_masks_outline_the_rle_masks() {
         let polys = p["polygons"].as_array().unwrap();
         assert!(!polys.is_empty(), "detection {i} has no polygon");
         // Every vertex is inside the image and the detection box (to a pixel).
-        let b: Vec<f64> = r["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let b: Vec<f64> = r["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         for ring in polys {
             let ring = ring.as_array().unwrap();
             assert!(ring.len() >= 3);
@@ -341,14 +370,28 @@ async fn polygon_masks_outline_the_rle_masks() {
         // through border pixel centres, so it is a little smaller).
         let mask = decode_coco_rle(r["mask"]["counts"].as_str().unwrap(), h, w).unwrap();
         let area: f64 = mask.iter().map(|v| *v as f64).sum();
-        let enclosed: f64 = polys.iter().map(|ring| shoelace(ring.as_array().unwrap())).sum();
+        let enclosed: f64 = polys
+            .iter()
+            .map(|ring| shoelace(ring.as_array().unwrap()))
+            .sum();
         let ratio = enclosed / area;
-        assert!((0.85..1.05).contains(&ratio), "detection {i}: {enclosed} vs {area}");
+        assert!(
+            (0.85..1.05).contains(&ratio),
+            "detection {i}: {enclosed} vs {area}"
+        );
         // A larger tolerance gives fewer vertices.
         let count = |v: &Value| -> usize {
-            v["detections"][i]["polygons"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().len()).sum()
+            v["detections"][i]["polygons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_array().unwrap().len())
+                .sum()
         };
-        assert!(count(&coarse) < count(&poly) && count(&poly) < count(&fine), "detection {i}");
+        assert!(
+            count(&coarse) < count(&poly) && count(&poly) < count(&fine),
+            "detection {i}"
+        );
     }
     let (st, v) = segment(&s, "?masks=polygon&tolerance=-2").await;
     assert_eq!(st, 400, "{v}");

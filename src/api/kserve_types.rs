@@ -280,16 +280,13 @@ pub fn wanted_outputs(req: &InferRequest, info: &ModelInfo) -> Result<Vec<&'stat
     let mut out = Vec::new();
     for o in asked {
         parameter_pairs_for_output(o.parameters.as_ref())?;
-        let name = available
-            .iter()
-            .find(|n| **n == o.name)
-            .ok_or_else(|| {
-                bad(format!(
-                    "unknown output `{}`; this model has {}",
-                    o.name,
-                    available.join(", ")
-                ))
-            })?;
+        let name = available.iter().find(|n| **n == o.name).ok_or_else(|| {
+            bad(format!(
+                "unknown output `{}`; this model has {}",
+                o.name,
+                available.join(", ")
+            ))
+        })?;
         if !out.contains(name) {
             out.push(*name);
         }
@@ -336,12 +333,7 @@ pub fn outputs(info: &ModelInfo, seg: &Segmentation, wanted: &[&str]) -> Vec<Res
                     fp32(dets.iter().flat_map(|d| d.bbox)),
                     None,
                 ),
-                "scores" => (
-                    vec![n],
-                    "FP32",
-                    fp32(dets.iter().map(|d| d.score)),
-                    None,
-                ),
+                "scores" => (vec![n], "FP32", fp32(dets.iter().map(|d| d.score)), None),
                 "class_ids" => (
                     vec![n],
                     "INT64",
@@ -396,10 +388,14 @@ mod tests {
 
     #[test]
     fn base64_image_input_is_decoded() {
-        let i = input(json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}));
+        let i = input(
+            json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}),
+        );
         assert_eq!(image_bytes(&i).unwrap(), b"hello");
         // Nested data, no padding, URL-safe alphabet.
-        let i = input(json!({"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [["_-8"]]}));
+        let i = input(
+            json!({"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [["_-8"]]}),
+        );
         assert_eq!(image_bytes(&i).unwrap(), vec![0xff, 0xef]);
     }
 
@@ -433,7 +429,11 @@ mod tests {
                 ("max_det".into(), "3".into())
             ]
         );
-        for bad in [json!({"confidence": 0.5}), json!({"conf": true}), json!({"binary_data_output": true})] {
+        for bad in [
+            json!({"confidence": 0.5}),
+            json!({"conf": true}),
+            json!({"binary_data_output": true}),
+        ] {
             let p: Parameters = serde_json::from_value(bad).unwrap();
             assert!(parameter_pairs(Some(&p)).is_err());
         }

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use crate::engine::{Detection, FilterOptions, ModelInfo};
 use crate::error::AppError;
 use crate::mask::BoxMask;
-use crate::polygon;
 use crate::pipeline::{Segmentation, Timing};
+use crate::polygon;
 
 /// How masks are returned by `/v1/segment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +135,9 @@ impl SegmentQuery {
                         "rle" => MaskFormat::Rle,
                         "none" => MaskFormat::None,
                         "polygon" => MaskFormat::Polygon,
-                        other => {
-                            return Err(AppError::BadRequest(format!(
-                                "query parameter `masks` must be rle, polygon or none, got {other:?}"
-                            )))
-                        }
+                        other => return Err(AppError::BadRequest(format!(
+                            "query parameter `masks` must be rle, polygon or none, got {other:?}"
+                        ))),
                     }
                 }
                 "tolerance" => {
