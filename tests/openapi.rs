@@ -81,9 +81,12 @@ async fn every_documented_route_is_served_and_every_served_route_documented() {
     .collect();
     for word in readme.split(|c: char| c.is_whitespace() || "`|()[]\"'".contains(c)) {
         let path = word.split('?').next().unwrap();
-        let path = path
-            .trim_start_matches("localhost:5000")
-            .trim_end_matches(['.', ',', ':']);
+        // `http://localhost:5000/x`, `localhost:5000/x`, `$URL/x` all name route `/x`.
+        let path = match path.find(":5000/").or_else(|| path.find("URL/")) {
+            Some(i) => &path[path[i..].find('/').unwrap() + i..],
+            None => path,
+        };
+        let path = path.trim_end_matches(['.', ',', ':']);
         if path.starts_with('/')
             && path.len() > 1
             && !path.contains("..")

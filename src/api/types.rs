@@ -135,9 +135,11 @@ impl SegmentQuery {
                         "rle" => MaskFormat::Rle,
                         "none" => MaskFormat::None,
                         "polygon" => MaskFormat::Polygon,
-                        other => return Err(AppError::BadRequest(format!(
+                        other => {
+                            return Err(AppError::BadRequest(format!(
                             "query parameter `masks` must be rle, polygon or none, got {other:?}"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 "tolerance" => {
