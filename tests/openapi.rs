@@ -36,7 +36,7 @@ fn operations(spec: &Value) -> BTreeSet<(String, String)> {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{name}", MODEL)
+    path.replace("{name}", MODEL).replace("{version}", "1")
 }
 
 /// True when the router has a route for `method path` (not the 404 fallback, not 405).
@@ -416,6 +416,79 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
         r,
         503,
         probe(NotReady, "POST", infer).body("application/json", infer_json(&bus())),
+    );
+    // The same, through the protocol's optional `/versions/{version}` paths.
+    let v = "/v2/models/yolov8n-seg-320/versions/1";
+    let r = "/v2/models/{name}/versions/{version}";
+    add("GET", r, 200, probe(Live, "GET", v));
+    add(
+        "GET",
+        r,
+        404,
+        probe(Live, "GET", "/v2/models/yolov8n-seg-320/versions/2"),
+    );
+    add("GET", r, 503, probe(NotReady, "GET", v));
+    let r = "/v2/models/{name}/versions/{version}/ready";
+    let ready = format!("{v}/ready");
+    add("GET", r, 200, probe(Live, "GET", &ready));
+    add("GET", r, 400, probe(NotReady, "GET", &ready));
+    add(
+        "GET",
+        r,
+        404,
+        probe(Live, "GET", "/v2/models/nope/versions/1/ready"),
+    );
+    let r = "/v2/models/{name}/versions/{version}/infer";
+    let vi = format!("{v}/infer");
+    let json = "application/json";
+    add(
+        "POST",
+        r,
+        200,
+        probe(Live, "POST", &vi).body(json, infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        400,
+        probe(Live, "POST", &vi).body(json, "{\"inputs\": 3}"),
+    );
+    add(
+        "POST",
+        r,
+        404,
+        probe(Live, "POST", "/v2/models/yolov8n-seg-320/versions/7/infer")
+            .body(json, infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        408,
+        probe(Stalled, "POST", &vi).body(json, infer_json(&bus())),
+    );
+    add(
+        "POST",
+        r,
+        413,
+        probe(Small, "POST", &vi).body(json, vec![b' '; 8192]),
+    );
+    add(
+        "POST",
+        r,
+        415,
+        probe(Live, "POST", &vi).body("text/plain", "hi"),
+    );
+    add(
+        "POST",
+        r,
+        422,
+        probe(Live, "POST", &vi).body(json, infer_json(CORRUPT_PNG)),
+    );
+    add(
+        "POST",
+        r,
+        503,
+        probe(NotReady, "POST", &vi).body(json, infer_json(&bus())),
     );
     m
 }

@@ -164,6 +164,73 @@ pub async fn infer(
     }))
 }
 
+/// The protocol's optional `/versions/{version}` paths name the one version we serve.
+fn check_version(version: &str) -> Result<(), AppError> {
+    if version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!(
+            "model version {version:?} is not served; the only version is {MODEL_VERSION:?}"
+        )))
+    }
+}
+
+/// `GET /v2/models/{name}/versions/{version}`: model metadata of one version.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "kserve",
+    params(("name" = String, Path, description = "Model name (file stem)"),
+           ("version" = String, Path, description = "Model version (always \"1\")")),
+    responses(
+        (status = 200, description = "Inputs and outputs of the model", body = ModelMetadata),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 503, description = "Models still loading", body = ErrorBody)))]
+pub async fn model_version_metadata(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, AppError> {
+    check_version(&version)?;
+    model_metadata(State(s), Path(name)).await
+}
+
+/// `GET /v2/models/{name}/versions/{version}/ready`: readiness of one version.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "kserve",
+    params(("name" = String, Path, description = "Model name (file stem)"),
+           ("version" = String, Path, description = "Model version (always \"1\")")),
+    responses(
+        (status = 200, description = "Ready", body = ReadyBody),
+        (status = 400, description = "Not ready (loading or shutting down)", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody)))]
+pub async fn model_version_ready(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ReadyBody>, AppError> {
+    check_version(&version)?;
+    model_ready(State(s), Path(name)).await
+}
+
+/// `POST /v2/models/{name}/versions/{version}/infer`: inference on one version.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "kserve",
+    params(("name" = String, Path, description = "Model name (file stem)"),
+           ("version" = String, Path, description = "Model version (always \"1\")")),
+    request_body(content = InferRequest, description = "As for `/v2/models/{name}/infer`"),
+    responses(
+        (status = 200, description = "As for `/v2/models/{name}/infer`", body = InferResponse),
+        (status = 400, description = "Malformed request, bad input or parameter", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 408, description = "Body not received in time", body = ErrorBody),
+        (status = 413, description = "Body or image over a limit", body = ErrorBody),
+        (status = 415, description = "Not JSON, or an unsupported image format", body = ErrorBody),
+        (status = 422, description = "Corrupt image", body = ErrorBody),
+        (status = 503, description = "Overloaded or not ready; retry", body = ErrorBody)))]
+pub async fn model_version_infer(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<InferResponse>, AppError> {
+    check_version(&version)?;
+    infer(State(s), Path(name), headers, body).await
+}
+
 /// Reads a JSON body under the server's body limit and receive timeout.
 async fn read_json(headers: &HeaderMap, body: Body, s: &AppState) -> Result<Bytes, AppError> {
     let ctype = headers

@@ -72,6 +72,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(kserve::model_metadata))
         .routes(routes!(kserve::model_ready))
         .routes(routes!(kserve::infer))
+        .routes(routes!(kserve::model_version_metadata))
+        .routes(routes!(kserve::model_version_ready))
+        .routes(routes!(kserve::model_version_infer))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
 }
