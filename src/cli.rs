@@ -169,8 +169,16 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
         .into_config(64, Duration::from_secs(3600))?;
     let registry = crate::load_models(&rt).await?;
     let engine = registry.get(None)?.clone();
-    let query = SegmentQuery::parse(&pairs, |_| Ok(engine.info().names.clone()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The API's messages name query parameters; here they are flags.
+    let query = SegmentQuery::parse(&pairs, |_| Ok(engine.info().names.clone())).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace("query parameter `max_det`", "--max-det")
+                .replace("query parameter `", "--")
+                .replace("` must", " must")
+        )
+    })?;
     let (jobs, bad) = collect_jobs(&args.paths);
     let mut summary = Summary {
         failed: bad.len(),

@@ -137,7 +137,11 @@ fn predict_writes_one_file_per_image_and_fails_loudly() {
 fn predict_validates_options_like_the_api() {
     let o = segserve(&["predict", &testdata(), "--conf", "2", "--sessions", "1"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("conf"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--conf must be between 0 and 1"),
+        "{}",
+        stderr(&o)
+    );
     let o = segserve(&[
         "predict",
         &testdata(),
