@@ -27,6 +27,70 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Run the model on image files or folders, without a server.
+    Predict(PredictArgs),
+    /// Print the metadata of model files (name, task, input size, stride, classes).
+    Models(ModelsArgs),
+}
+
+/// `segserve predict` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    /// Image files and folders (searched recursively for .jpg/.jpeg/.png/.webp/.bmp/.gif/.tif/.tiff).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Model and runtime settings (the first --model is used).
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Write one JSON file per image here (folder structure mirrored); default: JSON Lines on stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Score threshold, 0..1.
+    #[arg(long)]
+    pub conf: Option<f32>,
+    /// NMS IoU threshold, 0..1.
+    #[arg(long)]
+    pub iou: Option<f32>,
+    /// Most detections per image.
+    #[arg(long)]
+    pub max_det: Option<usize>,
+    /// Keep only these classes: names or ids, comma-separated.
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Mask format: rle, polygon or none.
+    #[arg(long, default_value = "rle")]
+    pub masks: String,
+    /// Douglas-Peucker tolerance in pixels for --masks polygon.
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+    /// Progress bar: auto (only on a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+}
+
+/// When to draw the progress bar.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Progress {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always (drawn to stderr).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// `segserve models` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsArgs {
+    /// ONNX model files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Path of libonnxruntime (see `serve --help`).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Print JSON (the `GET /v1/models` schema) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Log line format.
@@ -274,7 +338,9 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let cli = Cli::try_parse_from(["segserve", "serve"]).unwrap();
-        let Command::Serve(a) = cli.command;
+        let Command::Serve(a) = cli.command else {
+            panic!("serve parses as Serve")
+        };
         assert_eq!(a.port, 5000);
         assert_eq!(a.max_body_bytes, 20 * 1024 * 1024);
         assert_eq!(
@@ -287,7 +353,9 @@ mod tests {
     fn missing_model_is_a_clear_error() {
         let cli =
             Cli::try_parse_from(["segserve", "serve", "--model", "/nonexistent/x.onnx"]).unwrap();
-        let Command::Serve(a) = cli.command;
+        let Command::Serve(a) = cli.command else {
+            panic!("serve parses as Serve")
+        };
         let err = ServeConfig::try_from(a).unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");
     }

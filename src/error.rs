@@ -46,7 +46,7 @@ pub enum AppError {
 }
 
 /// JSON error body, the shape TEI and our clients expect.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Human-readable explanation.
     pub error: String,

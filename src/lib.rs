@@ -4,6 +4,7 @@
 //! they are warm), serve the router, and shut down gracefully on the given signal.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod geometry;
 pub mod imageio;
 pub mod mask;
 pub mod pipeline;
+pub mod polygon;
 pub mod render;
 pub mod resize;
 pub mod shutdown;

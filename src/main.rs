@@ -1,5 +1,7 @@
 //! Entry point: parse arguments, set up logging, bind, hand over to `segserve::run`.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use segserve::config::{Cli, Command, LogFormat, ServeConfig};
@@ -10,9 +12,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -27,24 +29,47 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     // Before any thread exists: ONNX Runtime reads this when the library loads.
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(args.log_format);
+            init_tracing(args.log_format, "info,ort=warn");
             let config = ServeConfig::try_from(args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            rt.block_on(async move {
+            runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.addr))?;
                 tracing::info!(addr = %config.addr, "listening");
                 segserve::run(config, listener, segserve::shutdown::shutdown_signal()).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        // The offline commands log warnings only: stdout carries their results.
+        Command::Predict(args) => {
+            init_tracing(LogFormat::Text, "warn,ort=error");
+            let summary = runtime()?.block_on(segserve::cli::predict(args))?;
+            eprintln!("segserve predict: {summary}");
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Models(args) => {
+            init_tracing(LogFormat::Text, "warn,ort=error");
+            Ok(if segserve::cli::models(args)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
     }

@@ -20,6 +20,16 @@ use crate::render::{class_colour, Encoding};
 
 /// `POST /segmentfrontend`: multipart field `image` (options as in `/v1/segment`, in the
 /// query); answers an HTML page. Errors are HTML pages too, with the usual status codes.
+#[utoipa::path(post, path = "/segmentfrontend", tag = "pixellib",
+    request_body(content = super::handlers::ImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "HTML page with the drawn photo inline and its detections", body = String, content_type = "text/html"),
+        (status = 400, description = "No `image` field (HTML page)", body = String, content_type = "text/html"),
+        (status = 408, description = "Body not received in time (HTML page)", body = String, content_type = "text/html"),
+        (status = 413, description = "Body or image over a limit (HTML page)", body = String, content_type = "text/html"),
+        (status = 415, description = "Not multipart, or an unsupported image format (HTML page)", body = String, content_type = "text/html"),
+        (status = 422, description = "Corrupt image (HTML page)", body = String, content_type = "text/html"),
+        (status = 503, description = "Overloaded or not ready (HTML page)", body = String, content_type = "text/html")))]
 pub async fn segmentfrontend(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,

@@ -15,15 +15,21 @@ use super::types::{
 };
 use super::upload::{read_image, Accept};
 use super::AppState;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::pipeline::{self, SegmentRequest};
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 once the models are loaded and warmed up; 503 before and while draining.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = Object),
+        (status = 503, description = "Loading models or shutting down", body = ErrorBody)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     if s.ready.load(Ordering::Acquire) {
         Ok(Json(json!({"status": "ready"})))
@@ -35,6 +41,8 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format, series prefixed `segserve_`", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(
@@ -47,6 +55,10 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /v1/models`: every loaded model with its classes.
+#[utoipa::path(get, path = "/v1/models", tag = "segserve",
+    responses(
+        (status = 200, description = "Loaded models, default first", body = ModelsResponse),
+        (status = 503, description = "Models still loading", body = ErrorBody)))]
 pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, AppError> {
     let reg = s
         .models
@@ -73,6 +85,17 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
 }
 
 /// `POST /segmentapi`: PixelLib-compatible (multipart field `image`).
+#[utoipa::path(post, path = "/segmentapi", tag = "pixellib",
+    params(("mask_values" = Option<bool>, Query, description = "Add the dense H x W x N mask booleans (large)")),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "PixelLib's reply shape", body = PixelLibResponse),
+        (status = 400, description = "No `image` field, or a bad parameter", body = ErrorBody),
+        (status = 408, description = "Body not received in time", body = ErrorBody),
+        (status = 413, description = "Body or image over a limit", body = ErrorBody),
+        (status = 415, description = "Not multipart, or an unsupported image format", body = ErrorBody),
+        (status = 422, description = "Corrupt image", body = ErrorBody),
+        (status = 503, description = "Overloaded or not ready; retry", body = ErrorBody)))]
 pub async fn segmentapi(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -120,6 +143,29 @@ pub async fn segmentapi(
 }
 
 /// `POST /v1/segment`: multipart field `image` or a raw `image/*` body; options in the query.
+#[utoipa::path(post, path = "/v1/segment", tag = "segserve",
+    params(
+        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
+        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
+        ("max_det" = Option<usize>, Query, description = "Most detections returned, 1..=1000 (300)"),
+        ("classes" = Option<String>, Query, description = "Keep only these classes: names or ids, comma-separated"),
+        ("masks" = Option<String>, Query, description = "`rle` (default, COCO RLE), `polygon` (outer contours in pixels) or `none`"),
+        ("tolerance" = Option<f64>, Query, description = "With masks=polygon: Douglas-Peucker tolerance in pixels (1.0)"),
+        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
+    ),
+    request_body(content(
+        (ImageForm = "multipart/form-data"),
+        (Vec<u8> = "image/*"),
+        (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "Detections", body = SegmentResponse),
+        (status = 400, description = "No image, or a bad parameter", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 408, description = "Body not received in time", body = ErrorBody),
+        (status = 413, description = "Body or image over a limit", body = ErrorBody),
+        (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
+        (status = 422, description = "Corrupt image", body = ErrorBody),
+        (status = 503, description = "Overloaded or not ready; retry", body = ErrorBody)))]
 pub async fn segment(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -140,12 +186,26 @@ pub async fn segment(
     let req = SegmentRequest {
         bytes,
         filter: query.filter,
-        masks: query.masks == MaskFormat::Rle,
+        masks: query.masks != MaskFormat::None,
         keep_image: false,
     };
     let seg = pipeline::segment(&engine, s.config.runtime.limits, req).await?;
     record_detections(&seg);
-    Ok(Json(SegmentResponse::new(engine.info(), &seg)))
+    Ok(Json(SegmentResponse::with_masks(
+        engine.info(),
+        &seg,
+        query.masks,
+        query.tolerance,
+    )))
+}
+
+/// The multipart form both upload routes take (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ImageForm {
+    /// The photo: JPEG, PNG, WebP, BMP, GIF or TIFF.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
 }
 
 pub(super) fn record_detections(seg: &pipeline::Segmentation) {

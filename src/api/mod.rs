@@ -1,9 +1,13 @@
 //! HTTP layer: the router, shared state, and the per-request logging/metrics middleware.
 //! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`; the
-//! browser page, `/v1/render` and `/segmentfrontend` in `page` and `frontend`.
+//! browser page, `/v1/render` and `/segmentfrontend` in `page` and `frontend`; the Open
+//! Inference Protocol in `kserve`, the OpenAPI document and /docs in `openapi`.
 
 pub mod frontend;
 pub mod handlers;
+pub mod kserve;
+pub mod kserve_types;
+pub mod openapi;
 pub mod page;
 pub mod types;
 pub mod upload;
@@ -15,9 +19,11 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::ServeConfig;
 use crate::engine::{Engine, Registry};
@@ -52,16 +58,35 @@ impl AppState {
     }
 }
 
+/// Every route, each registered with its OpenAPI entry from the handler's
+/// `#[utoipa::path]` (so a route cannot be served undocumented). Add routes here with
+/// `.routes(routes!(..))`, not `Router::route`: tests/openapi.rs checks the two agree.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(handlers::segmentapi))
+        .routes(routes!(handlers::segment))
+        .routes(routes!(handlers::models))
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::readyz))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(kserve::server_metadata))
+        .routes(routes!(kserve::live))
+        .routes(routes!(kserve::ready))
+        .routes(routes!(kserve::model_metadata))
+        .routes(routes!(kserve::model_ready))
+        .routes(routes!(kserve::infer))
+        .routes(routes!(kserve::model_version_metadata))
+        .routes(routes!(kserve::model_version_ready))
+        .routes(routes!(kserve::model_version_infer))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .merge(page::routes())
+}
+
 /// Builds the router with every route and layer.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/segmentapi", post(handlers::segmentapi))
-        .route("/v1/segment", post(handlers::segment))
-        .route("/v1/models", get(handlers::models))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .merge(page::routes())
+    let (routes, _spec) = routes().split_for_parts();
+    routes
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(track))

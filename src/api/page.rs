@@ -7,9 +7,9 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::frontend;
 use super::handlers::record_detections;
@@ -31,16 +31,16 @@ img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'non
 form-action 'self'; frame-ancestors 'none'";
 
 /// The page routes, with their security headers. Merged into `api::router`.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> OpenApiRouter<AppState> {
     let header = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
     };
-    Router::new()
-        .route("/", get(index))
-        .route("/static/app.js", get(app_js))
-        .route("/static/style.css", get(style_css))
-        .route("/v1/render", post(render_image))
-        .route("/segmentfrontend", post(frontend::segmentfrontend))
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(app_js))
+        .routes(routes!(style_css))
+        .routes(routes!(render_image))
+        .routes(routes!(frontend::segmentfrontend))
         .layer(header(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
@@ -60,16 +60,22 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`: the upload page.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "The upload page (HTML)", body = String, content_type = "text/html")))]
 pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// `GET /static/app.js`.
+#[utoipa::path(get, path = "/static/app.js", tag = "page",
+    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript")))]
 pub async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 /// `GET /static/style.css`.
+#[utoipa::path(get, path = "/static/style.css", tag = "page",
+    responses((status = 200, description = "The page's style sheet", body = String, content_type = "text/css")))]
 pub async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
@@ -172,6 +178,29 @@ pub(super) async fn segment_and_draw(
 
 /// `POST /v1/render`: the same upload and options as `/v1/segment`, plus `format=png|jpeg`;
 /// answers the upright photo with every instance drawn on it, at the photo's size.
+#[utoipa::path(post, path = "/v1/render", tag = "segserve",
+    params(
+        ("format" = Option<String>, Query, description = "`png` or `jpeg`; default from the Accept header, else JPEG"),
+        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
+        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
+        ("max_det" = Option<usize>, Query, description = "Most detections drawn, 1..=1000 (300)"),
+        ("classes" = Option<String>, Query, description = "Keep only these classes: names or ids, comma-separated"),
+        ("masks" = Option<String>, Query, description = "`rle` (default: masks drawn) or `none` (boxes only)"),
+        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
+    ),
+    request_body(content(
+        (super::handlers::ImageForm = "multipart/form-data"),
+        (Vec<u8> = "image/*"),
+        (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "The upright photo with masks, boxes and labels drawn, same size", body = Vec<u8>, content_type = "image/jpeg"),
+        (status = 400, description = "No image, or a bad parameter", body = crate::error::ErrorBody),
+        (status = 404, description = "No such model", body = crate::error::ErrorBody),
+        (status = 408, description = "Body not received in time", body = crate::error::ErrorBody),
+        (status = 413, description = "Body or image over a limit", body = crate::error::ErrorBody),
+        (status = 415, description = "Unsupported content type or image format", body = crate::error::ErrorBody),
+        (status = 422, description = "Corrupt image", body = crate::error::ErrorBody),
+        (status = 503, description = "Overloaded or not ready; retry", body = crate::error::ErrorBody)))]
 pub async fn render_image(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,

@@ -4,17 +4,21 @@ use std::collections::BTreeMap;
 
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::engine::{Detection, FilterOptions, ModelInfo};
 use crate::error::AppError;
 use crate::mask::BoxMask;
 use crate::pipeline::{Segmentation, Timing};
+use crate::polygon;
 
 /// How masks are returned by `/v1/segment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskFormat {
     /// COCO compressed RLE per detection.
     Rle,
+    /// Outer contours as polygons in image pixels (`tolerance` simplifies them).
+    Polygon,
     /// No masks (faster: skips mask computation).
     None,
 }
@@ -28,7 +32,13 @@ pub struct SegmentQuery {
     pub masks: MaskFormat,
     /// Model name, when not the default.
     pub model: Option<String>,
+    /// Douglas-Peucker tolerance in pixels for `masks=polygon`.
+    pub tolerance: f64,
 }
+
+/// Default `tolerance` for `masks=polygon`, in pixels: drops the pixel staircase and
+/// keeps the shape (Roboflow's exports look like this).
+pub const DEFAULT_POLYGON_TOLERANCE: f64 = 1.0;
 
 /// Largest accepted `max_det`.
 pub const MAX_DET_LIMIT: usize = 1000;
@@ -104,6 +114,7 @@ impl SegmentQuery {
             filter: FilterOptions::default(),
             masks: MaskFormat::Rle,
             model,
+            tolerance: DEFAULT_POLYGON_TOLERANCE,
         };
         for (k, v) in pairs {
             match k.as_str() {
@@ -123,12 +134,22 @@ impl SegmentQuery {
                     q.masks = match v.as_str() {
                         "rle" => MaskFormat::Rle,
                         "none" => MaskFormat::None,
+                        "polygon" => MaskFormat::Polygon,
                         other => {
                             return Err(AppError::BadRequest(format!(
-                                "query parameter `masks` must be rle or none, got {other:?}"
-                            )))
+                            "query parameter `masks` must be rle, polygon or none, got {other:?}"
+                        )))
                         }
                     }
+                }
+                "tolerance" => {
+                    let t: f64 = parse_num(k, v)?;
+                    if !(0.0..=1000.0).contains(&t) {
+                        return Err(AppError::BadRequest(format!(
+                            "query parameter `tolerance` must be 0..=1000 pixels, got {v}"
+                        )));
+                    }
+                    q.tolerance = t;
                 }
                 "model" => {}
                 other => {
@@ -143,7 +164,7 @@ impl SegmentQuery {
 }
 
 /// Image size in the reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImageSize {
     /// Upright width.
     pub width: u32,
@@ -152,7 +173,7 @@ pub struct ImageSize {
 }
 
 /// COCO RLE in the reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RleMask {
     /// [height, width].
     pub size: [u32; 2],
@@ -161,7 +182,7 @@ pub struct RleMask {
 }
 
 /// One detection in `/v1/segment`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DetectionBody {
     /// x1, y1, x2, y2 in photo pixels.
     #[serde(rename = "box")]
@@ -175,10 +196,14 @@ pub struct DetectionBody {
     /// Mask, unless masks=none or the model only detects.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mask: Option<RleMask>,
+    /// With `masks=polygon`: the outer contour of each blob of the mask, largest first,
+    /// as `[[x, y], ...]` rings in image pixels (the first point is not repeated).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub polygons: Option<Vec<Vec<[u32; 2]>>>,
 }
 
 /// Stage timings in milliseconds.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TimingMs {
     /// Image decode.
     pub decode: f64,
@@ -209,7 +234,7 @@ impl From<Timing> for TimingMs {
 }
 
 /// `/v1/segment` reply (the schema of ../shared/golden).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SegmentResponse {
     /// Model name.
     pub model: String,
@@ -234,8 +259,19 @@ fn counts(dets: &[Detection], names: &[String]) -> BTreeMap<String, usize> {
 }
 
 impl SegmentResponse {
-    /// Shapes an engine result for the wire.
+    /// Shapes an engine result for the wire, masks as COCO RLE.
     pub fn new(info: &ModelInfo, seg: &Segmentation) -> Self {
+        Self::with_masks(info, seg, MaskFormat::Rle, DEFAULT_POLYGON_TOLERANCE)
+    }
+
+    /// Shapes an engine result for the wire with masks in `format` (`tolerance` is the
+    /// polygon simplification in pixels).
+    pub fn with_masks(
+        info: &ModelInfo,
+        seg: &Segmentation,
+        format: MaskFormat,
+        tolerance: f64,
+    ) -> Self {
         SegmentResponse {
             model: info.name.clone(),
             image: ImageSize {
@@ -250,10 +286,19 @@ impl SegmentResponse {
                     class_id: d.class_id,
                     class_name: info.names[d.class_id].clone(),
                     score: d.score,
-                    mask: d.mask.as_ref().map(|m| RleMask {
-                        size: [seg.height, seg.width],
-                        counts: m.to_coco_rle(),
-                    }),
+                    mask: d
+                        .mask
+                        .as_ref()
+                        .filter(|_| format == MaskFormat::Rle)
+                        .map(|m| RleMask {
+                            size: [seg.height, seg.width],
+                            counts: m.to_coco_rle(),
+                        }),
+                    polygons: d
+                        .mask
+                        .as_ref()
+                        .filter(|_| format == MaskFormat::Polygon)
+                        .map(|m| polygon::mask_polygons(m, tolerance)),
                 })
                 .collect(),
             object_counts: counts(&seg.detections, &info.names),
@@ -268,7 +313,7 @@ impl SegmentResponse {
 }
 
 /// PixelLib's `outputs` object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PixelLibOutputs<'a> {
     /// [x1, y1, x2, y2] integers.
     pub boxes: Vec<[i64; 4]>,
@@ -284,11 +329,12 @@ pub struct PixelLibOutputs<'a> {
     pub scores: Vec<i64>,
     /// H x W x N booleans, only with `?mask_values=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<Vec<bool>>>>)]
     pub mask_values: Option<MaskValues<'a>>,
 }
 
 /// `/segmentapi` reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PixelLibResponse<'a> {
     /// PixelLib nests everything under `outputs`.
     pub outputs: PixelLibOutputs<'a>,
@@ -379,7 +425,7 @@ impl Serialize for MaskValues<'_> {
 }
 
 /// One entry of `GET /v1/models`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelCard {
     /// Served name.
     pub name: String,
@@ -396,7 +442,7 @@ pub struct ModelCard {
 }
 
 /// `GET /v1/models` reply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelsResponse {
     /// Loaded models, default first.
     pub models: Vec<ModelCard>,
@@ -418,6 +464,9 @@ mod tests {
     fn query_defaults_and_values() {
         let q = parse("").unwrap();
         assert_eq!(q.filter, FilterOptions::default());
+        assert_eq!((q.masks, q.tolerance), (MaskFormat::Rle, 1.0));
+        let q = parse("masks=polygon&tolerance=2.5").unwrap();
+        assert_eq!((q.masks, q.tolerance), (MaskFormat::Polygon, 2.5));
         let q = parse("conf=0.5&iou=0.3&max_det=5&classes=person,2&masks=none").unwrap();
         assert_eq!(
             (q.filter.conf, q.filter.iou, q.filter.max_det),
@@ -439,6 +488,8 @@ mod tests {
             "masks=maybe",
             "bogus=1",
             "classes=",
+            "tolerance=-1",
+            "tolerance=x",
         ] {
             let err = parse(q).unwrap_err();
             assert_eq!(err.status_and_type().0.as_u16(), 400, "{q}");

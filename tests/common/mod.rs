@@ -70,7 +70,9 @@ pub fn serve_config(extra: &[&str]) -> ServeConfig {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let cli = <Cli as clap::Parser>::try_parse_from(args).expect("valid test flags");
-    let Command::Serve(a) = cli.command;
+    let Command::Serve(a) = cli.command else {
+        panic!("serve flags parse as Serve")
+    };
     ServeConfig::try_from(a).expect("valid test config")
 }
 

@@ -1,0 +1,54 @@
+//! The OpenAPI document and the pages that serve it: `GET /openapi.json` (generated from
+//! the handlers' `#[utoipa::path]` attributes by `api::routes`) and `GET /docs`, a small
+//! self-contained page that renders it. No CDN and no build-time download: the page is
+//! compiled in with `include_str!`, so the docs work offline and in air-gapped clusters.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use utoipa::OpenApi;
+
+/// Title, description and tags; the paths come from `api::routes`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "segserve",
+        description = "Instance segmentation over HTTP with YOLO ONNX models. Three ways in: \
+            the PixelLib-compatible `/segmentapi`, the richer `/v1/segment`, and the Open Inference \
+            Protocol (KServe v2 / Triton) under `/v2`. Errors are JSON `{\"error\", \"error_type\"}`; \
+            any route can also answer 500 (details only in the server log)."
+    ),
+    tags(
+        (name = "segserve", description = "Native API"),
+        (name = "pixellib", description = "Drop-in for PixelLib's Flask REST API"),
+        (name = "kserve", description = "Open Inference Protocol (KServe v2 / Triton) over REST"),
+        (name = "operations", description = "Probes, metrics and these docs"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The whole spec as JSON, built once.
+pub fn spec_json() -> &'static str {
+    static SPEC: OnceLock<String> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        super::routes()
+            .into_openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    })
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of this server.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], spec_json()).into_response()
+}
+
+/// `GET /docs`: human-readable API docs, rendered in the browser from `/openapi.json`.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
+pub async fn docs() -> Html<&'static str> {
+    Html(include_str!("../../static/docs.html"))
+}

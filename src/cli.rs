@@ -1,0 +1,361 @@
+//! The offline commands: `segserve predict` runs the engine over image files and folders
+//! with no server (same pipeline and same JSON as `POST /v1/segment`), and `segserve
+//! models` prints what model files contain. Terminal concerns (progress bar, summary,
+//! exit status) live here; inference is `pipeline::segment`, as for HTTP.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::api::types::{ModelCard, ModelsResponse, SegmentQuery, SegmentResponse};
+use crate::config::{locate_ort, ModelsArgs, PredictArgs, Progress};
+use crate::engine::session;
+use crate::pipeline::{self, SegmentRequest};
+
+/// File extensions `predict` picks up when walking a folder (files named on the command
+/// line are tried whatever their extension).
+const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// What a `predict` run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Images processed successfully.
+    pub images: usize,
+    /// Detections over all images.
+    pub detections: usize,
+    /// Images (or named paths) that failed.
+    pub failed: usize,
+    /// Wall time, model loading included.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} images, {} detections, {} failed, {:.2} s ({:.1} images/s)",
+            self.images,
+            self.detections,
+            self.failed,
+            secs,
+            self.images as f64 / secs.max(1e-9)
+        )
+    }
+}
+
+/// One image to process and where its JSON goes (relative to `--output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Job {
+    path: PathBuf,
+    out_rel: PathBuf,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Expands the command line into jobs (folders recursively, in sorted order) and the
+/// paths that could not be read. Output names mirror the folder structure under each
+/// named folder; a clash (two inputs named alike) gets a `-2`, `-3`... suffix.
+fn collect_jobs(paths: &[PathBuf]) -> (Vec<Job>, Vec<(PathBuf, String)>) {
+    let mut jobs = Vec::new();
+    let mut bad = Vec::new();
+    let mut used = HashSet::new();
+    for root in paths {
+        let files = if root.is_dir() {
+            let mut v = Vec::new();
+            if let Err(e) = walk(root, &mut v) {
+                bad.push((root.clone(), e.to_string()));
+            }
+            v.into_iter()
+                .map(|f| {
+                    let rel = f.strip_prefix(root).unwrap_or(&f).to_path_buf();
+                    (f, rel)
+                })
+                .collect()
+        } else if root.is_file() {
+            let name = root.file_name().map(PathBuf::from).unwrap_or_default();
+            vec![(root.clone(), name)]
+        } else {
+            bad.push((root.clone(), "no such file or folder".into()));
+            vec![]
+        };
+        for (path, rel) in files {
+            let base = rel.with_extension("");
+            let mut out_rel = base.with_extension("json");
+            let mut n = 2;
+            while !used.insert(out_rel.clone()) {
+                out_rel = PathBuf::from(format!("{}-{n}.json", base.display()));
+                n += 1;
+            }
+            jobs.push(Job { path, out_rel });
+        }
+    }
+    (jobs, bad)
+}
+
+fn progress_bar(mode: Progress, len: usize) -> ProgressBar {
+    let draw = match mode {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    };
+    if !draw {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, {per_sec}, eta {eta} {msg}",
+        )
+        .expect("the template is valid"),
+    );
+    pb
+}
+
+/// Flags to the query pairs `/v1/segment` takes, so both validate options the same way.
+fn query_pairs(a: &PredictArgs) -> Vec<(String, String)> {
+    let mut pairs = vec![("masks".to_string(), a.masks.clone())];
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            pairs.push((k.to_string(), v));
+        }
+    };
+    add("conf", a.conf.map(|v| v.to_string()));
+    add("iou", a.iou.map(|v| v.to_string()));
+    add("max_det", a.max_det.map(|v| v.to_string()));
+    add("classes", a.classes.clone());
+    add("tolerance", a.tolerance.map(|v| v.to_string()));
+    pairs
+}
+
+/// `segserve predict`: every image through the first model; JSON per image into
+/// `--output`, or JSON Lines (with a `path` field) on stdout. Failures are reported on
+/// stderr and counted; the caller turns `failed > 0` into a non-zero exit status.
+pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    anyhow::ensure!(
+        args.runtime.models.len() == 1,
+        "predict runs one model; pass a single --model"
+    );
+    let pairs = query_pairs(&args);
+    // Generous queue: at most 2 x sessions requests are ever in flight (below).
+    let rt = args
+        .runtime
+        .clone()
+        .into_config(64, Duration::from_secs(3600))?;
+    let registry = crate::load_models(&rt).await?;
+    let engine = registry.get(None)?.clone();
+    // The API's messages name query parameters; here they are flags.
+    let query = SegmentQuery::parse(&pairs, |_| Ok(engine.info().names.clone())).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace("query parameter `max_det`", "--max-det")
+                .replace("query parameter `", "--")
+                .replace("` must", " must")
+        )
+    })?;
+    let (jobs, bad) = collect_jobs(&args.paths);
+    let mut summary = Summary {
+        failed: bad.len(),
+        ..Summary::default()
+    };
+    for (p, why) in &bad {
+        eprintln!("error: {}: {why}", p.display());
+    }
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let pb = progress_bar(args.progress, jobs.len());
+    let stdout = std::io::stdout();
+    let limits = rt.limits;
+    // Two images per session keep every session busy while the next one is decoded.
+    let concurrency = (engine.pool().sessions * 2).clamp(1, engine.pool().sessions + 64);
+    let mut results = futures_util::stream::iter(jobs.into_iter().map(|job| {
+        let engine = engine.clone();
+        let filter = query.filter.clone();
+        let masks = query.masks != crate::api::types::MaskFormat::None;
+        async move {
+            let path = job.path.clone();
+            let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{}: {e}", job.path.display()))?;
+            let req = SegmentRequest {
+                bytes: Bytes::from(bytes),
+                filter,
+                masks,
+                // RENDER HOOK (issue 3): when src/render.rs lands, set this from a
+                // `--render DIR` flag and write `render::overlay(&seg)` beside the JSON.
+                keep_image: false,
+            };
+            pipeline::segment(&engine, limits, req)
+                .await
+                .map(|seg| (job.clone(), seg))
+                .map_err(|e| format!("{}: {e}", job.path.display()))
+        }
+    }))
+    .buffered(concurrency);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok((job, seg)) => {
+                let resp =
+                    SegmentResponse::with_masks(engine.info(), &seg, query.masks, query.tolerance);
+                summary.images += 1;
+                summary.detections += resp.detections.len();
+                write_result(&args.output, &job, &resp, &stdout)?;
+                pb.set_message(job.path.display().to_string());
+            }
+            Err(why) => {
+                summary.failed += 1;
+                pb.suspend(|| eprintln!("error: {why}"));
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn write_result(
+    output: &Option<PathBuf>,
+    job: &Job,
+    resp: &SegmentResponse,
+    stdout: &std::io::Stdout,
+) -> anyhow::Result<()> {
+    match output {
+        Some(dir) => {
+            let dest = dir.join(&job.out_rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let json = serde_json::to_vec_pretty(resp)?;
+            std::fs::write(&dest, json).with_context(|| format!("cannot write {}", dest.display()))
+        }
+        None => {
+            /// A JSON Lines record: the `/v1/segment` reply with the file's path first.
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                path: String,
+                #[serde(flatten)]
+                resp: &'a SegmentResponse,
+            }
+            let line = Line {
+                path: job.path.display().to_string(),
+                resp,
+            };
+            let mut out = stdout.lock();
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// `segserve models`: name, task, input size, stride and classes of each file. Returns
+/// whether every file could be read.
+pub fn models(args: ModelsArgs) -> anyhow::Result<bool> {
+    session::init_runtime(&locate_ort(args.ort_dylib.as_deref())?)?;
+    let mut cards = Vec::new();
+    let mut ok = true;
+    for (i, path) in args.paths.iter().enumerate() {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string();
+        match session::build_session(path, 1).and_then(|s| session::inspect(&s, &name)) {
+            Ok(info) => cards.push(ModelCard {
+                name: info.name.clone(),
+                task: info.task.as_str().to_string(),
+                input_size: [info.input_hw.0, info.input_hw.1],
+                stride: info.stride,
+                class_names: info.names.clone(),
+                default: i == 0,
+            }),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {}: {e}", path.display());
+            }
+        }
+    }
+    let mut text = String::new();
+    if args.json {
+        text = serde_json::to_string_pretty(&ModelsResponse { models: cards })? + "\n";
+    } else {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            text,
+            "{:<28} {:<8} {:>9} {:>6} {:>7}  first classes",
+            "NAME", "TASK", "INPUT", "STRIDE", "CLASSES"
+        );
+        for c in &cards {
+            let first: Vec<&str> = c.class_names.iter().take(4).map(String::as_str).collect();
+            let _ = writeln!(
+                text,
+                "{:<28} {:<8} {:>9} {:>6} {:>7}  {}{}",
+                c.name,
+                c.task,
+                format!("{}x{}", c.input_size[0], c.input_size[1]),
+                c.stride,
+                c.class_names.len(),
+                first.join(", "),
+                if c.class_names.len() > 4 { ", ..." } else { "" }
+            );
+        }
+    }
+    // A closed pipe (`| head`) is the reader's choice, not our failure.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_walked_recursively_and_outputs_do_not_clash() {
+        let dir = std::env::temp_dir().join(format!("segserve-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for f in ["a.jpg", "a.PNG", "notes.txt", "sub/b.webp"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let (jobs, bad) = collect_jobs(&[dir.clone(), dir.join("missing.jpg")]);
+        let outs: Vec<String> = jobs
+            .iter()
+            .map(|j| j.out_rel.display().to_string())
+            .collect();
+        assert_eq!(outs, ["a.json", "a-2.json", "sub/b.json"]);
+        assert_eq!(bad.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,398 @@
+//! Issue 7 end to end over real HTTP: the Open Inference Protocol (KServe v2) routes, two
+//! models served side by side, and `masks=polygon`. Requests are built the way the
+//! protocol's documentation shows them.
+
+mod common;
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use segserve::mask::decode_coco_rle;
+use serde_json::{json, Value};
+
+const SEG: &str = "yolov8n-seg-320";
+const DET: &str = "yolov12n-det-640";
+
+async fn two_models() -> common::TestServer {
+    let det = common::model(DET).display().to_string();
+    common::spawn_server(&["--model", &det, "--sessions", "1"]).await
+}
+
+fn bus() -> Vec<u8> {
+    std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap()
+}
+
+/// The protocol's inference request with one BYTES input holding the base64 image.
+fn infer_body(image: &[u8]) -> Value {
+    json!({
+        "inputs": [{
+            "name": "image",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": [base64::engine::general_purpose::STANDARD.encode(image)]
+        }]
+    })
+}
+
+async fn post_json(url: String, body: &Value) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn get_json(url: String) -> (StatusCode, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn segment(s: &common::TestServer, query: &str) -> (StatusCode, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(bus()).file_name("bus.jpg"),
+    );
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/v1/segment{query}")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+fn output<'a>(resp: &'a Value, name: &str) -> &'a Value {
+    resp["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {resp}"))
+}
+
+#[tokio::test]
+async fn kserve_health_and_metadata() {
+    let s = two_models().await;
+    let (st, v) = get_json(s.url("/v2")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["name"], "segserve");
+    assert!(v["version"].is_string() && v["extensions"].is_array());
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(
+            reqwest::get(s.url(path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    for m in [SEG, DET] {
+        let (st, _) = get_json(s.url(&format!("/v2/models/{m}/ready"))).await;
+        assert_eq!(st, 200, "{m}");
+    }
+
+    let (st, meta) = get_json(s.url(&format!("/v2/models/{SEG}"))).await;
+    assert_eq!(st, 200);
+    assert_eq!(meta["name"], SEG);
+    assert_eq!(meta["platform"], "onnxruntime_onnx");
+    assert_eq!(meta["versions"], json!(["1"]));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "image", "datatype": "BYTES", "shape": [1]}])
+    );
+    let outs: Vec<(&str, &str)> = meta["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["name"].as_str().unwrap(), o["datatype"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outs,
+        [
+            ("boxes", "FP32"),
+            ("scores", "FP32"),
+            ("class_ids", "INT64"),
+            ("class_names", "BYTES"),
+            ("masks", "BYTES")
+        ]
+    );
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 4]));
+    // The detector has no masks output.
+    let (_, meta) = get_json(s.url(&format!("/v2/models/{DET}"))).await;
+    assert_eq!(meta["outputs"].as_array().unwrap().len(), 4);
+
+    // Unknown models: 404 with the protocol's `error` string.
+    for path in ["/v2/models/nope", "/v2/models/nope/ready"] {
+        let (st, v) = get_json(s.url(path)).await;
+        assert_eq!(st, 404, "{path}");
+        assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn kserve_infer_returns_the_same_detections_as_v1() {
+    let s = two_models().await;
+    let (st, resp) = post_json(
+        s.url(&format!("/v2/models/{SEG}/infer")),
+        &infer_body(&bus()),
+    )
+    .await;
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(resp["model_name"], SEG);
+    assert_eq!(resp["model_version"], "1");
+    assert_eq!(
+        resp["parameters"],
+        json!({"image_width": 810, "image_height": 1080})
+    );
+    let (_, v1) = segment(&s, "").await;
+    let dets = v1["detections"].as_array().unwrap();
+    let n = dets.len();
+    assert!(n >= 4, "{v1}");
+
+    let boxes = output(&resp, "boxes");
+    assert_eq!(
+        (boxes["datatype"].as_str(), boxes["shape"].clone()),
+        (Some("FP32"), json!([n, 4]))
+    );
+    let scores = output(&resp, "scores");
+    let ids = output(&resp, "class_ids");
+    assert_eq!(
+        (ids["datatype"].as_str(), ids["shape"].clone()),
+        (Some("INT64"), json!([n]))
+    );
+    let names = output(&resp, "class_names");
+    assert_eq!(names["datatype"], "BYTES");
+    let masks = output(&resp, "masks");
+    assert_eq!(masks["datatype"], "BYTES");
+    assert_eq!(
+        masks["parameters"],
+        json!({"format": "coco_rle", "height": 1080, "width": 810})
+    );
+    for (i, d) in dets.iter().enumerate() {
+        for k in 0..4 {
+            let a = boxes["data"][i * 4 + k].as_f64().unwrap();
+            let b = d["box"][k].as_f64().unwrap();
+            assert!((a - b).abs() < 1e-3, "box {i}.{k}: {a} vs {b}");
+        }
+        assert!((scores["data"][i].as_f64().unwrap() - d["score"].as_f64().unwrap()).abs() < 1e-6);
+        assert_eq!(ids["data"][i], d["class_id"]);
+        assert_eq!(names["data"][i], d["class_name"]);
+        assert_eq!(masks["data"][i], d["mask"]["counts"]);
+    }
+
+    // Options as protocol parameters (request level and input level), an id, and a
+    // subset of outputs.
+    let mut body = infer_body(&bus());
+    body["id"] = json!("req-7");
+    body["parameters"] = json!({"conf": 0.8});
+    body["inputs"][0]["parameters"] = json!({"classes": "person"});
+    body["outputs"] = json!([{"name": "class_names"}, {"name": "scores"}]);
+    let (st, resp) = post_json(s.url(&format!("/v2/models/{SEG}/infer")), &body).await;
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(resp["id"], "req-7");
+    let got: Vec<&str> = resp["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["class_names", "scores"]);
+    let names = output(&resp, "class_names")["data"].as_array().unwrap();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "person"),
+        "{resp}"
+    );
+    assert!(output(&resp, "scores")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s.as_f64().unwrap() >= 0.8));
+
+    // The detector: boxes but no masks tensor.
+    let (st, resp) = post_json(
+        s.url(&format!("/v2/models/{DET}/infer")),
+        &infer_body(&bus()),
+    )
+    .await;
+    assert_eq!(st, 200, "{resp}");
+    assert!(output(&resp, "boxes")["shape"][0].as_u64().unwrap() >= 4);
+    assert!(resp["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["name"] != "masks"));
+}
+
+#[tokio::test]
+async fn kserve_infer_errors_follow_the_protocol() {
+    let s = two_models().await;
+    let url = s.url(&format!("/v2/models/{SEG}/infer"));
+    let mut cases: Vec<(Value, u16)> = Vec::new();
+    let mut v = infer_body(b"x");
+    v["inputs"][0]["datatype"] = json!("FP32");
+    cases.push((v, 400));
+    let mut v = infer_body(b"x");
+    v["inputs"][0]["name"] = json!("input0");
+    cases.push((v, 400));
+    let mut v = infer_body(b"x");
+    v["inputs"][0]["data"] = json!(["%%% not base64 %%%"]);
+    cases.push((v, 400));
+    cases.push((json!({"inputs": []}), 400));
+    cases.push((json!({"input": "wrong field"}), 400));
+    let mut v = infer_body(&bus());
+    v["parameters"] = json!({"confidence": 0.5});
+    cases.push((v, 400));
+    let mut v = infer_body(&bus());
+    v["parameters"] = json!({"conf": 3});
+    cases.push((v, 400));
+    let mut v = infer_body(&bus());
+    v["outputs"] = json!([{"name": "heatmap"}]);
+    cases.push((v, 400));
+    // A PNG signature followed by junk: an image, but corrupt.
+    cases.push((infer_body(b"\x89PNG\r\n\x1a\n not really a png"), 422));
+    // Not an image format at all.
+    cases.push((infer_body(b"hello, world"), 415));
+    for (body, want) in cases {
+        let (st, v) = post_json(url.clone(), &body).await;
+        assert_eq!(st.as_u16(), want, "{body:.200} -> {v}");
+        assert!(v["error"].is_string(), "{v}");
+    }
+    let (st, _) = post_json(s.url("/v2/models/nope/infer"), &infer_body(&bus())).await;
+    assert_eq!(st, 404);
+    // The detector has no masks output to ask for.
+    let mut v = infer_body(&bus());
+    v["outputs"] = json!([{"name": "masks"}]);
+    let (st, _) = post_json(s.url(&format!("/v2/models/{DET}/infer")), &v).await;
+    assert_eq!(st, 400);
+    // Not JSON.
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+}
+
+#[tokio::test]
+async fn detector_and_segmenter_side_by_side() {
+    let s = two_models().await;
+    let (st, v) = get_json(s.url("/v1/models")).await;
+    assert_eq!(st, 200);
+    let models = v["models"].as_array().unwrap();
+    let listed: Vec<(&str, &str, bool)> = models
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["task"].as_str().unwrap(),
+                m["default"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(SEG, "segment", true), (DET, "detect", false)]);
+    assert_eq!(models[1]["input_size"], json!([640, 640]));
+
+    // Default: the segmenter, with masks.
+    let (st, v) = segment(&s, "").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["model"], SEG);
+    assert!(v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["mask"].is_object()));
+    // ?model= picks the detector: detections, no masks.
+    let (st, v) = segment(&s, &format!("?model={DET}")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["model"], DET);
+    let dets = v["detections"].as_array().unwrap();
+    assert!(dets.len() >= 4, "{v}");
+    assert!(dets.iter().all(|d| d.get("mask").is_none()), "{v}");
+    assert!(dets.iter().any(|d| d["class_name"] == "bus"));
+    // Unknown model: 404.
+    let (st, v) = segment(&s, "?model=yolov99").await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(v["error_type"], "not_found");
+}
+
+fn shoelace(p: &[Value]) -> f64 {
+    let pt = |i: usize| (p[i][0].as_f64().unwrap(), p[i][1].as_f64().unwrap());
+    let mut s = 0.0;
+    for i in 0..p.len() {
+        let ((x0, y0), (x1, y1)) = (pt(i), pt((i + 1) % p.len()));
+        s += x0 * y1 - x1 * y0;
+    }
+    s.abs() / 2.0
+}
+
+#[tokio::test]
+async fn polygon_masks_outline_the_rle_masks() {
+    let s = common::spawn_server(&["--sessions", "1"]).await;
+    let (st, rle) = segment(&s, "").await;
+    assert_eq!(st, 200);
+    let (st, poly) = segment(&s, "?masks=polygon").await;
+    assert_eq!(st, 200, "{poly}");
+    let (st, fine) = segment(&s, "?masks=polygon&tolerance=0").await;
+    assert_eq!(st, 200);
+    let (st, coarse) = segment(&s, "?masks=polygon&tolerance=5").await;
+    assert_eq!(st, 200);
+    let (h, w) = (1080u32, 810u32);
+    let (rd, pd) = (
+        rle["detections"].as_array().unwrap(),
+        poly["detections"].as_array().unwrap(),
+    );
+    assert_eq!(rd.len(), pd.len());
+    for (i, (r, p)) in rd.iter().zip(pd).enumerate() {
+        assert!(p.get("mask").is_none(), "masks=polygon sends no RLE");
+        let polys = p["polygons"].as_array().unwrap();
+        assert!(!polys.is_empty(), "detection {i} has no polygon");
+        // Every vertex is inside the image and the detection box (to a pixel).
+        let b: Vec<f64> = r["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for ring in polys {
+            let ring = ring.as_array().unwrap();
+            assert!(ring.len() >= 3);
+            for pt in ring {
+                let (x, y) = (pt[0].as_f64().unwrap(), pt[1].as_f64().unwrap());
+                assert!(x < w as f64 && y < h as f64);
+                assert!(x >= b[0] - 1.0 && x <= b[2] + 1.0 && y >= b[1] - 1.0 && y <= b[3] + 1.0);
+            }
+        }
+        // The outlines enclose about as much as the mask holds (a traced outline runs
+        // through border pixel centres, so it is a little smaller).
+        let mask = decode_coco_rle(r["mask"]["counts"].as_str().unwrap(), h, w).unwrap();
+        let area: f64 = mask.iter().map(|v| *v as f64).sum();
+        let enclosed: f64 = polys
+            .iter()
+            .map(|ring| shoelace(ring.as_array().unwrap()))
+            .sum();
+        let ratio = enclosed / area;
+        assert!(
+            (0.85..1.05).contains(&ratio),
+            "detection {i}: {enclosed} vs {area}"
+        );
+        // A larger tolerance gives fewer vertices.
+        let count = |v: &Value| -> usize {
+            v["detections"][i]["polygons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_array().unwrap().len())
+                .sum()
+        };
+        assert!(
+            count(&coarse) < count(&poly) && count(&poly) < count(&fine),
+            "detection {i}"
+        );
+    }
+    let (st, v) = segment(&s, "?masks=polygon&tolerance=-2").await;
+    assert_eq!(st, 400, "{v}");
+}
