@@ -199,6 +199,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
         let engine = engine.clone();
         let filter = query.filter.clone();
         let masks = query.masks != crate::api::types::MaskFormat::None;
+        let render_dir = args.render.clone();
         async move {
             let path = job.path.clone();
             let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
@@ -209,14 +210,32 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
                 bytes: Bytes::from(bytes),
                 filter,
                 masks,
-                // RENDER HOOK (issue 3): when src/render.rs lands, set this from a
-                // `--render DIR` flag and write `render::overlay(&seg)` beside the JSON.
-                keep_image: false,
+                keep_image: render_dir.is_some(),
             };
-            pipeline::segment(&engine, limits, req)
+            let mut seg = pipeline::segment(&engine, limits, req)
                 .await
-                .map(|seg| (job.clone(), seg))
-                .map_err(|e| format!("{}: {e}", job.path.display()))
+                .map_err(|e| format!("{}: {e}", job.path.display()))?;
+            if let (Some(dir), Some(photo)) = (render_dir, seg.image.take()) {
+                let dest = dir.join(format!(
+                    "{}.rendered.jpg",
+                    job.out_rel.with_extension("").display()
+                ));
+                let (dets, names) = (seg.detections.clone(), engine.info().names.clone());
+                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let drawn = crate::render::render(&photo, &dets, &names);
+                    let bytes = crate::render::encode(&drawn, crate::render::Encoding::Jpeg)
+                        .map_err(|e| e.to_string())?;
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                    }
+                    std::fs::write(&dest, bytes)
+                        .map_err(|e| format!("cannot write {}: {e}", dest.display()))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{}: {e}", job.path.display()))?;
+            }
+            Ok::<_, String>((job.clone(), seg))
         }
     }))
     .buffered(concurrency);

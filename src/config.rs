@@ -63,6 +63,9 @@ pub struct PredictArgs {
     /// Douglas-Peucker tolerance in pixels for --masks polygon.
     #[arg(long)]
     pub tolerance: Option<f64>,
+    /// Also write each photo with its detections drawn on it (JPEG) into this folder.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
     /// Progress bar: auto (only on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,

@@ -112,9 +112,16 @@ fn predict_writes_one_file_per_image_and_fails_loudly() {
         "polygon",
         "--sessions",
         "1",
+        "--render",
+        out.join("drawn").to_str().unwrap(),
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "one image is broken: {err}");
+    // --render writes the drawn photo, at the photo's size, beside the mirrored path.
+    let drawn =
+        image::open(out.join("drawn/nested/deeper/bus.rendered.jpg")).expect("rendered bus");
+    assert_eq!((drawn.width(), drawn.height()), (810, 1080));
+    assert!(out.join("drawn/coffee.rendered.jpg").is_file());
     assert!(err.contains("broken.jpg"), "{err}");
     assert!(
         err.contains("2 images") && err.contains("1 failed"),
