@@ -31,8 +31,12 @@ where
     let path = k8s_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let raw: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
-    let typed: T = serde_yaml::from_value(raw.clone())
-        .unwrap_or_else(|e| panic!("{file} does not parse as {}: {e}", std::any::type_name::<T>()));
+    let typed: T = serde_yaml::from_value(raw.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{file} does not parse as {}: {e}",
+            std::any::type_name::<T>()
+        )
+    });
     let back = serde_yaml::to_value(&typed).unwrap();
     assert_eq!(
         back, raw,
@@ -60,13 +64,13 @@ fn manifests() -> Manifests {
 }
 
 fn container(d: &Deployment) -> &Container {
-    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.containers.len(), 1, "one container per pod");
     &pod.containers[0]
 }
 
 fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
-    let template = &d.spec.as_ref().unwrap().template;
+    let template = &d.spec.template;
     template.metadata.as_ref().unwrap().labels.clone().unwrap()
 }
 
@@ -106,7 +110,10 @@ fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::config::Serve
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
         {
-            argv.push(format!("--{}", arg.get_long().expect("env args have long flags")));
+            argv.push(format!(
+                "--{}",
+                arg.get_long().expect("env args have long flags")
+            ));
             argv.push(value.clone());
         }
     }
@@ -119,9 +126,10 @@ fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::config::Serve
 #[test]
 fn manifests_parse_and_kustomization_lists_them_all() {
     manifests();
-    let k: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap())
-            .unwrap();
+    let k: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
     let listed: BTreeSet<String> = k["resources"]
         .as_sequence()
         .expect("resources list")
@@ -133,7 +141,10 @@ fn manifests_parse_and_kustomization_lists_them_all() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
         .collect();
-    assert_eq!(listed, on_disk, "kustomization.yaml resources vs files in k8s/");
+    assert_eq!(
+        listed, on_disk,
+        "kustomization.yaml resources vs files in k8s/"
+    );
     // The image the kustomization rewrites is the one the Deployment runs.
     let d: Deployment = load("deployment.yaml");
     let image = container(&d).image.clone().unwrap();
@@ -151,7 +162,7 @@ fn manifests_parse_and_kustomization_lists_them_all() {
 fn selectors_match_the_pods() {
     let m = manifests();
     let labels = pod_labels(&m.deployment);
-    let spec = m.deployment.spec.as_ref().unwrap();
+    let spec = &m.deployment.spec;
     let deploy_sel = spec.selector.match_labels.clone().unwrap();
     assert!(is_subset(&deploy_sel, &labels), "Deployment selector");
     let svc_sel = m.service.spec.as_ref().unwrap().selector.clone().unwrap();
@@ -161,7 +172,7 @@ fn selectors_match_the_pods() {
         is_subset(pdb_sel.match_labels.as_ref().unwrap(), &labels),
         "PDB selector"
     );
-    let target = &m.hpa.spec.as_ref().unwrap().scale_target_ref;
+    let target = &m.hpa.spec.scale_target_ref;
     assert_eq!(
         (target.kind.as_str(), target.name.as_str()),
         ("Deployment", m.deployment.metadata.name.as_deref().unwrap())
@@ -187,7 +198,9 @@ fn ports_are_the_servers_default_port() {
     // The Dockerfile exposes the same port.
     let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
     assert!(
-        dockerfile.lines().any(|l| l.trim() == format!("EXPOSE {port}")),
+        dockerfile
+            .lines()
+            .any(|l| l.trim() == format!("EXPOSE {port}")),
         "Dockerfile EXPOSE {port}"
     );
 }
@@ -201,24 +214,40 @@ fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
         if let Some(v) = &e.value {
             env.insert(e.name.clone(), v.clone());
         } else {
-            assert!(known.contains(&e.name), "{} is not read by segserve", e.name);
+            assert!(
+                known.contains(&e.name),
+                "{} is not read by segserve",
+                e.name
+            );
         }
     }
     for name in env.keys() {
-        assert!(known.contains(name), "{name} is not read by segserve (known: {known:?})");
+        assert!(
+            known.contains(name),
+            "{name} is not read by segserve (known: {known:?})"
+        );
     }
     let a = parse_env_as_flags(&env);
-    assert_eq!(a.log_format, segserve::config::LogFormat::Json, "JSON logs in the cluster");
+    assert_eq!(
+        a.log_format,
+        segserve::config::LogFormat::Json,
+        "JSON logs in the cluster"
+    );
     // The Deployment's envFrom names this ConfigMap.
     let from = container(&m.deployment).env_from.as_ref().unwrap();
-    assert!(from.iter().any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
-        == m.config.metadata.name.as_deref()));
+    assert!(from
+        .iter()
+        .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
+            == m.config.metadata.name.as_deref()));
     // So does every SEGSERVE_ variable the Dockerfile sets.
     let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
     for word in dockerfile.split_whitespace() {
         if let Some((name, _)) = word.split_once('=') {
             if name.starts_with("SEGSERVE_") || name.starts_with("ORT_DYLIB") {
-                assert!(known.contains(name), "Dockerfile sets {name}, which segserve does not read");
+                assert!(
+                    known.contains(name),
+                    "Dockerfile sets {name}, which segserve does not read"
+                );
             }
         }
     }
@@ -245,7 +274,10 @@ fn sessions_follow_the_cpu_limit() {
     let res = c.resources.as_ref().unwrap();
     let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
     for k in ["cpu", "memory"] {
-        assert!(req.contains_key(k) && lim.contains_key(k), "{k} request and limit");
+        assert!(
+            req.contains_key(k) && lim.contains_key(k),
+            "{k} request and limit"
+        );
     }
     let cpus = |q: &Quantity| -> f64 {
         q.0.strip_suffix('m')
@@ -254,7 +286,12 @@ fn sessions_follow_the_cpu_limit() {
     };
     assert!(cpus(&req["cpu"]) <= cpus(&lim["cpu"]));
     assert_eq!(
-        m.config.data.as_ref().unwrap().get("SEGSERVE_THREADS").map(String::as_str),
+        m.config
+            .data
+            .as_ref()
+            .unwrap()
+            .get("SEGSERVE_THREADS")
+            .map(String::as_str),
         Some("1"),
         "one thread per session, so sessions x threads = the CPU limit"
     );
@@ -263,7 +300,7 @@ fn sessions_follow_the_cpu_limit() {
 #[test]
 fn pods_are_locked_down() {
     let m = manifests();
-    let pod = m.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
     let psc = pod.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true));
     // The uid is the image's USER, so runAsNonRoot can be verified.
@@ -272,7 +309,13 @@ fn pods_are_locked_down() {
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
         .expect("Dockerfile USER");
-    let uid: i64 = user.split(':').next().unwrap().trim().parse().expect("numeric USER");
+    let uid: i64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("numeric USER");
     assert_eq!(psc.run_as_user, Some(uid));
     let sc = container(&m.deployment).security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -285,18 +328,24 @@ fn pods_are_locked_down() {
 fn grace_period_covers_drain_and_shutdown_timeout() {
     let m = manifests();
     let a = parse_env_as_flags(&m.config.data.clone().unwrap());
-    let pod = m.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let grace_ms = pod.termination_grace_period_seconds.expect("set explicitly") * 1000;
+    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+    let grace_ms = pod
+        .termination_grace_period_seconds
+        .expect("set explicitly")
+        * 1000;
     let needed = (a.shutdown_drain_ms + a.shutdown_timeout_ms) as i64;
     assert!(
         grace_ms > needed,
         "terminationGracePeriodSeconds ({grace_ms} ms) must exceed drain + shutdown timeout ({needed} ms)"
     );
-    assert!(a.shutdown_drain_ms > 0, "a drain delay lets endpoints drop the pod first");
+    assert!(
+        a.shutdown_drain_ms > 0,
+        "a drain delay lets endpoints drop the pod first"
+    );
     // Two replicas, and a disruption budget that still lets a node drain proceed.
-    let replicas = m.deployment.spec.as_ref().unwrap().replicas.unwrap();
+    let replicas = m.deployment.spec.replicas.unwrap();
     assert_eq!(replicas, 2);
-    assert_eq!(m.hpa.spec.as_ref().unwrap().min_replicas, Some(replicas));
+    assert_eq!(m.hpa.spec.min_replicas, Some(replicas));
     match m.pdb.spec.as_ref().unwrap().min_available.as_ref().unwrap() {
         IntOrString::Int(n) => assert!(*n < replicas),
         IntOrString::String(s) => panic!("use an absolute minAvailable, got {s}"),

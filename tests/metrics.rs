@@ -12,8 +12,10 @@ use support::{scrape, Scrape};
 const MODEL: &str = "yolov8n-seg-320";
 
 async fn segmentapi(client: &reqwest::Client, url: &str, photo: &[u8]) -> (u16, serde_json::Value) {
-    let form = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(photo.to_vec()).file_name("bus.jpg"));
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(photo.to_vec()).file_name("bus.jpg"),
+    );
     let r = client.post(url).multipart(form).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
@@ -39,7 +41,13 @@ async fn metrics_count_what_happened() {
     let text = r.text().await.unwrap();
     let before = Scrape::parse(&text);
     // Present from startup, before any request: shed counters at 0, the model load time.
-    assert_eq!(before.get("segserve_requests_shed_total", &[("model", MODEL), ("reason", "queue_full")]), 0.0);
+    assert_eq!(
+        before.get(
+            "segserve_requests_shed_total",
+            &[("model", MODEL), ("reason", "queue_full")]
+        ),
+        0.0
+    );
     assert!(before.has("segserve_requests_shed_total"));
     assert!(before.get("segserve_model_load_seconds", &[("model", MODEL)]) > 0.0);
     for (name, kind) in [
@@ -48,7 +56,10 @@ async fn metrics_count_what_happened() {
         ("segserve_inference_seconds", "histogram"),
         ("segserve_queue_wait_seconds", "histogram"),
     ] {
-        assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} is a {kind}");
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}")),
+            "{name} is a {kind}"
+        );
         assert!(text.contains(&format!("# HELP {name} ")), "{name} has HELP");
     }
 
@@ -59,9 +70,26 @@ async fn metrics_count_what_happened() {
         assert_eq!(status, 200);
         detections += body["outputs"]["boxes"].as_array().unwrap().len() as f64;
     }
-    assert_eq!(client.get(format!("{base}/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client
+            .get(format!("{base}/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let empty = reqwest::multipart::Form::new().text("other", "x");
-    assert_eq!(client.post(&url).multipart(empty).send().await.unwrap().status(), 400);
+    assert_eq!(
+        client
+            .post(&url)
+            .multipart(empty)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
 
     // A burst: whatever is shed must be counted as shed, whatever is answered as answered.
     let burst: Vec<_> = (0..8)
@@ -86,31 +114,106 @@ async fn metrics_count_what_happened() {
         }
     }
 
+    eprintln!("burst of 8: {} answered, {shed} shed", ok - 3.0);
     let after = scrape(&base).await;
     let route = ("route", "/segmentapi");
-    assert_eq!(delta(&before, &after, "segserve_requests_total", &[route, ("status", "200")]), ok);
-    assert_eq!(delta(&before, &after, "segserve_requests_total", &[route, ("status", "503")]), shed);
-    assert_eq!(delta(&before, &after, "segserve_requests_total", &[route, ("status", "400")]), 1.0);
-    assert_eq!(delta(&before, &after, "segserve_requests_total", &[("status", "404")]), 1.0);
-    assert_eq!(delta(&before, &after, "segserve_requests_shed_total", &[("model", MODEL)]), shed);
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "segserve_requests_total",
+            &[route, ("status", "200")]
+        ),
+        ok
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "segserve_requests_total",
+            &[route, ("status", "503")]
+        ),
+        shed
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "segserve_requests_total",
+            &[route, ("status", "400")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "segserve_requests_total",
+            &[("status", "404")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "segserve_requests_shed_total",
+            &[("model", MODEL)]
+        ),
+        shed
+    );
 
     // Histograms: the request duration counts every /segmentapi request, in cumulative
     // buckets ending at +Inf; inference, queue wait and detections count the answered ones.
     let total = ok + shed + 1.0;
     let dur = "segserve_request_duration_seconds";
-    assert_eq!(delta(&before, &after, &format!("{dur}_count"), &[route]), total);
+    assert_eq!(
+        delta(&before, &after, &format!("{dur}_count"), &[route]),
+        total
+    );
     let buckets = after.buckets(dur, &[route]);
     assert!(buckets.len() > 5, "{dur} has buckets: {buckets:?}");
-    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative buckets");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative buckets"
+    );
     let (le, last) = buckets.last().unwrap();
-    assert_eq!((le.as_str(), *last), ("+Inf", after.get(&format!("{dur}_count"), &[route])));
+    assert_eq!(
+        (le.as_str(), *last),
+        ("+Inf", after.get(&format!("{dur}_count"), &[route]))
+    );
     for name in ["segserve_inference_seconds", "segserve_queue_wait_seconds"] {
-        assert_eq!(delta(&before, &after, &format!("{name}_count"), &[("model", MODEL)]), ok, "{name}");
-        assert!(!after.buckets(name, &[("model", MODEL)]).is_empty(), "{name} buckets");
+        assert_eq!(
+            delta(
+                &before,
+                &after,
+                &format!("{name}_count"),
+                &[("model", MODEL)]
+            ),
+            ok,
+            "{name}"
+        );
+        assert!(
+            !after.buckets(name, &[("model", MODEL)]).is_empty(),
+            "{name} buckets"
+        );
     }
-    assert!(delta(&before, &after, "segserve_inference_seconds_sum", &[("model", MODEL)]) > 0.0);
-    assert_eq!(delta(&before, &after, "segserve_detections_per_image_count", &[]), ok);
-    assert_eq!(delta(&before, &after, "segserve_detections_per_image_sum", &[]), detections);
+    assert!(
+        delta(
+            &before,
+            &after,
+            "segserve_inference_seconds_sum",
+            &[("model", MODEL)]
+        ) > 0.0
+    );
+    assert_eq!(
+        delta(&before, &after, "segserve_detections_per_image_count", &[]),
+        ok
+    );
+    assert_eq!(
+        delta(&before, &after, "segserve_detections_per_image_sum", &[]),
+        detections
+    );
     // Only the scrape itself is in flight now.
     assert_eq!(after.get("segserve_requests_in_flight", &[]), 1.0);
 }

@@ -24,7 +24,11 @@ fn bus() -> Vec<u8> {
 async fn wait_not_ready(base: &str) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        let r = client.get(format!("{base}/readyz")).send().await.expect("listener still open while draining");
+        let r = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("listener still open while draining");
         if r.status() == 503 {
             return;
         }
@@ -45,18 +49,16 @@ async fn wait_listener_closed(addr: std::net::SocketAddr) {
 }
 
 /// What happens between the signal and exit, the same for both tests below.
-async fn check_drain(
-    addr: std::net::SocketAddr,
-    held: Vec<HeldUpload>,
-    trigger: impl FnOnce(),
-) {
+async fn check_drain(addr: std::net::SocketAddr, held: Vec<HeldUpload>, trigger: impl FnOnce()) {
     let base = format!("http://{addr}");
     trigger();
     wait_not_ready(&base).await;
     // During the drain, load balancers may still route here: those requests are served.
     let photo = bus();
-    let form = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(photo).file_name("bus.jpg"));
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(photo).file_name("bus.jpg"),
+    );
     let r = reqwest::Client::new()
         .post(format!("{base}/segmentapi"))
         .multipart(form)
@@ -68,15 +70,34 @@ async fn check_drain(
     // The requests that were in flight all along still complete.
     for h in held {
         let (status, body) = h.finish().await;
-        assert_eq!(status, 200, "in-flight request after the listener closed: {body}");
+        assert_eq!(
+            status, 200,
+            "in-flight request after the listener closed: {body}"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(v["outputs"]["class_names"].as_array().unwrap().iter().any(|c| c == "bus"));
+        assert!(v["outputs"]["class_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "bus"));
     }
 }
 
 #[tokio::test]
 async fn in_process_shutdown_finishes_in_flight_requests() {
-    let mut server = common::spawn_server(&["--shutdown-drain-ms", DRAIN_MS]).await;
+    // spawn_server fixes the drain at 0 (clap refuses the flag twice): set it on the config.
+    let mut config = common::serve_config(&[]);
+    config.shutdown_drain = Duration::from_millis(DRAIN_MS.parse().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = common::TestServer {
+        addr: listener.local_addr().unwrap(),
+        shutdown: Some(tx),
+        handle: tokio::spawn(segserve::run(config, listener, async move {
+            let _ = rx.await;
+        })),
+    };
+    common::wait_ready(&server).await;
     let photo = bus();
     let mut held = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -85,7 +106,11 @@ async fn in_process_shutdown_finishes_in_flight_requests() {
     support::wait_in_flight(&format!("http://{}", server.addr), IN_FLIGHT).await;
     let tx = server.shutdown.take().unwrap();
     check_drain(server.addr, held, move || tx.send(()).unwrap()).await;
-    server.handle.await.unwrap().expect("run returns Ok after a graceful shutdown");
+    server
+        .handle
+        .await
+        .unwrap()
+        .expect("run returns Ok after a graceful shutdown");
 }
 
 /// The real binary, as Kubernetes runs it: SIGTERM, JSON logs, exit status 0.
@@ -93,16 +118,27 @@ async fn in_process_shutdown_finishes_in_flight_requests() {
 async fn sigterm_to_the_binary_drains_and_exits_zero() {
     let repo = common::repo();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_segserve"));
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-        .args(["--shutdown-drain-ms", DRAIN_MS, "--sessions", "2"])
-        .arg("--model")
-        .arg(common::model("yolov8n-seg-320"))
-        .env("ORT_DISABLE_TELEMETRY", "1")
-        .env("RUST_LOG", "info,ort=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+    ])
+    .args(["--shutdown-drain-ms", DRAIN_MS, "--sessions", "2"])
+    .arg("--model")
+    .arg(common::model("yolov8n-seg-320"))
+    .env("ORT_DISABLE_TELEMETRY", "1")
+    .env("RUST_LOG", "info,ort=warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        cmd.env("ORT_DYLIB_PATH", repo.join(".ort").join(segserve::config::ORT_LIB_NAME));
+        cmd.env(
+            "ORT_DYLIB_PATH",
+            repo.join(".ort").join(segserve::config::ORT_LIB_NAME),
+        );
     }
     let mut child = cmd.spawn().expect("start target/release/segserve");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -123,7 +159,10 @@ async fn sigterm_to_the_binary_drains_and_exits_zero() {
         n
     });
     let addr: std::net::SocketAddr = loop {
-        let v = line_rx.recv().await.expect("the server exited before listening");
+        let v = line_rx
+            .recv()
+            .await
+            .expect("the server exited before listening");
         if v["message"] == "listening" {
             break v["addr"].as_str().unwrap().parse().unwrap();
         }
@@ -155,7 +194,10 @@ async fn sigterm_to_the_binary_drains_and_exits_zero() {
     })
     .await;
 
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
     let lines = reader.join().expect("every log line was JSON");
     let mut messages = Vec::new();
@@ -163,7 +205,14 @@ async fn sigterm_to_the_binary_drains_and_exits_zero() {
         messages.push(v["message"].as_str().unwrap_or_default().to_string());
     }
     assert!(lines > 3);
-    for m in ["SIGTERM received", "shutting down: readiness off, draining", "shutdown complete"] {
-        assert!(messages.iter().any(|x| x == m), "no {m:?} in the log: {messages:?}");
+    for m in [
+        "SIGTERM received",
+        "shutting down: readiness off, draining",
+        "shutdown complete",
+    ] {
+        assert!(
+            messages.iter().any(|x| x == m),
+            "no {m:?} in the log: {messages:?}"
+        );
     }
 }

@@ -34,7 +34,10 @@ impl HeldUpload {
             rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
         });
         // A client of its own: no pooled connection shared with other requests.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         let reply = tokio::spawn(async move {
             let r = client
                 .post(url)
@@ -53,7 +56,10 @@ impl HeldUpload {
 
     /// Sends the rest of the body and returns the status and body of the reply.
     pub async fn finish(self) -> (u16, String) {
-        self.tx.send(self.rest).await.expect("request still in flight");
+        self.tx
+            .send(self.rest)
+            .await
+            .expect("request still in flight");
         drop(self.tx);
         self.reply.await.unwrap().expect("reply")
     }
@@ -66,9 +72,14 @@ impl Scrape {
     /// Parses the text format (one sample per line; `#` lines skipped).
     pub fn parse(text: &str) -> Scrape {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
             let (name, labels) = match series.split_once('{') {
                 None => (series.to_string(), BTreeMap::new()),
                 Some((name, rest)) => {
@@ -94,7 +105,10 @@ impl Scrape {
         self.0
             .iter()
             .filter(|(n, l, _)| {
-                n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, _, v)| v)
             .sum()
@@ -111,7 +125,10 @@ impl Scrape {
         self.0
             .iter()
             .filter(|(n, l, _)| {
-                *n == bucket && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                *n == bucket
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, l, v)| (l["le"].clone(), *v))
             .collect()
