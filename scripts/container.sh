@@ -7,8 +7,8 @@
 #     reruns skip this step (SEGSERVE_REBUILD_BASES=1 makes them again).
 #  2. `podman build --isolation=chroot` of the unchanged Dockerfile.
 #  3. `podman run` cannot work in this sandbox (it fails to set rlimits), so the image is
-#     mounted and its entrypoint started in a chroot of it, with the image's environment and
-#     user, on a free port of 127.0.0.1: /readyz, one /segmentapi request, the image's own
+#     mounted and its entrypoint started in a chroot of it (read-only), with the image's
+#     environment and user, on a free port of 127.0.0.1: /readyz, one /segmentapi request, the image's own
 #     HEALTHCHECK command, JSON logs, and a clean exit on SIGTERM.
 #  4. Prints the image size.
 set -euo pipefail
@@ -119,18 +119,25 @@ say "image user ${user:-root}, entrypoint ${entry[*]} ${cmd[*]}"
 
 ctr=$(podman create --name "segserve-check-$$" "$IMAGE")
 mnt=$(podman mount "$ctr")
+# The root the server sees: the container's filesystem, read-only as in k8s/deployment.yaml
+# (readOnlyRootFilesystem), with /proc, /dev and a scratch /tmp (the pod's emptyDir).
+root="$WORK/root"
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  umount "$mnt/proc" 2>/dev/null || true
-  umount "$mnt/dev" 2>/dev/null || true
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  umount -R "$root" 2>/dev/null || true
   podman umount "$ctr" >/dev/null 2>&1 || true
   podman rm -f "$ctr" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-mkdir -p "$mnt/proc" "$mnt/dev"
-mount -t proc proc "$mnt/proc"
-mount --bind /dev "$mnt/dev"
+mkdir -p "$root" "$mnt/proc" "$mnt/dev" "$mnt/tmp"
+mount --bind "$mnt" "$root"
+mount -o remount,bind,ro "$root"
+mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
+mount -t tmpfs -o size=64m tmpfs "$root/tmp"
+mnt="$root"
+if chroot "$mnt" /bin/sh -c ': > /.rw-check' 2>/dev/null; then echo "the chroot is writable; the read-only check is void" >&2; exit 1; fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log="$WORK/run.log"
@@ -139,7 +146,7 @@ env -i "${image_env[@]}" SEGSERVE_HOST=127.0.0.1 SEGSERVE_PORT="$port" SEGSERVE_
   SEGSERVE_SHUTDOWN_DRAIN_MS=300 \
   chroot ${user:+--userspec="$user"} "$mnt" "${entry[@]}" "${cmd[@]}" >"$log" 2>&1 &
 pid=$!
-say "started in chroot as pid $pid on 127.0.0.1:$port"
+say "started in a read-only chroot of the image as pid $pid on 127.0.0.1:$port"
 
 ready=0
 for _ in $(seq 1 240); do # model load + warm-up; 120 s at most
@@ -165,6 +172,7 @@ if [ -n "$health" ]; then
   say "HEALTHCHECK command (${hc[0]} ...): exit 0"
 fi
 
+say "server peak memory after warm-up and one request: $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$pid/status")"
 kill -TERM "$pid"
 set +e
 wait "$pid"
