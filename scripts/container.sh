@@ -73,7 +73,9 @@ fi
 
 if [ "${SEGSERVE_REBUILD_BASES:-0}" = 1 ] || ! podman image exists "$RUST_BASE"; then
   say "making stand-in $RUST_BASE (debootstrap minbase + gcc + this machine's Rust)"
-  toolchain=$(dirname "$(dirname "$(readlink -f "$(rustup which rustc 2>/dev/null || command -v rustc)")")")
+  # The 1.95.0 toolchain if rustup has it by that name, else whatever rustc is (checked below).
+  rustc_path=$(rustup which --toolchain 1.95.0 rustc 2>/dev/null || rustup which rustc 2>/dev/null || command -v rustc)
+  toolchain=$(dirname "$(dirname "$(readlink -f "$rustc_path")")")
   "$toolchain/bin/rustc" --version | grep -q '^rustc 1\.95\.' \
     || { echo "the rust stand-in needs rustc 1.95 (found: $("$toolchain/bin/rustc" --version))" >&2; exit 1; }
   make_rootfs "$WORK/rust" "ca-certificates,gcc,libc6-dev,make,pkg-config,curl,git"
