@@ -51,7 +51,8 @@ make_rootfs() { # dir, extra packages (comma-separated, may be empty)
   # too, so pip and cargo in the build can reach PyPI and crates.io.
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null && [ -x "$dir/usr/sbin/update-ca-certificates" ]; then
     cp /usr/local/share/ca-certificates/*.crt "$dir/usr/local/share/ca-certificates/"
-    chroot "$dir" update-ca-certificates >/dev/null
+    # (rehash warns that the bundle it made holds many certificates: expected, so hidden)
+    chroot "$dir" update-ca-certificates 2>&1 >/dev/null | { grep -v '^rehash: warning: skipping ca-certificates.crt' || true; } >&2
   fi
   chroot "$dir" apt-get clean
   rm -rf "$dir"/var/lib/apt/lists/*
