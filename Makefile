@@ -4,7 +4,7 @@ export ORT_DISABLE_TELEMETRY := 1
 export RUST_LOG ?= info,ort=warn
 export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test lint clean bench
+.PHONY: setup build run test lint clean bench container
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,12 @@ test: setup
 lint:
 	cargo fmt --check
 	cargo clippy --release --locked --all-targets -- -D warnings
+	scripts/lint-dockerfile.sh
+
+# Builds the Dockerfile with podman (stand-in base images, as this machine cannot pull any),
+# then runs the image in a chroot and checks it answers. Needs root.
+container: setup
+	scripts/container.sh
 
 clean:
 	cargo clean

@@ -58,10 +58,53 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding application); then our
             // handle simply renders nothing, which is better than failing to start.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
+            }
             handle
         })
         .clone()
+}
+
+/// `# HELP` lines for every series, so a scrape explains itself.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "segserve_requests_total",
+        "HTTP requests answered, by route template and status"
+    );
+    describe_histogram!(
+        "segserve_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration, by route template"
+    );
+    describe_gauge!(
+        "segserve_requests_in_flight",
+        "HTTP requests being handled now"
+    );
+    describe_counter!(
+        "segserve_requests_shed_total",
+        "requests refused with 503 to protect latency, by model and reason"
+    );
+    describe_histogram!(
+        "segserve_queue_wait_seconds",
+        Unit::Seconds,
+        "time a request waited for a free session, by model"
+    );
+    describe_histogram!(
+        "segserve_inference_seconds",
+        Unit::Seconds,
+        "ONNX Runtime Session::run time, by model"
+    );
+    describe_gauge!(
+        "segserve_model_load_seconds",
+        Unit::Seconds,
+        "time to load a model's sessions at startup, by model"
+    );
+    describe_histogram!(
+        "segserve_detections_per_image",
+        "objects returned per segmented image"
+    );
 }
 
 /// Loads every configured model (runtime library first) and warms each one up.

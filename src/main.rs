@@ -48,7 +48,9 @@ fn main() -> anyhow::Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(config.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.addr))?;
-                tracing::info!(addr = %config.addr, "listening");
+                // The bound address, not the configured one: with --port 0 the OS picks it.
+                let addr = listener.local_addr().unwrap_or(config.addr);
+                tracing::info!(%addr, "listening");
                 segserve::run(config, listener, segserve::shutdown::shutdown_signal()).await
             })?;
             Ok(ExitCode::SUCCESS)

@@ -44,12 +44,11 @@ pub struct AppState {
 
 impl AppState {
     /// The requested (or default) model, or 503 while loading / 404 for an unknown name.
+    ///
+    /// Deliberately not gated on `ready`: while draining after SIGTERM, load balancers still
+    /// send requests until they notice /readyz failing, and those should be served, not
+    /// turned into errors (the drain delay exists for exactly this window).
     pub fn engine(&self, name: Option<&str>) -> Result<Engine, AppError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(AppError::NotReady(
-                "the model is not loaded yet, or the server is shutting down".into(),
-            ));
-        }
         let reg = self
             .models
             .get()

@@ -125,6 +125,16 @@ pub struct Detection {
     pub mask: Option<BoxMask>,
 }
 
+/// `reason` label of `segserve_requests_shed_total`: every session busy and the queue full.
+pub const SHED_QUEUE_FULL: &str = "queue_full";
+/// `reason` label of `segserve_requests_shed_total`: waited longer than the queue timeout.
+pub const SHED_QUEUE_TIMEOUT: &str = "queue_timeout";
+
+/// Requests refused to protect latency (each becomes a 503 with `Retry-After`).
+pub(crate) fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
+    metrics::counter!("segserve_requests_shed_total", "model" => model.to_string(), "reason" => reason)
+}
+
 pub(crate) struct Job {
     input: Vec<f32>,
     enqueued: Instant,
@@ -180,6 +190,11 @@ impl Engine {
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
         });
+        // Register both shed series at 0, so dashboards and alerts see a flat line rather
+        // than a missing series until the first overload.
+        for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT] {
+            shed_counter(name, reason).absolute(0);
+        }
         for (i, s) in built.into_iter().enumerate() {
             let rx = rx.clone();
             let weak = Arc::downgrade(&inner);
@@ -210,7 +225,10 @@ impl Engine {
             .clone()
             .try_acquire_owned()
             .map(Admission)
-            .map_err(|_| EngineError::Overloaded)
+            .map_err(|_| {
+                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
+                EngineError::Overloaded
+            })
     }
 
     /// Waits (up to the queue timeout) for a place in the compute stage. Queued requests
@@ -221,7 +239,10 @@ impl Engine {
         match tokio::time::timeout(self.inner.pool.queue_timeout, sem.acquire_owned()).await {
             Ok(Ok(p)) => Ok(Slot(p)),
             Ok(Err(_)) => Err(EngineError::Closed),
-            Err(_) => Err(EngineError::QueueTimeout),
+            Err(_) => {
+                shed_counter(&self.inner.info.name, SHED_QUEUE_TIMEOUT).increment(1);
+                Err(EngineError::QueueTimeout)
+            }
         }
     }
 
@@ -254,7 +275,10 @@ impl Engine {
             reply: tx,
         };
         self.inner.jobs.try_send(job).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => EngineError::Overloaded,
+            crossbeam_channel::TrySendError::Full(_) => {
+                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
+                EngineError::Overloaded
+            }
             crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Closed,
         })?;
         rx.await.map_err(|_| EngineError::Closed)?

@@ -32,6 +32,7 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
             metrics::histogram!("segserve_queue_wait_seconds", "model" => inner.info.name.clone())
                 .record(wait.as_secs_f64());
             if wait > inner.pool.queue_timeout {
+                super::shed_counter(&inner.info.name, super::SHED_QUEUE_TIMEOUT).increment(1);
                 let _ = job.reply.send(Err(EngineError::QueueTimeout));
             } else {
                 live.push((job, wait));

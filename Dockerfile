@@ -1,0 +1,66 @@
+# segserve container image: `docker build -t segserve .` then
+# `docker run --rm -p 5000:5000 segserve` (see README, "Container image").
+#
+# Needs models/yolov8n-seg-320.onnx in the build context: `make setup` puts it there.
+# `make container` builds this same file on a machine that cannot pull images.
+
+# ---- build: the release binary -----------------------------------------------------------
+FROM docker.io/library/rust:1.95-bookworm AS builder
+# nasm assembles libjpeg-turbo's SIMD decoder (mozjpeg-sys); gcc builds its C. Versions are
+# left to the pinned Debian release rather than pinned one by one.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nasm gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# Cache mounts keep the crate downloads and compiled dependencies between builds; the
+# binary is copied out because the target mount does not end up in the layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+ && cp target/release/segserve /usr/local/bin/segserve
+
+# ---- ONNX Runtime: libonnxruntime from the PyPI wheel --------------------------------------
+# The `ort` crate loads it at run time (load-dynamic); the wheel is the one official build
+# that a package registry serves. Debian's pip refuses to install into the system Python
+# (PEP 668) but downloads fine, and a download is all we need.
+FROM docker.io/library/rust:1.95-bookworm AS ort
+ARG ORT_VERSION=1.31.1
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-pip unzip \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m pip download --no-cache-dir --no-deps --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 -d /tmp/wheel "onnxruntime==${ORT_VERSION}" \
+ && mkdir -p /opt/onnxruntime \
+ && unzip -j /tmp/wheel/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}" -d /opt/onnxruntime \
+ && rm -rf /tmp/wheel
+
+# ---- runtime -----------------------------------------------------------------------------
+FROM docker.io/library/debian:bookworm-slim
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+RUN groupadd --system --gid 10001 segserve \
+ && useradd --system --uid 10001 --gid segserve --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin segserve
+COPY --from=ort /opt/onnxruntime/libonnxruntime.so.1.31.1 /opt/onnxruntime/libonnxruntime.so.1.31.1
+COPY --from=builder /usr/local/bin/segserve /usr/local/bin/segserve
+COPY models/yolov8n-seg-320.onnx /models/yolov8n-seg-320.onnx
+ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    SEGSERVE_MODEL=/models/yolov8n-seg-320.onnx \
+    SEGSERVE_HOST=0.0.0.0 \
+    SEGSERVE_PORT=5000 \
+    RUST_LOG=info,ort=warn
+# Nothing is written at run time, so the root filesystem can be mounted read-only.
+WORKDIR /
+USER 10001:10001
+EXPOSE 5000
+# Liveness for plain Docker (Kubernetes uses the httpGet probes in k8s/ instead). bash is
+# already in the slim image and its /dev/tcp speaks enough HTTP for one GET, so the image
+# needs neither curl nor a health-check binary.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${SEGSERVE_PORT:-5000} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 2 _ code _ <&3 && [ \"$code\" = 200 ]"]
+ENTRYPOINT ["/usr/local/bin/segserve"]
+CMD ["serve"]

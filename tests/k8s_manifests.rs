@@ -1,0 +1,391 @@
+//! The Kubernetes manifests in `k8s/` (and the Dockerfile they run) checked against the code:
+//! they parse into the real API types with no unknown fields, the ports are the server's
+//! default port, the probe paths answer 200 on a ready server, every environment variable is
+//! one the binary reads, and the shutdown timings fit the pod's grace period.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use segserve::config::{Cli, Command};
+
+fn k8s_dir() -> PathBuf {
+    common::repo().join("k8s")
+}
+
+/// Parses `k8s/<file>` into `T`, and fails on any field the API type does not know: the
+/// typed value, written back out, must equal the YAML as written (k8s-openapi skips unknown
+/// fields silently, so a misspelt `readinesProbe` would otherwise pass).
+fn load<T>(file: &str) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let path = k8s_dir().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let raw: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let typed: T = serde_yaml::from_value(raw.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{file} does not parse as {}: {e}",
+            std::any::type_name::<T>()
+        )
+    });
+    let back = serde_yaml::to_value(&typed).unwrap();
+    assert_eq!(
+        back, raw,
+        "{file}: fields lost in parsing (unknown or misspelt?)"
+    );
+    typed
+}
+
+struct Manifests {
+    deployment: Deployment,
+    service: Service,
+    hpa: HorizontalPodAutoscaler,
+    pdb: PodDisruptionBudget,
+    config: ConfigMap,
+}
+
+fn manifests() -> Manifests {
+    Manifests {
+        deployment: load("deployment.yaml"),
+        service: load("service.yaml"),
+        hpa: load("hpa.yaml"),
+        pdb: load("pdb.yaml"),
+        config: load("configmap.yaml"),
+    }
+}
+
+fn container(d: &Deployment) -> &Container {
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.len(), 1, "one container per pod");
+    &pod.containers[0]
+}
+
+fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
+    let template = &d.spec.template;
+    template.metadata.as_ref().unwrap().labels.clone().unwrap()
+}
+
+fn is_subset(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `segserve serve` with no flags and no environment: the defaults the manifests rely on.
+fn default_serve_args() -> segserve::config::ServeArgs {
+    let cli = <Cli as clap::Parser>::try_parse_from(["segserve", "serve"]).unwrap();
+    let Command::Serve(a) = cli.command else {
+        panic!("expected the serve command")
+    };
+    a
+}
+
+/// Every environment variable the binary reads: the `env = "..."` names clap knows for
+/// `serve`, plus `RUST_LOG` (the log filter, read by tracing's `EnvFilter` in main.rs).
+fn env_names() -> BTreeSet<String> {
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
+    let mut names: BTreeSet<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    names.insert("RUST_LOG".into());
+    names
+}
+
+/// Turns environment settings into the flags they mirror and parses them, so a value the
+/// binary would reject (a typo in `SEGSERVE_LOG_FORMAT`, say) fails here.
+fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::config::ServeArgs {
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").unwrap();
+    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
+    for (name, value) in env {
+        if let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+        {
+            argv.push(format!(
+                "--{}",
+                arg.get_long().expect("env args have long flags")
+            ));
+            argv.push(value.clone());
+        }
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the ConfigMap's values are rejected by the binary: {e}"));
+    let Command::Serve(a) = cli.command else {
+        panic!("expected the serve command")
+    };
+    a
+}
+
+#[test]
+fn manifests_parse_and_kustomization_lists_them_all() {
+    manifests();
+    let k: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let listed: BTreeSet<String> = k["resources"]
+        .as_sequence()
+        .expect("resources list")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(k8s_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(
+        listed, on_disk,
+        "kustomization.yaml resources vs files in k8s/"
+    );
+    // The image the kustomization rewrites is the one the Deployment runs.
+    let d: Deployment = load("deployment.yaml");
+    let image = container(&d).image.clone().unwrap();
+    assert!(
+        k["images"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"].as_str() == Some(image.as_str())),
+        "kustomization images[] does not name the Deployment's image {image}"
+    );
+}
+
+#[test]
+fn selectors_match_the_pods() {
+    let m = manifests();
+    let labels = pod_labels(&m.deployment);
+    let spec = &m.deployment.spec;
+    let deploy_sel = spec.selector.match_labels.clone().unwrap();
+    assert!(is_subset(&deploy_sel, &labels), "Deployment selector");
+    let svc_sel = m.service.spec.as_ref().unwrap().selector.clone().unwrap();
+    assert!(is_subset(&svc_sel, &labels), "Service selector");
+    let pdb_sel = m.pdb.spec.as_ref().unwrap().selector.as_ref().unwrap();
+    assert!(
+        is_subset(pdb_sel.match_labels.as_ref().unwrap(), &labels),
+        "PDB selector"
+    );
+    let target = &m.hpa.spec.scale_target_ref;
+    assert_eq!(
+        (target.kind.as_str(), target.name.as_str()),
+        ("Deployment", m.deployment.metadata.name.as_deref().unwrap())
+    );
+}
+
+#[test]
+fn ports_are_the_servers_default_port() {
+    let m = manifests();
+    let port = i32::from(default_serve_args().port);
+    let c = container(&m.deployment);
+    let ports = c.ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].container_port, port, "containerPort");
+    let svc = m.service.spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+    let sp = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(sp.port, 80, "the seed's Service answers on port 80");
+    match sp.target_port.as_ref().unwrap() {
+        IntOrString::Int(p) => assert_eq!(*p, port, "targetPort"),
+        IntOrString::String(name) => assert_eq!(ports[0].name.as_deref(), Some(name.as_str())),
+    }
+    // The Dockerfile exposes the same port.
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.trim() == format!("EXPOSE {port}")),
+        "Dockerfile EXPOSE {port}"
+    );
+}
+
+#[test]
+fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
+    let m = manifests();
+    let known = env_names();
+    let mut env: BTreeMap<String, String> = m.config.data.clone().unwrap();
+    for e in container(&m.deployment).env.as_deref().unwrap_or_default() {
+        if let Some(v) = &e.value {
+            env.insert(e.name.clone(), v.clone());
+        } else {
+            assert!(
+                known.contains(&e.name),
+                "{} is not read by segserve",
+                e.name
+            );
+        }
+    }
+    for name in env.keys() {
+        assert!(
+            known.contains(name),
+            "{name} is not read by segserve (known: {known:?})"
+        );
+    }
+    let a = parse_env_as_flags(&env);
+    assert_eq!(
+        a.log_format,
+        segserve::config::LogFormat::Json,
+        "JSON logs in the cluster"
+    );
+    // The Deployment's envFrom names this ConfigMap.
+    let from = container(&m.deployment).env_from.as_ref().unwrap();
+    assert!(from
+        .iter()
+        .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
+            == m.config.metadata.name.as_deref()));
+    // So does every SEGSERVE_ variable the Dockerfile sets.
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    for word in dockerfile.split_whitespace() {
+        if let Some((name, _)) = word.split_once('=') {
+            if name.starts_with("SEGSERVE_") || name.starts_with("ORT_DYLIB") {
+                assert!(
+                    known.contains(name),
+                    "Dockerfile sets {name}, which segserve does not read"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sessions_follow_the_cpu_limit() {
+    let m = manifests();
+    let c = container(&m.deployment);
+    let sessions = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "SEGSERVE_SESSIONS")
+        .expect("SEGSERVE_SESSIONS is set");
+    let field = sessions
+        .value_from
+        .as_ref()
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .expect("SEGSERVE_SESSIONS comes from a resourceFieldRef");
+    assert_eq!(field.resource, "limits.cpu");
+    assert_eq!(field.container_name.as_deref(), Some(c.name.as_str()));
+    let res = c.resources.as_ref().unwrap();
+    let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
+    for k in ["cpu", "memory"] {
+        assert!(
+            req.contains_key(k) && lim.contains_key(k),
+            "{k} request and limit"
+        );
+    }
+    let cpus = |q: &Quantity| -> f64 {
+        q.0.strip_suffix('m')
+            .map(|m| m.parse::<f64>().unwrap() / 1000.0)
+            .unwrap_or_else(|| q.0.parse().unwrap())
+    };
+    assert!(cpus(&req["cpu"]) <= cpus(&lim["cpu"]));
+    assert_eq!(
+        m.config
+            .data
+            .as_ref()
+            .unwrap()
+            .get("SEGSERVE_THREADS")
+            .map(String::as_str),
+        Some("1"),
+        "one thread per session, so sessions x threads = the CPU limit"
+    );
+}
+
+#[test]
+fn pods_are_locked_down() {
+    let m = manifests();
+    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    // The uid is the image's USER, so runAsNonRoot can be verified.
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("Dockerfile USER");
+    let uid: i64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("numeric USER");
+    assert_eq!(psc.run_as_user, Some(uid));
+    let sc = container(&m.deployment).security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let drop = sc.capabilities.as_ref().unwrap().drop.clone().unwrap();
+    assert_eq!(drop, vec!["ALL".to_string()]);
+}
+
+#[test]
+fn grace_period_covers_drain_and_shutdown_timeout() {
+    let m = manifests();
+    let a = parse_env_as_flags(&m.config.data.clone().unwrap());
+    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+    let grace_ms = pod
+        .termination_grace_period_seconds
+        .expect("set explicitly")
+        * 1000;
+    let needed = (a.shutdown_drain_ms + a.shutdown_timeout_ms) as i64;
+    assert!(
+        grace_ms > needed,
+        "terminationGracePeriodSeconds ({grace_ms} ms) must exceed drain + shutdown timeout ({needed} ms)"
+    );
+    assert!(
+        a.shutdown_drain_ms > 0,
+        "a drain delay lets endpoints drop the pod first"
+    );
+    // Two replicas, and a disruption budget that still lets a node drain proceed.
+    let replicas = m.deployment.spec.replicas.unwrap();
+    assert_eq!(replicas, 2);
+    assert_eq!(m.hpa.spec.min_replicas, Some(replicas));
+    match m.pdb.spec.as_ref().unwrap().min_available.as_ref().unwrap() {
+        IntOrString::Int(n) => assert!(*n < replicas),
+        IntOrString::String(s) => panic!("use an absolute minAvailable, got {s}"),
+    }
+}
+
+#[tokio::test]
+async fn probe_paths_answer_200_on_a_ready_server() {
+    let m = manifests();
+    let c = container(&m.deployment);
+    let port_name = c.ports.as_ref().unwrap()[0].name.clone();
+    let probes = [
+        ("startupProbe", c.startup_probe.as_ref()),
+        ("readinessProbe", c.readiness_probe.as_ref()),
+        ("livenessProbe", c.liveness_probe.as_ref()),
+    ];
+    let server = common::spawn_server(&[]).await;
+    let client = reqwest::Client::new();
+    for (which, probe) in probes {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{which} is an httpGet probe"));
+        match &get.port {
+            IntOrString::String(name) => assert_eq!(Some(name), port_name.as_ref(), "{which} port"),
+            IntOrString::Int(p) => assert_eq!(i32::from(default_serve_args().port), *p),
+        }
+        let path = get.path.as_deref().unwrap();
+        let status = client.get(server.url(path)).send().await.unwrap().status();
+        assert_eq!(status, 200, "{which} {path}");
+    }
+    // Readiness and startup use /readyz (503 while loading and draining), liveness /healthz
+    // (a pod is not restarted merely for draining).
+    let path = |p: Option<&k8s_openapi::api::core::v1::Probe>| {
+        p.unwrap().http_get.as_ref().unwrap().path.clone().unwrap()
+    };
+    assert_eq!(path(c.readiness_probe.as_ref()), "/readyz");
+    assert_eq!(path(c.startup_probe.as_ref()), "/readyz");
+    assert_eq!(path(c.liveness_probe.as_ref()), "/healthz");
+}
