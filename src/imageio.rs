@@ -7,6 +7,8 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::geometry::Letterbox;
 
+mod jpeg;
+
 /// Why an upload could not become a photo.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -95,44 +97,33 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let turbo = (format == ImageFormat::Jpeg)
-        .then(|| decode_jpeg_turbo(bytes, width, height))
-        .flatten();
+    let turbo = if format == ImageFormat::Jpeg {
+        jpeg::decode(bytes, width, height)
+    } else {
+        jpeg::Turbo::Fallback
+    };
     let mut img = match turbo {
-        Some(rgb) => DynamicImage::ImageRgb8(rgb),
-        None => DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?,
+        jpeg::Turbo::Rgb(rgb) => DynamicImage::ImageRgb8(rgb),
+        jpeg::Turbo::Truncated => {
+            return Err(ImageError::Corrupt(
+                "the JPEG data ends before the image does (truncated upload?)".into(),
+            ))
+        }
+        // libjpeg failures fall back too: the `image` crate decodes a few files libjpeg
+        // refuses, and reports its own error for the rest.
+        jpeg::Turbo::Failed(why) => {
+            tracing::debug!(%why, "libjpeg refused the JPEG; trying the image crate");
+            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
+        }
+        jpeg::Turbo::Fallback => {
+            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
+        }
     };
     img.apply_orientation(orientation);
     Ok(match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
-}
-
-/// Decodes a JPEG with libjpeg-turbo's decoder (what OpenCV uses, so what Ultralytics
-/// sees). `None` when it cannot produce RGB for this file (CMYK/YCCK, or an error), and the
-/// caller falls back to the `image` crate, which handles CMYK and reports errors.
-fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
-    // libjpeg reports fatal errors through a callback that unwinds; catch it here.
-    let result = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
-        if matches!(
-            d.color_space(),
-            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-        ) {
-            return Err(std::io::Error::other("CMYK"));
-        }
-        let mut started = d.rgb()?;
-        let pixels = started.read_scanlines::<u8>()?;
-        started.finish()?;
-        Ok(pixels)
-    });
-    match result {
-        Ok(Ok(pixels)) if pixels.len() == width as usize * height as usize * 3 => {
-            RgbImage::from_raw(width, height, pixels)
-        }
-        _ => None,
-    }
 }
 
 fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), ImageError> {

@@ -98,6 +98,7 @@ pub async fn segmentapi(
         body,
         s.config.max_body_bytes,
         s.config.body_timeout,
+        s.config.form,
         Accept::MultipartOnly,
     )
     .await?;
@@ -134,6 +135,7 @@ pub async fn segment(
         body,
         s.config.max_body_bytes,
         s.config.body_timeout,
+        s.config.form,
         Accept::MultipartOrRaw,
     )
     .await?;
