@@ -266,6 +266,42 @@ mod tests {
         ));
     }
 
+    /// Issue 6: libjpeg pads a truncated JPEG with grey and only warns; we refuse it.
+    #[test]
+    fn truncated_jpeg_is_refused_and_the_whole_one_decodes() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([x as u8 * 4, y as u8 * 5, 77])
+        }));
+        let mut jpg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
+        let limits = DecodeLimits::default();
+        assert_eq!(decode(&jpg, &limits).unwrap().dimensions(), (64, 48));
+        let cut = &jpg[..jpg.len() * 2 / 3];
+        let err = decode(cut, &limits).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    /// A header declaring 50000x50000 is refused from the header alone (decoding it would
+    /// need 7.5 GB).
+    #[test]
+    fn huge_declared_jpeg_is_refused_before_decoding() {
+        let mut jpg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(16, 16))
+            .write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
+        let sof = jpg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        jpg[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]);
+        assert!(matches!(
+            decode(&jpg, &DecodeLimits::default()),
+            Err(ImageError::TooLarge {
+                width: 50_000,
+                height: 50_000,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn letterbox_pads_with_114_and_copies_pixels() {
         let img = RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 51]));

@@ -255,4 +255,21 @@ mod tests {
         );
         assert!(body.contains("headers_too_large"), "{body}");
     }
+
+    #[tokio::test]
+    async fn the_request_deadline_answers_503_with_retry_after() {
+        async fn stuck() -> &'static str {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            "too late"
+        }
+        let routes = Router::new().route("/stuck", get(stuck));
+        let app = with_layers(
+            routes,
+            state(&["--body-timeout-ms", "50", "--request-timeout-ms", "100"]),
+        );
+        let (status, headers, body) = call(app, get_req("/stuck")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["retry-after"], "1");
+        assert!(body.contains("\"timeout\""), "{body}");
+    }
 }
