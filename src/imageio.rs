@@ -82,6 +82,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     if !ACCEPTED.contains(&format) {
         return Err(ImageError::Unsupported(format!(" ({format:?})")));
     }
+    if let Some((w, h)) = png_declared_size(bytes) {
+        // The png crate reads up to the first IDAT before it reports the size; a bare
+        // header declaring 60000x60000 should be "too large", not "corrupt".
+        check_dimensions(w, h, limits)?;
+    }
     let mut reader = reader;
     let mut lim = image::Limits::default();
     // Width/height are checked by us right after the header (clearer errors); the allocation
@@ -123,6 +128,16 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     Ok(match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
+    })
+}
+
+/// Width and height from a PNG's IHDR, which the format requires to come first.
+fn png_declared_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?.get(4..16)?;
+    let (kind, dims) = ihdr.split_at(4);
+    (kind == b"IHDR").then(|| {
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        (be(&dims[..4]), be(&dims[4..]))
     })
 }
 

@@ -764,3 +764,59 @@ async fn trickled_bodies_time_out_with_408_while_others_are_served() {
         200
     );
 }
+
+/// Regenerates the small image seed corpus of the `decode_letterbox` fuzz target from the
+/// generators above: `cargo test --release --test bad_inputs -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes fuzz/corpus/decode_letterbox/seed-*; run by hand"]
+fn write_fuzz_seeds() {
+    let dir = common::repo().join("fuzz/corpus/decode_letterbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = jpeg(12, 8);
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("seed-baseline.jpg", small.clone()),
+        (
+            "seed-progressive.jpg",
+            mozjpeg(12, 8, mozjpeg::ColorSpace::JCS_RGB, true),
+        ),
+        (
+            "seed-cmyk.jpg",
+            mozjpeg(8, 8, mozjpeg::ColorSpace::JCS_CMYK, false),
+        ),
+        ("seed-exif6.jpg", with_exif_orientation(&small, 6)),
+        ("seed-rgb.png", png(DynamicImage::ImageRgb8(noise(9, 7)))),
+        (
+            "seed-gray-alpha16.png",
+            png(DynamicImage::ImageLumaA16(ImageBuffer::from_fn(
+                5,
+                4,
+                |x, _| image::LumaA([x as u16 * 9000, 40_000]),
+            ))),
+        ),
+        ("seed-animated.gif", {
+            let g = animated_gif();
+            // Keep it small: re-encode at 8x6.
+            let _ = g;
+            let mut v = Vec::new();
+            let mut enc = image::codecs::gif::GifEncoder::new(&mut v);
+            enc.encode_frames((0..2).map(|i| {
+                image::Frame::new(ImageBuffer::from_pixel(
+                    8,
+                    6,
+                    image::Rgba([i * 100, 50, 9, 255]),
+                ))
+            }))
+            .unwrap();
+            drop(enc);
+            v
+        }),
+        (
+            "seed.bmp",
+            encode(&DynamicImage::ImageRgb8(noise(5, 3)), ImageFormat::Bmp),
+        ),
+        ("seed-float.tiff", float_tiff(2, 4, 3)),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}

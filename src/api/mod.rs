@@ -1,6 +1,7 @@
 //! HTTP layer: the router, shared state, and the per-request logging/metrics middleware.
 //! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`.
 
+pub mod drain;
 pub mod handlers;
 pub mod security;
 pub mod types;

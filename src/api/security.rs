@@ -5,13 +5,13 @@
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::AppState;
+use super::{drain, AppState};
 use crate::config::SecurityConfig;
 use crate::error::AppError;
 
@@ -79,8 +79,40 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// The per-request guard: cheap size checks first (they need no trust), then the key, then
-/// the handler under the whole-request deadline.
-async fn check(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, AppError> {
+/// the handler under the whole-request deadline. Refusals wait for a bounded remainder of
+/// the body (see `drain`), so the client reads the answer instead of a connection reset.
+async fn check(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(refusal) = admit(&s, &req) {
+        let resp = refusal.into_response();
+        if drain::worth_draining(resp.status()) {
+            drain::drain(req.into_body()).await;
+        }
+        return resp;
+    }
+    let (parts, body) = req.into_parts();
+    let (body, unread) = drain::Reclaim::wrap(body);
+    let deadline = s.config.request_timeout;
+    let resp =
+        match tokio::time::timeout(deadline, next.run(Request::from_parts(parts, body))).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                return AppError::ServerTimeout(format!(
+                    "the request did not complete within {} ms; retry later",
+                    deadline.as_millis()
+                ))
+                .into_response()
+            }
+        };
+    if drain::worth_draining(resp.status()) {
+        if let Some(rest) = drain::take(&unread) {
+            drain::drain(rest).await;
+        }
+    }
+    resp
+}
+
+/// Header size, query length and API key.
+fn admit(s: &AppState, req: &Request) -> Result<(), AppError> {
     let cfg = &s.config;
     let header_bytes: usize = req
         .headers()
@@ -106,15 +138,7 @@ async fn check(State(s): State<AppState>, req: Request, next: Next) -> Result<Re
             return Err(AppError::Unauthorized);
         }
     }
-    let deadline = cfg.request_timeout;
-    tokio::time::timeout(deadline, next.run(req))
-        .await
-        .map_err(|_| {
-            AppError::ServerTimeout(format!(
-                "the request did not complete within {} ms; retry later",
-                deadline.as_millis()
-            ))
-        })
+    Ok(())
 }
 
 /// `Authorization: Bearer <key>`, compared in constant time (the length of the key is the
