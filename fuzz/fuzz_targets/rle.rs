@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     // Decoder on arbitrary text.
     if let Ok(s) = std::str::from_utf8(&data[2..]) {
         if let Ok(counts) = string_to_counts(s) {
-            assert_eq!(string_to_counts(&counts_to_string(&counts)).as_ref(), Ok(&counts));
+            assert_eq!(
+                string_to_counts(&counts_to_string(&counts)).as_ref(),
+                Ok(&counts)
+            );
         }
         if let Ok(dense) = decode_coco_rle(s, h, w) {
             assert_eq!(dense.len(), (w * h) as usize);
@@ -44,6 +47,9 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(BoxMask::from_dense(w, h, &dense).to_coco_rle(), rle);
     let counts = m.rle_counts();
-    assert_eq!(counts.iter().map(|c| *c as u64).sum::<u64>(), (w * h) as u64);
+    assert_eq!(
+        counts.iter().map(|c| *c as u64).sum::<u64>(),
+        (w * h) as u64
+    );
     assert_eq!(string_to_counts(&rle), Ok(counts));
 });

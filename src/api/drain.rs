@@ -15,11 +15,12 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 
-/// At most this much of a refused body is read and discarded; a larger remainder means an
-/// abusive or very large upload, and then the connection is closed as hyper would.
-pub const MAX_DRAIN_BYTES: usize = 1 << 20;
-/// And for at most this long.
-pub const MAX_DRAIN_TIME: Duration = Duration::from_secs(1);
+/// At most this much of a refused body is read and discarded (not stored: memory stays flat),
+/// like nginx's lingering close; a larger remainder means a grossly oversized upload, and
+/// then the connection is closed as hyper would.
+pub const MAX_DRAIN_BYTES: usize = 8 << 20;
+/// And for at most this long, so a slow sender cannot hold the connection.
+pub const MAX_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Where a dropped, unfinished body is put back.
 pub type Slot = Arc<Mutex<Option<Body>>>;
@@ -78,13 +79,11 @@ impl Drop for Reclaim {
     }
 }
 
-/// Whether an answer with `status` should wait for the unread body: client errors, except
-/// a slow client (408: waiting longer is the problem) and an oversized body (413: reading it
-/// is what the limit prevents).
+/// Whether an answer with `status` should wait for the unread body: client errors (413
+/// included: discarding costs no memory, and the sender then reads its 413), except a slow
+/// client (408: waiting longer is the problem).
 pub fn worth_draining(status: StatusCode) -> bool {
-    status.is_client_error()
-        && status != StatusCode::REQUEST_TIMEOUT
-        && status != StatusCode::PAYLOAD_TOO_LARGE
+    status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT
 }
 
 /// Reads and discards up to [`MAX_DRAIN_BYTES`] of `body` within [`MAX_DRAIN_TIME`], unless
