@@ -95,3 +95,40 @@ pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_jpeg() -> Vec<u8> {
+        let mut v = Vec::new();
+        image::DynamicImage::ImageRgb8(RgbImage::from_pixel(16, 8, image::Rgb([9, 99, 199])))
+            .write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Jpeg)
+            .unwrap();
+        v
+    }
+
+    /// libjpeg reads its own header: if it disagrees with the size the limits were checked
+    /// against (two decoders, one file), it must not allocate for its own idea of the size.
+    #[test]
+    fn a_header_disagreeing_with_the_checked_size_is_refused_before_decoding() {
+        let mut jpg = small_jpeg();
+        let sof = jpg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        jpg[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]); // 50000x50000
+        assert!(matches!(decode(&jpg, 16, 8), Turbo::Failed(m) if m.contains("disagree")));
+    }
+
+    #[test]
+    fn whole_truncated_and_garbage() {
+        let jpg = small_jpeg();
+        assert!(matches!(decode(&jpg, 16, 8), Turbo::Rgb(img) if img.dimensions() == (16, 8)));
+        assert!(matches!(
+            decode(&jpg[..jpg.len() - 40], 16, 8),
+            Turbo::Truncated
+        ));
+        assert!(matches!(
+            decode(b"\xFF\xD8garbage", 16, 8),
+            Turbo::Failed(_) | Turbo::Truncated
+        ));
+    }
+}
