@@ -4,7 +4,7 @@ export ORT_DISABLE_TELEMETRY := 1
 export RUST_LOG ?= info,ort=warn
 export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test lint clean bench container
+.PHONY: setup build run test soak fuzz lint clean bench container
 
 setup:
 	@scripts/setup.sh
@@ -17,8 +17,17 @@ run: build
 
 # Release mode: the parity and load-bearing tests run real inference, which debug builds
 # make ~20x slower.
+# Then the overload/soak run, short (25 s) to fit CI's budget; `make soak` runs 2 minutes.
 test: setup
 	cargo test --release --locked -- --test-threads=2
+	scripts/soak.sh --duration 25
+
+soak: setup
+	scripts/soak.sh $(if $(DURATION),--duration $(DURATION))
+
+# cargo-fuzz targets under fuzz/ (nightly); FUZZ_SECONDS per target, default 60.
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 lint:
 	cargo fmt --check

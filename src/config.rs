@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::api::upload::FormLimits;
 use crate::engine::PoolConfig;
 use crate::imageio::DecodeLimits;
 
@@ -164,6 +165,34 @@ pub struct ServeArgs {
     /// Time allowed to receive a whole request body, in ms (slow clients get 408).
     #[arg(long, env = "SEGSERVE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Longest a request may take end to end (body, queue wait, inference), in ms; past it
+    /// the server answers 503 with Retry-After. Must exceed --body-timeout-ms, so that a slow
+    /// client still gets its 408.
+    #[arg(long, env = "SEGSERVE_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// Longest query string accepted, in bytes (longer: 414).
+    #[arg(long, env = "SEGSERVE_MAX_QUERY_BYTES", default_value_t = 4096)]
+    pub max_query_bytes: usize,
+    /// Largest total size of the request headers, in bytes (larger: 431). hyper itself
+    /// refuses more than 100 headers.
+    #[arg(long, env = "SEGSERVE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most parts a multipart form may have (more: 400).
+    #[arg(long, env = "SEGSERVE_MAX_FORM_PARTS", default_value_t = 16)]
+    pub max_form_parts: usize,
+    /// Largest non-image form field, in bytes (larger: 413); such fields are read and dropped.
+    #[arg(long, env = "SEGSERVE_MAX_FORM_FIELD_BYTES", default_value_t = 64 * 1024)]
+    pub max_form_field_bytes: u64,
+    /// Bearer API key required on every route but the probes (unset: no authentication).
+    #[arg(long, env = "SEGSERVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Require the API key on /healthz, /readyz and /metrics too (kubelet probes then need it).
+    #[arg(long, env = "SEGSERVE_AUTH_PROBES")]
+    pub auth_probes: bool,
+    /// Browser origins allowed to call the API (comma-separated, e.g.
+    /// `https://app.example.com`, or `*`); none by default, so CORS stays off.
+    #[arg(long, env = "SEGSERVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// After SIGTERM, how long /readyz reports 503 before the listener closes, in ms.
     #[arg(long, env = "SEGSERVE_SHUTDOWN_DRAIN_MS", default_value_t = 5_000)]
     pub shutdown_drain_ms: u64,
@@ -208,12 +237,44 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Body receive timeout.
     pub body_timeout: Duration,
+    /// Whole-request deadline (503 past it).
+    pub request_timeout: Duration,
+    /// Query string limit (414 past it).
+    pub max_query_bytes: usize,
+    /// Total header size limit (431 past it).
+    pub max_header_bytes: usize,
+    /// Multipart form limits.
+    pub form: FormLimits,
+    /// Authentication and CORS.
+    pub security: SecurityConfig,
     /// Readiness drain before closing the listener.
     pub shutdown_drain: Duration,
     /// Bound on finishing in-flight requests.
     pub shutdown_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+}
+
+/// Authentication and browser access settings.
+#[derive(Clone, Default)]
+pub struct SecurityConfig {
+    /// Bearer key required on API routes, if set.
+    pub api_key: Option<String>,
+    /// Whether the probes and /metrics need the key too.
+    pub auth_probes: bool,
+    /// Allowed CORS origins; empty means CORS is off, `["*"]` means any origin.
+    pub cors_origins: Vec<String>,
+}
+
+// By hand, so that logging the config never prints the key.
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("auth_probes", &self.auth_probes)
+            .field("cors_origins", &self.cors_origins)
+            .finish()
+    }
 }
 
 /// CPUs this process may use: honours cgroup CPU quotas (a pod's CPU limit), unlike the
@@ -320,6 +381,38 @@ impl TryFrom<ServeArgs> for ServeConfig {
             a.queue_timeout_ms >= 1,
             "--queue-timeout-ms must be positive"
         );
+        anyhow::ensure!(
+            a.request_timeout_ms > a.body_timeout_ms,
+            "--request-timeout-ms ({}) must exceed --body-timeout-ms ({}), or slow uploads get 503 instead of 408",
+            a.request_timeout_ms,
+            a.body_timeout_ms
+        );
+        anyhow::ensure!(
+            a.max_query_bytes >= 1 && a.max_header_bytes >= 1024 && a.max_form_parts >= 1,
+            "--max-query-bytes, --max-header-bytes (>= 1024) and --max-form-parts must be positive"
+        );
+        if let Some(key) = &a.api_key {
+            anyhow::ensure!(
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()),
+                "--api-key must be non-empty printable ASCII without spaces"
+            );
+        }
+        let cors_origins: Vec<String> = a
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for o in &cors_origins {
+            anyhow::ensure!(
+                o == "*" || o.starts_with("http://") || o.starts_with("https://"),
+                "--cors-origins entries must be `*` or start with http:// or https://, got {o:?}"
+            );
+            anyhow::ensure!(
+                axum::http::HeaderValue::from_str(o).is_ok(),
+                "--cors-origins entry {o:?} is not a valid header value"
+            );
+        }
         Ok(ServeConfig {
             addr: SocketAddr::new(a.host, a.port),
             runtime: a
@@ -327,6 +420,18 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .into_config(a.queue_depth, Duration::from_millis(a.queue_timeout_ms))?,
             max_body_bytes: a.max_body_bytes,
             body_timeout: Duration::from_millis(a.body_timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            max_query_bytes: a.max_query_bytes,
+            max_header_bytes: a.max_header_bytes,
+            form: FormLimits {
+                max_parts: a.max_form_parts,
+                max_field_bytes: a.max_form_field_bytes,
+            },
+            security: SecurityConfig {
+                api_key: a.api_key,
+                auth_probes: a.auth_probes,
+                cors_origins,
+            },
             shutdown_drain: Duration::from_millis(a.shutdown_drain_ms),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
             log_format: a.log_format,

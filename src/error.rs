@@ -31,9 +31,18 @@ pub enum AppError {
     /// Corrupt image or impossible dimensions.
     #[error("{0}")]
     InvalidImage(String),
+    /// Query string over `--max-query-bytes`.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// Request headers over `--max-header-bytes`.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The client was too slow sending its request.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The server did not finish within `--request-timeout-ms`: retry later.
+    #[error("{0}")]
+    ServerTimeout(String),
     /// Queue full or waited too long: retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -66,7 +75,13 @@ impl AppError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             AppError::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+            AppError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            AppError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             AppError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            AppError::ServerTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             AppError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -78,8 +93,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, error_type) = self.status_and_type();
         let error = if status.is_server_error()
-            && !matches!(self, AppError::Overloaded(_) | AppError::NotReady(_))
-        {
+            && !matches!(
+                self,
+                AppError::Overloaded(_) | AppError::NotReady(_) | AppError::ServerTimeout(_)
+            ) {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_string()
         } else {

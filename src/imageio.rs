@@ -7,6 +7,8 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::geometry::Letterbox;
 
+mod jpeg;
+
 /// Why an upload could not become a photo.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -80,6 +82,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     if !ACCEPTED.contains(&format) {
         return Err(ImageError::Unsupported(format!(" ({format:?})")));
     }
+    if let Some((w, h)) = png_declared_size(bytes) {
+        // The png crate reads up to the first IDAT before it reports the size; a bare
+        // header declaring 60000x60000 should be "too large", not "corrupt".
+        check_dimensions(w, h, limits)?;
+    }
     let mut reader = reader;
     let mut lim = image::Limits::default();
     // Width/height are checked by us right after the header (clearer errors); the allocation
@@ -95,12 +102,27 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let turbo = (format == ImageFormat::Jpeg)
-        .then(|| decode_jpeg_turbo(bytes, width, height))
-        .flatten();
+    let turbo = if format == ImageFormat::Jpeg {
+        jpeg::decode(bytes, width, height)
+    } else {
+        jpeg::Turbo::Fallback
+    };
     let mut img = match turbo {
-        Some(rgb) => DynamicImage::ImageRgb8(rgb),
-        None => DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?,
+        jpeg::Turbo::Rgb(rgb) => DynamicImage::ImageRgb8(rgb),
+        jpeg::Turbo::Truncated => {
+            return Err(ImageError::Corrupt(
+                "the JPEG data ends before the image does (truncated upload?)".into(),
+            ))
+        }
+        // libjpeg failures fall back too: the `image` crate decodes a few files libjpeg
+        // refuses, and reports its own error for the rest.
+        jpeg::Turbo::Failed(why) => {
+            tracing::debug!(%why, "libjpeg refused the JPEG; trying the image crate");
+            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
+        }
+        jpeg::Turbo::Fallback => {
+            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
+        }
     };
     img.apply_orientation(orientation);
     Ok(match img {
@@ -109,30 +131,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     })
 }
 
-/// Decodes a JPEG with libjpeg-turbo's decoder (what OpenCV uses, so what Ultralytics
-/// sees). `None` when it cannot produce RGB for this file (CMYK/YCCK, or an error), and the
-/// caller falls back to the `image` crate, which handles CMYK and reports errors.
-fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
-    // libjpeg reports fatal errors through a callback that unwinds; catch it here.
-    let result = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
-        if matches!(
-            d.color_space(),
-            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-        ) {
-            return Err(std::io::Error::other("CMYK"));
-        }
-        let mut started = d.rgb()?;
-        let pixels = started.read_scanlines::<u8>()?;
-        started.finish()?;
-        Ok(pixels)
-    });
-    match result {
-        Ok(Ok(pixels)) if pixels.len() == width as usize * height as usize * 3 => {
-            RgbImage::from_raw(width, height, pixels)
-        }
-        _ => None,
-    }
+/// Width and height from a PNG's IHDR, which the format requires to come first.
+fn png_declared_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?.get(4..16)?;
+    let (kind, dims) = ihdr.split_at(4);
+    (kind == b"IHDR").then(|| {
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        (be(&dims[..4]), be(&dims[4..]))
+    })
 }
 
 fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), ImageError> {
@@ -270,6 +276,42 @@ mod tests {
             Err(ImageError::TooLarge {
                 width: 40,
                 height: 30,
+                ..
+            })
+        ));
+    }
+
+    /// Issue 6: libjpeg pads a truncated JPEG with grey and only warns; we refuse it.
+    #[test]
+    fn truncated_jpeg_is_refused_and_the_whole_one_decodes() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([x as u8 * 4, y as u8 * 5, 77])
+        }));
+        let mut jpg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
+        let limits = DecodeLimits::default();
+        assert_eq!(decode(&jpg, &limits).unwrap().dimensions(), (64, 48));
+        let cut = &jpg[..jpg.len() * 2 / 3];
+        let err = decode(cut, &limits).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    /// A header declaring 50000x50000 is refused from the header alone (decoding it would
+    /// need 7.5 GB).
+    #[test]
+    fn huge_declared_jpeg_is_refused_before_decoding() {
+        let mut jpg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(16, 16))
+            .write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
+        let sof = jpg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        jpg[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]);
+        assert!(matches!(
+            decode(&jpg, &DecodeLimits::default()),
+            Err(ImageError::TooLarge {
+                width: 50_000,
+                height: 50_000,
                 ..
             })
         ));

@@ -490,6 +490,18 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
         503,
         probe(NotReady, "POST", &vi).body(json, infer_json(&bus())),
     );
+    add(
+        "GET",
+        "/static/docs.js",
+        200,
+        probe(NotReady, "GET", "/static/docs.js"),
+    );
+    add(
+        "GET",
+        "/static/docs.css",
+        200,
+        probe(NotReady, "GET", "/static/docs.css"),
+    );
     // The page and its assets.
     add("GET", "/", 200, probe(NotReady, "GET", "/"));
     add(

@@ -121,6 +121,7 @@ pub async fn segmentapi(
         body,
         s.config.max_body_bytes,
         s.config.body_timeout,
+        s.config.form,
         Accept::MultipartOnly,
     )
     .await?;
@@ -180,6 +181,7 @@ pub async fn segment(
         body,
         s.config.max_body_bytes,
         s.config.body_timeout,
+        s.config.form,
         Accept::MultipartOrRaw,
     )
     .await?;

@@ -3,12 +3,14 @@
 //! browser page, `/v1/render` and `/segmentfrontend` in `page` and `frontend`; the Open
 //! Inference Protocol in `kserve`, the OpenAPI document and /docs in `openapi`.
 
+pub mod drain;
 pub mod frontend;
 pub mod handlers;
 pub mod kserve;
 pub mod kserve_types;
 pub mod openapi;
 pub mod page;
+pub mod security;
 pub mod types;
 pub mod upload;
 
@@ -79,20 +81,30 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(kserve::model_version_infer))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
+        .routes(routes!(openapi::docs_js))
+        .routes(routes!(openapi::docs_css))
         .merge(page::routes())
 }
 
 /// Builds the router with every route and layer.
 pub fn router(state: AppState) -> Router {
     let (routes, _spec) = routes().split_for_parts();
-    routes
+    let routes = routes
         .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn(track))
+        .method_not_allowed_fallback(handlers::method_not_allowed);
+    with_layers(routes, state)
+}
+
+/// Wraps `routes` in every layer, innermost first: the request guards (limits, auth,
+/// deadline), panic catching (so a panic becomes a logged, counted 500), logging and
+/// metrics, then the response headers and CORS around everything.
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let app = security::guard(routes, &state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .with_state(state)
+        .layer(middleware::from_fn(track));
+    security::headers(app, &state.config.security).with_state(state)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -124,3 +136,7 @@ async fn track(req: Request, next: Next) -> Response {
 pub fn set_ready(state: &AppState, ready: bool) {
     state.ready.store(ready, Ordering::Release);
 }
+
+// Router tests of the layers (panic, auth, CORS, limits, deadline).
+#[cfg(test)]
+mod tests;

@@ -144,6 +144,7 @@ pub(super) async fn segment_and_draw(
         body,
         s.config.max_body_bytes,
         s.config.body_timeout,
+        s.config.form,
         accept,
     )
     .await?;

@@ -13,10 +13,25 @@ use crate::error::AppError;
 
 /// The multipart field holding the photo (PixelLib's name).
 pub const FIELD: &str = "image";
-/// Most parts a form may have; PixelLib sends one, browsers a handful.
-const MAX_PARTS: usize = 16;
-/// Largest non-file field.
-const MAX_TEXT_FIELD: u64 = 64 * 1024;
+
+/// Bounds on a multipart form besides its total size (`--max-form-parts`,
+/// `--max-form-field-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct FormLimits {
+    /// Most parts a form may have; PixelLib sends one, browsers a handful.
+    pub max_parts: usize,
+    /// Largest non-image field; such fields are read (to reach the next part) and dropped.
+    pub max_field_bytes: u64,
+}
+
+impl Default for FormLimits {
+    fn default() -> Self {
+        FormLimits {
+            max_parts: 16,
+            max_field_bytes: 64 * 1024,
+        }
+    }
+}
 
 /// Where an upload may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +52,7 @@ pub async fn read_image(
     body: Body,
     limit: usize,
     timeout: Duration,
+    form: FormLimits,
     accept: Accept,
 ) -> Result<Bytes, AppError> {
     if let Some(len) = headers
@@ -59,7 +75,7 @@ pub async fn read_image(
         match (mime.type_().as_str(), mime.subtype().as_str()) {
             ("multipart", "form-data") => {
                 let boundary = multer::parse_boundary(ctype).map_err(|_| AppError::BadRequest("multipart body has no boundary".into()))?;
-                read_multipart(body, boundary, limit).await
+                read_multipart(body, boundary, limit, form).await
             }
             ("image", _) | ("application", "octet-stream") if accept == Accept::MultipartOrRaw => read_raw(body, limit).await,
             _ => Err(AppError::UnsupportedMediaType(match accept {
@@ -105,7 +121,12 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn read_multipart(body: Body, boundary: String, limit: usize) -> Result<Bytes, AppError> {
+async fn read_multipart(
+    body: Body,
+    boundary: String,
+    limit: usize,
+    form: FormLimits,
+) -> Result<Bytes, AppError> {
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(limit as u64)
@@ -122,9 +143,10 @@ async fn read_multipart(body: Body, boundary: String, limit: usize) -> Result<By
             Err(e) => return Err(multipart_error(e, limit)),
         };
         parts += 1;
-        if parts > MAX_PARTS {
+        if parts > form.max_parts {
             return Err(AppError::BadRequest(format!(
-                "the form has more than {MAX_PARTS} parts"
+                "the form has more than {} parts",
+                form.max_parts
             )));
         }
         if field.name() == Some(FIELD) {
@@ -140,9 +162,10 @@ async fn read_multipart(body: Body, boundary: String, limit: usize) -> Result<By
             let mut seen = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
                 seen += chunk.len() as u64;
-                if seen > MAX_TEXT_FIELD {
+                if seen > form.max_field_bytes {
                     return Err(AppError::PayloadTooLarge(format!(
-                        "a form field exceeds {MAX_TEXT_FIELD} bytes"
+                        "a form field exceeds {} bytes",
+                        form.max_field_bytes
                     )));
                 }
             }

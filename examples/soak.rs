@@ -1,0 +1,394 @@
+//! Overload and soak driver (issue 6), run by `scripts/soak.sh` against a release server.
+//!
+//! Keeps `--concurrency` requests in flight for `--duration` seconds, cycling through a mix
+//! of good uploads and bad requests, and checks every answer: good ones 200, bad ones their
+//! 4xx, and the only 5xx allowed is a shed 503 that carries `Retry-After`. It samples the
+//! server's RSS (`/proc/<pid>/status` VmRSS) once a second and compares the start of the run
+//! with its end. Exits non-zero on any violation. A load tool like `oha` sends one request
+//! shape; this sends a mix and checks each answer, which is the point.
+//!
+//! `cargo run --release --example soak -- --url http://127.0.0.1:5000 --pid <server pid>`
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::{Client, Method};
+
+/// One kind of request in the mix and the statuses it may get (besides a shed 503).
+struct Shape {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    ctype: Option<String>,
+    body: Bytes,
+    want: u16,
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    answered: u64,
+    ok: u64,
+    shed: u64,
+    by_status: BTreeMap<u16, u64>,
+    errors: Vec<String>,
+}
+
+struct Args {
+    url: String,
+    duration: Duration,
+    concurrency: usize,
+    pid: Option<u32>,
+    photos: Vec<std::path::PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        url: "http://127.0.0.1:5000".into(),
+        duration: Duration::from_secs(120),
+        concurrency: 64,
+        pid: None,
+        photos: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => a.url = value(),
+            "--duration" => a.duration = Duration::from_secs(value().parse().expect("seconds")),
+            "--concurrency" => a.concurrency = value().parse().expect("a count"),
+            "--pid" => a.pid = Some(value().parse().expect("a pid")),
+            "--photo" => a.photos.push(value().into()),
+            other => panic!("unknown flag {other}; see the module docs"),
+        }
+    }
+    assert!(!a.photos.is_empty(), "pass at least one --photo");
+    a
+}
+
+const BOUNDARY: &str = "soakBoundary42";
+
+fn form(field: &str, data: &[u8]) -> Bytes {
+    let mut b = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"p.jpg\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend_from_slice(data);
+    b.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    b.into()
+}
+
+fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
+    let mp = Some(format!("multipart/form-data; boundary={BOUNDARY}"));
+    let mut v = Vec::new();
+    // Good: every photo through both upload routes (about half the mix).
+    for p in photos {
+        v.push(Shape {
+            name: "v1 photo",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: mp.clone(),
+            body: form("image", p),
+            want: 200,
+        });
+        v.push(Shape {
+            name: "pixellib photo",
+            method: Method::POST,
+            path: "/segmentapi",
+            ctype: mp.clone(),
+            body: form("image", p),
+            want: 200,
+        });
+        v.push(Shape {
+            name: "raw photo, no masks",
+            method: Method::POST,
+            path: "/v1/segment?masks=none&conf=0.4",
+            ctype: Some("image/jpeg".into()),
+            body: Bytes::from(p.clone()),
+            want: 200,
+        });
+    }
+    let truncated = Bytes::from(photos[0][..photos[0].len() / 2].to_vec());
+    // A PNG header declaring 60000x60000 with no pixel data.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    let mut huge = b"\x89PNG\r\n\x1a\n\0\0\0\x0d".to_vec();
+    huge.extend(ihdr);
+    huge.extend(crc.sum().to_be_bytes());
+    v.extend([
+        Shape {
+            name: "truncated jpeg",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: mp.clone(),
+            body: form("image", &truncated),
+            want: 422,
+        },
+        Shape {
+            name: "text as image",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: mp.clone(),
+            body: form("image", b"not a photo"),
+            want: 415,
+        },
+        Shape {
+            name: "huge png header",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: mp.clone(),
+            body: form("image", &huge),
+            want: 413,
+        },
+        Shape {
+            name: "wrong field",
+            method: Method::POST,
+            path: "/segmentapi",
+            ctype: mp.clone(),
+            body: form("file", b"x"),
+            want: 400,
+        },
+        Shape {
+            name: "no boundary",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: Some("multipart/form-data".into()),
+            body: Bytes::from_static(b"--x--"),
+            want: 400,
+        },
+        Shape {
+            name: "bad query",
+            method: Method::POST,
+            path: "/v1/segment?conf=2",
+            ctype: mp.clone(),
+            body: form("image", &photos[0]),
+            want: 400,
+        },
+        Shape {
+            name: "json body",
+            method: Method::POST,
+            path: "/v1/segment",
+            ctype: Some("application/json".into()),
+            body: Bytes::from_static(b"{}"),
+            want: 415,
+        },
+        Shape {
+            name: "models",
+            method: Method::GET,
+            path: "/v1/models",
+            ctype: None,
+            body: Bytes::new(),
+            want: 200,
+        },
+        Shape {
+            name: "readyz",
+            method: Method::GET,
+            path: "/readyz",
+            ctype: None,
+            body: Bytes::new(),
+            want: 200,
+        },
+    ]);
+    v
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+async fn wait_ready(client: &Client, url: &str) {
+    for _ in 0..1200 {
+        if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server at {url} did not become ready within 120 s");
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let photos: Vec<Vec<u8>> = args
+        .photos
+        .iter()
+        .map(|p| std::fs::read(p).expect("photo"))
+        .collect();
+    let shapes = Arc::new(shapes(&photos));
+    // Generous per-request timeout: a request that gets no answer in a minute counts as
+    // unanswered, which is a failure.
+    let client = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_ready(&client, &args.url).await;
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let (client, shapes, tally, stop, url) = (
+            client.clone(),
+            shapes.clone(),
+            tally.clone(),
+            stop.clone(),
+            args.url.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let s = &shapes[i % shapes.len()];
+                i += args_stride(shapes.len());
+                let mut req = client
+                    .request(s.method.clone(), format!("{url}{}", s.path))
+                    .body(s.body.clone());
+                if let Some(ct) = &s.ctype {
+                    req = req.header("content-type", ct);
+                }
+                tally.lock().unwrap().sent += 1;
+                let result = req.send().await;
+                let mut t = tally.lock().unwrap();
+                match result {
+                    Err(e) => t.errors.push(format!("{}: no answer: {e}", s.name)),
+                    Ok(resp) => {
+                        t.answered += 1;
+                        let status = resp.status().as_u16();
+                        *t.by_status.entry(status).or_default() += 1;
+                        let retry_after = resp.headers().contains_key("retry-after");
+                        if status == 503 && retry_after {
+                            t.shed += 1;
+                        } else if status == s.want {
+                            t.ok += 1;
+                        } else {
+                            t.errors.push(format!(
+                                "{}: expected {} (or a shed 503), got {status}{}",
+                                s.name,
+                                s.want,
+                                if status == 503 {
+                                    " without Retry-After"
+                                } else {
+                                    ""
+                                }
+                            ));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    // RSS once a second while the load runs.
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while started.elapsed() < args.duration {
+        if let Some(pid) = args.pid {
+            match rss_kib(pid) {
+                Some(kib) => samples.push((started.elapsed().as_secs_f64(), kib)),
+                None => tally
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("server process {pid} is gone")),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let t = tally.lock().unwrap();
+    println!(
+        "soak: {:.0} s at concurrency {} against {}",
+        elapsed, args.concurrency, args.url
+    );
+    println!(
+        "  requests sent {}, answered {}, as expected {}, shed (503 + Retry-After) {}, errors {}",
+        t.sent,
+        t.answered,
+        t.ok,
+        t.shed,
+        t.errors.len()
+    );
+    println!(
+        "  throughput {:.1} req/s; statuses {:?}",
+        t.answered as f64 / elapsed,
+        t.by_status
+    );
+    let mut failed = !t.errors.is_empty() || t.sent != t.answered;
+    let mut distinct: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &t.errors {
+        *distinct.entry(e.as_str()).or_default() += 1;
+    }
+    for (e, n) in distinct.iter().take(20) {
+        println!("  ERROR x{n}: {e}");
+    }
+    if args.pid.is_some() && samples.len() >= 4 {
+        // The first 10% is warm-up (allocator arenas and thread stacks fill under the new
+        // load); compare the next fifth of the run with its last fifth.
+        let d = args.duration.as_secs_f64();
+        let window = |a: f64, b: f64| {
+            median(
+                samples
+                    .iter()
+                    .filter(|(t, _)| *t >= a * d && *t < b * d)
+                    .map(|s| s.1)
+                    .collect(),
+            )
+        };
+        let (start, end) = (window(0.1, 0.3), window(0.8, 1.01));
+        let growth = (end as f64 - start as f64) / start.max(1) as f64 * 100.0;
+        let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+        println!(
+            "  RSS: first sample {} MiB, start (10-30%) {} MiB, end (last 20%) {} MiB, peak {} MiB, growth {growth:+.1}%",
+            samples[0].1 / 1024,
+            start / 1024,
+            end / 1024,
+            peak / 1024
+        );
+        if growth >= 10.0 {
+            println!("  FAIL: RSS grew {growth:.1}% (limit 10%)");
+            failed = true;
+        }
+    }
+    if failed {
+        println!("soak: FAILED");
+        std::process::exit(1);
+    }
+    println!("soak: passed");
+}
+
+/// Each worker walks the mix with a stride coprime to its length, so the 64 workers do not
+/// all send the same shape at once.
+fn args_stride(len: usize) -> usize {
+    (1..len)
+        .rev()
+        .find(|s| gcd(*s, len) == 1 && *s > len / 3)
+        .unwrap_or(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

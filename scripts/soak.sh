@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Overload and soak test (issue 6): starts the release server on 127.0.0.1 (a free port),
+# drives it with examples/soak.rs at concurrency 64 with a mix of good and bad requests,
+# and fails on any 5xx other than a shed 503 with Retry-After, any connection error or
+# unanswered request, or RSS growth of 10% or more between the start and end of the run.
+#
+#   scripts/soak.sh                  # 2 minutes
+#   scripts/soak.sh --duration 600   # longer
+#   scripts/soak.sh --duration 25    # what `make test` runs (CI budget)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=120
+concurrency=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --concurrency) concurrency="$2"; shift 2 ;;
+    *) echo "usage: $0 [--duration SECONDS] [--concurrency N]" >&2; exit 2 ;;
+  esac
+done
+
+export ORT_DISABLE_TELEMETRY=1
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --locked --bin segserve --example soak
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log=$(mktemp)
+# Warnings only: the soak sends thousands of requests, and per-request info lines would
+# make the log itself the memory and disk hog.
+RUST_LOG=warn "$target/release/segserve" serve --host 127.0.0.1 --port "$port" \
+  --shutdown-drain-ms 0 >"$log" 2>&1 &
+server=$!
+cleanup() {
+  kill -TERM "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+photos=()
+for p in ../shared/testdata/*.jpg ../shared/testdata/*.png; do photos+=(--photo "$p"); done
+status=0
+"$target/release/examples/soak" --url "http://127.0.0.1:$port" --pid "$server" \
+  --duration "$duration" --concurrency "$concurrency" "${photos[@]}" || status=$?
+if ! kill -0 "$server" 2>/dev/null; then
+  echo "soak: the server died; its log:" >&2
+  cat "$log" >&2
+  status=1
+elif [ "$status" -ne 0 ]; then
+  echo "soak: server log tail:" >&2
+  tail -n 30 "$log" >&2
+fi
+exit "$status"

@@ -1,0 +1,165 @@
+//! Image makers for `bad_inputs`: odd, broken and hostile files built in code, so the
+//! corpus needs no fixtures. Each returns the file's bytes.
+
+use std::io::{Cursor, Write};
+
+use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb, RgbImage};
+use mozjpeg::ColorSpaceExt;
+
+pub fn noise(w: u32, h: u32) -> RgbImage {
+    // A deterministic pattern that does not compress to nothing.
+    ImageBuffer::from_fn(w, h, |x, y| {
+        let v = x
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(y.wrapping_mul(40_503));
+        Rgb([(v >> 3) as u8, (v >> 11) as u8, (x + y) as u8])
+    })
+}
+
+pub fn encode(img: &DynamicImage, fmt: ImageFormat) -> Vec<u8> {
+    let mut v = Vec::new();
+    img.write_to(&mut Cursor::new(&mut v), fmt).unwrap();
+    v
+}
+
+pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    encode(&DynamicImage::ImageRgb8(noise(w, h)), ImageFormat::Jpeg)
+}
+
+pub fn png(img: DynamicImage) -> Vec<u8> {
+    encode(&img, ImageFormat::Png)
+}
+
+/// A JPEG written by libjpeg (MozJPEG) in `space` (RGB or CMYK input), optionally progressive.
+pub fn mozjpeg(w: usize, h: usize, space: mozjpeg::ColorSpace, progressive: bool) -> Vec<u8> {
+    let channels = space.num_components();
+    let pixels: Vec<u8> = (0..w * h * channels).map(|i| (i * 7 % 251) as u8).collect();
+    let mut c = mozjpeg::Compress::new(space);
+    c.set_size(w, h);
+    if progressive {
+        c.set_progressive_mode();
+    }
+    let mut c = c.start_compress(Vec::new()).unwrap();
+    c.write_scanlines(&pixels).unwrap();
+    c.finish().unwrap()
+}
+
+/// Rewrites the frame size in a JPEG's SOF0/SOF2 header.
+pub fn jpeg_with_declared_size(mut bytes: Vec<u8>, w: u16, h: u16) -> Vec<u8> {
+    let sof = bytes
+        .windows(2)
+        .position(|m| m == [0xFF, 0xC0] || m == [0xFF, 0xC2])
+        .expect("a SOF marker");
+    bytes[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    bytes
+}
+
+/// Inserts an EXIF APP1 segment with only an Orientation tag right after SOI.
+pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend(8u32.to_le_bytes()); // IFD0 offset
+    tiff.extend(1u16.to_le_bytes()); // one entry
+    tiff.extend(0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend(3u16.to_le_bytes()); // SHORT
+    tiff.extend(1u32.to_le_bytes());
+    tiff.extend(orientation.to_le_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend([0xFF, 0xE1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend((data.len() as u32).to_be_bytes());
+    out.extend(kind);
+    out.extend(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend(crc.sum().to_be_bytes());
+}
+
+/// A PNG declaring `w` x `h` (`color` type, `depth` bits) whose IDAT inflates to `rows`
+/// rows of zeros: a decompression bomb when the size is large and `rows` is all of them.
+pub fn png_crafted(w: u32, h: u32, depth: u8, color: u8, rows: u32, row_bytes: usize) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([depth, color, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let row = vec![0u8; 1 + row_bytes];
+    for _ in 0..rows {
+        z.write_all(&row).unwrap();
+    }
+    png_chunk(&mut out, b"IDAT", &z.finish().unwrap());
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A little-endian TIFF with `pages` pages of RGB 32-bit float pixels (values in 0..1).
+pub fn float_tiff(pages: u32, w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    for page in 0..pages {
+        let ifd = out.len() as u32;
+        let entries = 11u32;
+        let arrays = ifd + 2 + entries * 12 + 4;
+        let data = arrays + 12;
+        let data_len = w * h * 12;
+        let next = if page + 1 < pages { data + data_len } else { 0 };
+        let short = |tag: u16, v: u16| (tag, 3u16, 1u32, v as u32);
+        let long = |tag: u16, v: u32| (tag, 4u16, 1u32, v);
+        let list = [
+            long(256, w),
+            long(257, h),
+            (258, 3, 3, arrays), // BitsPerSample 32,32,32
+            short(259, 1),       // no compression
+            short(262, 2),       // RGB
+            long(273, data),
+            short(277, 3),
+            long(278, h),
+            long(279, data_len),
+            short(284, 1),           // chunky
+            (339, 3, 3, arrays + 6), // SampleFormat: IEEE float
+        ];
+        out.extend((entries as u16).to_le_bytes());
+        for (tag, kind, count, value) in list {
+            out.extend(tag.to_le_bytes());
+            out.extend(kind.to_le_bytes());
+            out.extend(count.to_le_bytes());
+            out.extend(value.to_le_bytes());
+        }
+        out.extend(next.to_le_bytes());
+        for v in [32u16, 32, 32, 3, 3, 3] {
+            out.extend(v.to_le_bytes());
+        }
+        for i in 0..w * h * 3 {
+            out.extend(((i % 97) as f32 / 96.0).to_le_bytes());
+        }
+    }
+    out
+}
+
+pub fn animated_gif() -> Vec<u8> {
+    let mut v = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut v);
+        let frames = (0..3).map(|i| {
+            let rgba = ImageBuffer::from_fn(40, 30, |x, y| {
+                image::Rgba([(x * 6) as u8, (y * 8) as u8, i * 80, 255])
+            });
+            image::Frame::new(rgba)
+        });
+        enc.encode_frames(frames).unwrap();
+    }
+    v
+}
