@@ -7,11 +7,6 @@ use clap::Parser;
 use segserve::config::{Cli, Command, LogFormat, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
-// mimalloc returns freed memory to the OS promptly; glibc's per-thread arenas held on to
-// ~50 MB more at concurrency 32 in scripts/bench.sh.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -37,6 +32,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // glibc malloc gives each thread that allocates concurrently its own arena; with the
+    // blocking pool's thread churn that grew RSS for minutes under the soak test. Two arenas
+    // keep it flat (measured with scripts/soak.sh; mimalloc was worse: 396 MB peak).
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Before any thread exists: ONNX Runtime reads this when the library loads.
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let cli = Cli::parse();
