@@ -14,6 +14,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Cargo.toml declares the benches (so they must exist to parse it); static/ is compiled in.
+COPY benches ./benches
+COPY static ./static
 COPY src ./src
 # Cache mounts keep the crate downloads and compiled dependencies between builds; the
 # binary is copied out because the target mount does not end up in the layer.
