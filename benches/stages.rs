@@ -60,11 +60,11 @@ fn stages(c: &mut Criterion) {
     });
     g.finish();
 
-    let raw = rt.block_on(async {
-        let admission = engine.try_admit().unwrap();
-        let slot = engine.slot(&admission).await.unwrap();
-        engine.infer(input.clone(), &slot).await.unwrap()
+    let (raw, _) = rt.block_on(async {
+        let ticket = segserve::pipeline::Ticket::take(&engine).await.unwrap();
+        engine.infer(input.clone(), ticket).await.unwrap()
     });
+    let budget = segserve::budget::MemoryBudget::unlimited();
     let filter = FilterOptions::default();
     c.bench_function("postprocess/outputs+nms", |b| {
         b.iter(|| {
@@ -78,10 +78,12 @@ fn stages(c: &mut Criterion) {
         })
     });
     c.bench_function("postprocess/outputs+nms+masks", |b| {
-        b.iter(|| engine.postprocess(&raw, &lb, &filter, true))
+        b.iter(|| engine.postprocess(&raw, &lb, &filter, true, &mut budget.reservation()))
     });
 
-    let detections = engine.postprocess(&raw, &lb, &filter, true);
+    let detections = engine
+        .postprocess(&raw, &lb, &filter, true, &mut budget.reservation())
+        .unwrap();
     c.bench_function("rle/bus.jpg-all-masks", |b| {
         b.iter(|| {
             detections
@@ -104,10 +106,7 @@ fn stages(c: &mut Criterion) {
     });
     c.bench_function("json/segmentapi", |b| {
         b.iter(|| {
-            serde_json::to_vec(&segserve::api::types::PixelLibResponse::new(
-                &info, &seg, false,
-            ))
-            .unwrap()
+            serde_json::to_vec(&segserve::api::pixellib::PixelLibOutputs::new(&info, &seg)).unwrap()
         })
     });
 
@@ -118,14 +117,17 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             let req = segserve::pipeline::SegmentRequest {
                 bytes: bytes.clone(),
+                reservation: budget.reservation(),
                 filter: filter.clone(),
                 masks: true,
                 keep_image: false,
+                ticket: None,
             };
             rt.block_on(segserve::pipeline::segment(
                 &engine,
                 DecodeLimits::default(),
                 req,
+                |seg, _| Ok(seg.detections.len()),
             ))
             .unwrap()
         })

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::api::types::{ModelCard, ModelsResponse, SegmentQuery, SegmentResponse};
+use crate::api::types::{ModelCard, ModelsResponse, SegmentResponse};
+use crate::budget::MemoryBudget;
 use crate::config::{locate_ort, ModelsArgs, PredictArgs, Progress};
 use crate::engine::session;
-use crate::pipeline::{self, SegmentRequest};
+use crate::options::{MaskFormat, SegmentOptions};
+use crate::pipeline::{self, PipelineError, SegmentRequest};
 
 /// File extensions `predict` picks up when walking a folder (files named on the command
 /// line are tried whatever their extension).
@@ -169,16 +171,9 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
         .into_config(64, Duration::from_secs(3600))?;
     let registry = crate::load_models(&rt).await?;
     let engine = registry.get(None)?.clone();
-    // The API's messages name query parameters; here they are flags.
-    let query = SegmentQuery::parse(&pairs, |_| Ok(engine.info().names.clone())).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.to_string()
-                .replace("query parameter `max_det`", "--max-det")
-                .replace("query parameter `", "--")
-                .replace("` must", " must")
-        )
-    })?;
+    // The options' errors name the parameter; here it is a flag.
+    let query = SegmentOptions::parse(&pairs, &engine.info().names)
+        .map_err(|e| anyhow::anyhow!("--{} {}", e.param.replace('_', "-"), e.problem))?;
     let (jobs, bad) = collect_jobs(&args.paths);
     let mut summary = Summary {
         failed: bad.len(),
@@ -195,11 +190,13 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
     let limits = rt.limits;
     // Two images per session keep every session busy while the next one is decoded.
     let concurrency = (engine.pool().sessions * 2).clamp(1, engine.pool().sessions + 64);
+    let budget = MemoryBudget::unlimited();
     let mut results = futures_util::stream::iter(jobs.into_iter().map(|job| {
         let engine = engine.clone();
         let filter = query.filter.clone();
-        let masks = query.masks != crate::api::types::MaskFormat::None;
+        let (masks, tolerance) = (query.masks, query.tolerance);
         let render_dir = args.render.clone();
+        let reservation = budget.reservation();
         async move {
             let path = job.path.clone();
             let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
@@ -208,42 +205,50 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
                 .map_err(|e| format!("{}: {e}", job.path.display()))?;
             let req = SegmentRequest {
                 bytes: Bytes::from(bytes),
+                reservation,
                 filter,
-                masks,
+                masks: masks != MaskFormat::None,
                 keep_image: render_dir.is_some(),
+                ticket: None,
             };
-            let mut seg = pipeline::segment(&engine, limits, req)
-                .await
-                .map_err(|e| format!("{}: {e}", job.path.display()))?;
-            if let (Some(dir), Some(photo)) = (render_dir, seg.image.take()) {
-                let dest = dir.join(format!(
-                    "{}.rendered.jpg",
-                    job.out_rel.with_extension("").display()
-                ));
-                let (dets, names) = (seg.detections.clone(), engine.info().names.clone());
-                tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    let drawn = crate::render::render(&photo, &dets, &names);
+            let e = engine.clone();
+            let out_rel = job.out_rel.clone();
+            let done = pipeline::segment(&engine, limits, req, move |mut seg, _| {
+                // Drawing and writing happen here, on the blocking pool like the rest.
+                if let (Some(dir), Some(photo)) = (render_dir, seg.image.take()) {
+                    let dest = dir.join(format!(
+                        "{}.rendered.jpg",
+                        out_rel.with_extension("").display()
+                    ));
+                    let drawn = crate::render::render(photo, &seg.detections, &e.info().names);
                     let bytes = crate::render::encode(&drawn, crate::render::Encoding::Jpeg)
-                        .map_err(|e| e.to_string())?;
-                    if let Some(parent) = dest.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                    }
-                    std::fs::write(&dest, bytes)
-                        .map_err(|e| format!("cannot write {}: {e}", dest.display()))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{}: {e}", job.path.display()))?;
-            }
-            Ok::<_, String>((job.clone(), seg))
+                        .map_err(|err| PipelineError::Task(err.to_string()))?;
+                    let write = || -> std::io::Result<()> {
+                        if let Some(parent) = dest.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        std::fs::write(&dest, bytes)
+                    };
+                    write().map_err(|err| {
+                        PipelineError::Task(format!("cannot write {}: {err}", dest.display()))
+                    })?;
+                }
+                Ok(SegmentResponse::with_masks(
+                    e.info(),
+                    &seg,
+                    masks,
+                    tolerance,
+                ))
+            })
+            .await
+            .map_err(|e| format!("{}: {e}", job.path.display()))?;
+            Ok::<_, String>((job.clone(), done.value))
         }
     }))
     .buffered(concurrency);
     while let Some(result) = results.next().await {
         match result {
-            Ok((job, seg)) => {
-                let resp =
-                    SegmentResponse::with_masks(engine.info(), &seg, query.masks, query.tolerance);
+            Ok((job, resp)) => {
                 summary.images += 1;
                 summary.detections += resp.detections.len();
                 write_result(&args.output, &job, &resp, &stdout)?;
@@ -310,14 +315,7 @@ pub fn models(args: ModelsArgs) -> anyhow::Result<bool> {
             .unwrap_or("model")
             .to_string();
         match session::build_session(path, 1).and_then(|s| session::inspect(&s, &name)) {
-            Ok(info) => cards.push(ModelCard {
-                name: info.name.clone(),
-                task: info.task.as_str().to_string(),
-                input_size: [info.input_hw.0, info.input_hw.1],
-                stride: info.stride,
-                class_names: info.names.clone(),
-                default: i == 0,
-            }),
+            Ok(info) => cards.push(ModelCard::new(&info, i == 0)),
             Err(e) => {
                 ok = false;
                 eprintln!("error: {}: {e}", path.display());

@@ -7,9 +7,32 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::api::upload::FormLimits;
+use crate::budget;
 use crate::engine::PoolConfig;
 use crate::imageio::DecodeLimits;
+
+/// Bounds on a multipart form besides its total size (`--max-form-parts`,
+/// `--max-form-field-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct FormLimits {
+    /// Most parts a form may have; PixelLib sends one, browsers a handful.
+    pub max_parts: usize,
+    /// Largest non-file field; such fields are read (to reach the next part) and dropped.
+    pub max_field_bytes: u64,
+}
+
+/// When `/segmentapi` sends the dense `mask_values`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PixelLibMasks {
+    /// On every answer, as the original PixelLib API does (`?mask_values=false` skips them).
+    Always,
+    /// Only with `?mask_values=true`.
+    OnRequest,
+}
+
+/// The share of the memory limit the budget takes by default; the rest is the models,
+/// ONNX Runtime, the runtime's buffers and the allocator's slack (see README, "Memory budget").
+pub const DEFAULT_BUDGET_FRACTION: f64 = 0.5;
 
 /// The ONNX Runtime library file the setup step downloads.
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
@@ -202,6 +225,35 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SEGSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Working memory all requests together may hold (bodies, decoded photos, tensors, masks,
+    /// answers), e.g. `512MiB`, `2Gi`; each request reserves its estimated peak before it
+    /// does the work. Default: half the cgroup memory limit, else half the physical memory.
+    #[arg(long, env = "SEGSERVE_MEMORY_BUDGET", value_parser = budget::parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// When `/segmentapi` sends the dense `mask_values` (H x W x N booleans): `always`, as
+    /// PixelLib did, or `on-request` (`?mask_values=true`).
+    #[arg(long, env = "SEGSERVE_PIXELLIB_MASKS", value_enum, default_value_t = PixelLibMasks::Always)]
+    pub pixellib_masks: PixelLibMasks,
+    /// Most cells (H x W x N) a dense `mask_values` answer may have; larger ones get 413.
+    /// The answer is ~6 bytes of JSON per cell.
+    #[arg(
+        long,
+        env = "SEGSERVE_MAX_DENSE_MASK_CELLS",
+        default_value_t = 150_000_000
+    )]
+    pub max_dense_mask_cells: u64,
+    /// Time a client has to send its request headers, in ms; also how long an idle
+    /// keep-alive connection stays open (hyper starts the same timer while it waits for the
+    /// next request). Slow or stalled headers are closed.
+    #[arg(long, env = "SEGSERVE_HEADER_TIMEOUT_MS", default_value_t = 15_000)]
+    pub header_timeout_ms: u64,
+    /// Longest a response write may make no progress, in ms (a client that stops reading
+    /// is disconnected, so its answer does not hold memory).
+    #[arg(long, env = "SEGSERVE_SEND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub send_timeout_ms: u64,
+    /// Most connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = "SEGSERVE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 /// A model to load: its served name and file.
@@ -251,8 +303,38 @@ pub struct ServeConfig {
     pub shutdown_drain: Duration,
     /// Bound on finishing in-flight requests.
     pub shutdown_timeout: Duration,
-    /// Log format.
-    pub log_format: LogFormat,
+    /// Bytes of working memory all requests may hold at once.
+    pub memory_budget: u64,
+    /// `/segmentapi` settings.
+    pub pixellib: PixelLibConfig,
+    /// Connection handling.
+    pub connections: ConnectionLimits,
+}
+
+/// `/segmentapi` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelLibConfig {
+    /// When dense masks are sent.
+    pub masks: PixelLibMasks,
+    /// Most H x W x N cells of a dense answer.
+    pub max_dense_cells: u64,
+}
+
+/// How connections are accepted and timed out.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Headers must arrive within this; idle keep-alive connections close after it.
+    pub header_timeout: Duration,
+    /// A response write may stall this long.
+    pub send_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+/// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use.
+pub fn default_memory_budget() -> u64 {
+    let limit = budget::memory_limit().unwrap_or(2 << 30);
+    (limit as f64 * DEFAULT_BUDGET_FRACTION) as u64
 }
 
 /// Authentication and browser access settings.
@@ -394,6 +476,16 @@ impl TryFrom<ServeArgs> for ServeConfig {
             a.max_query_bytes >= 1 && a.max_header_bytes >= 1024 && a.max_form_parts >= 1,
             "--max-query-bytes, --max-header-bytes (>= 1024) and --max-form-parts must be positive"
         );
+        anyhow::ensure!(
+            a.header_timeout_ms >= 1 && a.send_timeout_ms >= 1 && a.max_connections >= 1,
+            "--header-timeout-ms, --send-timeout-ms and --max-connections must be positive"
+        );
+        if let Some(b) = a.memory_budget {
+            anyhow::ensure!(
+                b >= 16 << 20,
+                "--memory-budget must be at least 16MiB (one photo needs more than that)"
+            );
+        }
         if let Some(key) = &a.api_key {
             anyhow::ensure!(
                 !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()),
@@ -437,7 +529,16 @@ impl TryFrom<ServeArgs> for ServeConfig {
             },
             shutdown_drain: Duration::from_millis(a.shutdown_drain_ms),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
-            log_format: a.log_format,
+            memory_budget: a.memory_budget.unwrap_or_else(default_memory_budget),
+            pixellib: PixelLibConfig {
+                masks: a.pixellib_masks,
+                max_dense_cells: a.max_dense_mask_cells,
+            },
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_millis(a.header_timeout_ms),
+                send_timeout: Duration::from_millis(a.send_timeout_ms),
+                max_connections: a.max_connections,
+            },
         })
     }
 }

@@ -1,14 +1,24 @@
 //! `AppError`: every failure a handler can return, and the only place HTTP status codes
-//! and `error_type` strings are chosen. 5xx bodies stay generic; details go to the log.
+//! and `error_type` strings are chosen. Turning one into a response has no side effects:
+//! the error itself rides along in a response extension ([`LoggedError`]) and the request
+//! middleware logs it once, with its source chain (axum's `error-handling` example).
+//! 5xx bodies stay generic; details go to the log only.
+
+use std::sync::Arc;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::budget::BudgetError;
 use crate::engine::EngineError;
 use crate::imageio::ImageError;
+use crate::options::OptionError;
 use crate::pipeline::PipelineError;
+
+/// The source of an internal error, kept whole for the log.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request failure, mapped to a status and a JSON body.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +32,10 @@ pub enum AppError {
     /// No such model or route.
     #[error("{0}")]
     NotFound(String),
-    /// Body or image over a configured limit.
+    /// Known route, wrong method.
+    #[error("method not allowed for this route")]
+    MethodNotAllowed,
+    /// Body or image over a configured limit, or work that can never fit the memory budget.
     #[error("{0}")]
     PayloadTooLarge(String),
     /// Unsupported content type or image format.
@@ -43,15 +56,21 @@ pub enum AppError {
     /// The server did not finish within `--request-timeout-ms`: retry later.
     #[error("{0}")]
     ServerTimeout(String),
-    /// Queue full or waited too long: retry later.
+    /// Queue full, waited too long, or the memory budget is in use: retry later.
     #[error("{0}")]
     Overloaded(String),
     /// Model still loading or server draining.
     #[error("{0}")]
     NotReady(String),
-    /// Anything else; the message is logged, not sent.
-    #[error("{0}")]
-    Internal(String),
+    /// Anything else; logged with its sources, never sent.
+    #[error("{context}")]
+    Internal {
+        /// What was being done.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Source,
+    },
 }
 
 /// JSON error body, the shape TEI and our clients expect.
@@ -63,13 +82,26 @@ pub struct ErrorBody {
     pub error_type: String,
 }
 
+/// The error behind an error response, for the request middleware to log.
+#[derive(Debug, Clone)]
+pub struct LoggedError(pub Arc<AppError>);
+
 impl AppError {
+    /// An internal failure while doing `context`.
+    pub fn internal(context: &'static str, source: impl Into<Source>) -> Self {
+        AppError::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+
     /// Status code and `error_type` for this error.
     pub fn status_and_type(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -84,32 +116,28 @@ impl AppError {
             AppError::ServerTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             AppError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            AppError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
-}
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let (status, error_type) = self.status_and_type();
-        let error = if status.is_server_error()
-            && !matches!(
-                self,
-                AppError::Overloaded(_) | AppError::NotReady(_) | AppError::ServerTimeout(_)
-            ) {
-            tracing::error!(error = %self, "request failed");
-            "internal server error".to_string()
-        } else {
-            self.to_string()
-        };
-        let mut resp = (
-            status,
-            Json(ErrorBody {
-                error,
-                error_type: error_type.to_string(),
-            }),
-        )
-            .into_response();
+    /// What the client is told: the message for 4xx and the "retry later" 503s, a generic
+    /// line for everything else (whose details may name files or internals).
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::Internal { .. } => "internal server error".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether this is a failure of ours (logged at error level), not of the request.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, AppError::Internal { .. })
+    }
+
+    /// Adds the headers this error's status calls for, and the error itself as a
+    /// [`LoggedError`] extension. Used for every rendering of an error (JSON or HTML).
+    pub fn decorate(self, resp: &mut Response) {
+        let status = resp.status();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -118,6 +146,19 @@ impl IntoResponse for AppError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        resp.extensions_mut().insert(LoggedError(Arc::new(self)));
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status_and_type();
+        let body = ErrorBody {
+            error: self.public_message(),
+            error_type: error_type.to_string(),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        self.decorate(&mut resp);
         resp
     }
 }
@@ -131,6 +172,7 @@ impl From<ImageError> for AppError {
             ImageError::Corrupt(_) | ImageError::NoPixels(..) => {
                 AppError::InvalidImage(e.to_string())
             }
+            ImageError::Budget(b) => budget(e.to_string(), b, "send a smaller image"),
         }
     }
 }
@@ -143,8 +185,19 @@ impl From<EngineError> for AppError {
             }
             EngineError::Closed => AppError::NotReady(e.to_string()),
             EngineError::UnknownModel(_) => AppError::NotFound(format!("{e}; see GET /v1/models")),
-            other => AppError::Internal(other.to_string()),
+            other => AppError::internal("running the model", other),
         }
+    }
+}
+
+/// A memory-budget refusal: 413 when the work could never fit (with what to ask for
+/// instead), 503 when it does not fit now.
+fn budget(what: String, error: BudgetError, advice: &str) -> AppError {
+    match error {
+        BudgetError::NeverFits { .. } => AppError::PayloadTooLarge(format!("{what}; {advice}")),
+        BudgetError::Busy { .. } => AppError::Overloaded(format!(
+            "{what}; the server is busy with other requests, retry later"
+        )),
     }
 }
 
@@ -153,8 +206,20 @@ impl From<PipelineError> for AppError {
         match e {
             PipelineError::Image(i) => i.into(),
             PipelineError::Engine(en) => en.into(),
-            PipelineError::Task(t) => AppError::Internal(t),
+            PipelineError::Budget {
+                ref what,
+                advice,
+                error,
+            } => budget(format!("{what} {error}"), error, advice),
+            PipelineError::Task(_) => AppError::internal("a blocking task", e),
         }
+    }
+}
+
+/// Query-string options; KServe words its parameters itself.
+impl From<OptionError> for AppError {
+    fn from(e: OptionError) -> Self {
+        AppError::BadRequest(format!("query parameter {e}"))
     }
 }
 
@@ -185,6 +250,7 @@ mod tests {
             ),
             (EngineError::Overloaded.into(), 503, "overloaded"),
             (EngineError::Inference("x".into()).into(), 500, "internal"),
+            (AppError::MethodNotAllowed, 405, "method_not_allowed"),
         ];
         for (err, status, kind) in cases {
             let (s, t) = err.status_and_type();
@@ -194,7 +260,13 @@ mod tests {
 
     #[tokio::test]
     async fn internal_details_are_not_sent_and_503_has_retry_after() {
-        let resp = AppError::Internal("/secret/path.onnx exploded".into()).into_response();
+        let resp = AppError::internal("loading", "/secret/path.onnx exploded").into_response();
+        // The details stay with the response for the log, never in the body.
+        let logged = resp.extensions().get::<LoggedError>().unwrap().clone();
+        assert!(std::error::Error::source(&*logged.0)
+            .unwrap()
+            .to_string()
+            .contains("secret"));
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 //! they are warm), serve the router, and shut down gracefully on the given signal.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod mask;
+pub mod options;
 pub mod pipeline;
 pub mod polygon;
 pub mod render;
@@ -18,9 +20,8 @@ pub mod resize;
 pub mod shutdown;
 
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -105,6 +106,16 @@ fn describe_metrics() {
         "segserve_detections_per_image",
         "objects returned per segmented image"
     );
+    describe_gauge!(
+        "segserve_memory_reserved_bytes",
+        Unit::Bytes,
+        "working memory reserved by requests in flight (see --memory-budget)"
+    );
+    describe_gauge!(
+        "segserve_memory_budget_bytes",
+        Unit::Bytes,
+        "the memory budget requests reserve from"
+    );
 }
 
 /// Loads every configured model (runtime library first) and warms each one up.
@@ -143,20 +154,24 @@ pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
     Ok(Registry::new(engines))
 }
 
+/// How often histogram upkeep runs: the exporter folds recorded samples into buckets only
+/// when it renders or upkeeps, so without it samples pile up between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes 503 at once,
-/// the listener stays open for `shutdown_drain` (so load balancers stop routing here), then
-/// closes, and in-flight requests get `shutdown_timeout` to finish.
+/// the listener stays open for `shutdown_drain` (so load balancers stop routing here; answers
+/// then carry `Connection: close`), then closes, and in-flight requests get
+/// `shutdown_timeout` to finish.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState {
-        models: Arc::new(OnceLock::new()),
-        ready: Arc::new(AtomicBool::new(false)),
-        config: Arc::new(config.clone()),
-        metrics: metrics_handle(),
-    };
+    let state = AppState::new(config.clone(), metrics_handle());
+    tracing::info!(
+        memory_budget_mib = state.budget.limit() >> 20,
+        "memory budget for requests"
+    );
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let loader_state = state.clone();
     tokio::spawn(async move {
@@ -170,6 +185,14 @@ pub async fn run(
             }
         }
     });
+    let upkeep = state.metrics.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
 
     let app = api::router(state.clone());
     let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
@@ -181,6 +204,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown => {
                 api::set_ready(&drain_state, false);
+                drain_state.draining.store(true, std::sync::atomic::Ordering::Release);
                 tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: readiness off, draining");
                 tokio::time::sleep(drain).await;
             }
@@ -192,7 +216,7 @@ pub async fn run(
         let _ = begin_tx.send(());
         tracing::info!("listener closed; waiting for in-flight requests");
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let server = api::server::serve(listener, app, config.connections, graceful);
     let deadline = async move {
         if begin_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -201,9 +225,10 @@ pub async fn run(
         }
     };
     tokio::select! {
-        r = server => r.context("server error")?,
+        _ = server => {}
         _ = deadline => tracing::warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway"),
     }
+    upkeep.abort();
     if let Some(e) = fatal.lock().expect("fatal slot lock poisoned").take() {
         return Err(e);
     }

@@ -1,15 +1,21 @@
-//! One photo from bytes to detections: decode and letterbox on the blocking pool, infer on
-//! the engine's session threads, decode outputs and masks on the blocking pool again, so
-//! one request's image work overlaps another's inference. Shared by the HTTP API and the CLI.
+//! One photo from bytes to an answer, shared by the HTTP API and the CLI: decode and
+//! letterbox on the blocking pool, infer on the engine's session threads, then decode
+//! outputs, masks and the caller's `finish` step (serialising JSON, drawing) on the blocking
+//! pool again, so one request's image work overlaps another's inference.
+//!
+//! Every stage runs under the engine's compute-stage slot and against the request's memory
+//! reservation, and both are *moved* into the work (blocking closures, the inference job):
+//! a client that disconnects stops the pipeline between stages, but cannot free capacity
+//! or budget while a stage it started is still running.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use image::RgbImage;
 
-use crate::engine::{Detection, Engine, EngineError, FilterOptions};
+use crate::budget::{BudgetError, Reservation};
+use crate::engine::{self, Admission, Detection, Engine, EngineError, FilterOptions, Slot};
 use crate::geometry::Letterbox;
 use crate::imageio::{self, DecodeLimits, ImageError};
 
@@ -18,26 +24,78 @@ use crate::imageio::{self, DecodeLimits, ImageError};
 pub enum PipelineError {
     /// The upload is not a usable image.
     #[error(transparent)]
-    Image(#[from] ImageError),
+    Image(ImageError),
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// A blocking task panicked or was cancelled.
+    /// The work does not fit the memory budget (now, or ever).
+    #[error("{what} {error}")]
+    Budget {
+        /// The work that was refused, e.g. "decoding this 6480x4860 image".
+        what: String,
+        /// What the client can ask for instead.
+        advice: &'static str,
+        /// Never fits (413) or not now (503).
+        error: BudgetError,
+    },
+    /// A blocking task panicked.
     #[error("internal task failed: {0}")]
     Task(String),
 }
 
+impl From<ImageError> for PipelineError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Budget(error) => PipelineError::Budget {
+                what: "decoding this image".into(),
+                advice: "send a smaller image (fewer pixels, or 8 bits per channel)",
+                error,
+            },
+            other => PipelineError::Image(other),
+        }
+    }
+}
+
 /// What to do with one photo.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SegmentRequest {
     /// Encoded image bytes.
     pub bytes: Bytes,
+    /// The request's memory reservation (it already holds the body).
+    pub reservation: Reservation,
     /// Filtering options.
     pub filter: FilterOptions,
     /// Compute masks (segmentation models only).
     pub masks: bool,
-    /// Hand back the decoded photo (for rendering).
+    /// Hand the decoded photo to `finish` (for rendering).
     pub keep_image: bool,
+    /// A place already taken (when the caller had work to do under it first).
+    pub ticket: Option<Ticket>,
+}
+
+/// A place in the engine's queue and compute stage: taken before any work on a request,
+/// held (moved along with the work) until its answer is built.
+#[derive(Debug)]
+pub struct Ticket {
+    _admission: Admission,
+    _slot: Slot,
+    /// How long taking it waited.
+    waited: Duration,
+}
+
+impl Ticket {
+    /// Takes a place, or sheds load: `Overloaded` at once when the queue is full,
+    /// `QueueTimeout` after waiting the queue timeout for a slot.
+    pub async fn take(engine: &Engine) -> Result<Ticket, EngineError> {
+        let started = Instant::now();
+        let admission = engine.try_admit()?;
+        let slot = engine.slot(&admission).await?;
+        Ok(Ticket {
+            _admission: admission,
+            _slot: slot,
+            waited: started.elapsed(),
+        })
+    }
 }
 
 /// Stage durations of one request.
@@ -47,18 +105,18 @@ pub struct Timing {
     pub decode: Duration,
     /// Letterbox into the tensor.
     pub preprocess: Duration,
-    /// Waiting for a free session.
+    /// Waiting for a free slot and session.
     pub queue: Duration,
     /// `Session::run`.
     pub inference: Duration,
     /// Output decoding, NMS, masks.
     pub postprocess: Duration,
-    /// Everything, end to end.
+    /// Everything before `finish`, end to end.
     pub total: Duration,
 }
 
-/// The result for one photo.
-#[derive(Debug, Clone)]
+/// The result for one photo, as `finish` gets it.
+#[derive(Debug)]
 pub struct Segmentation {
     /// Upright photo width.
     pub width: u32,
@@ -69,7 +127,23 @@ pub struct Segmentation {
     /// Stage timings.
     pub timing: Timing,
     /// The decoded photo, when asked for.
-    pub image: Option<Arc<RgbImage>>,
+    pub image: Option<RgbImage>,
+}
+
+/// What `finish` made, with the reservation that must live as long as it does (e.g. while a
+/// response body is being sent).
+#[derive(Debug)]
+pub struct Finished<T> {
+    /// `finish`'s output.
+    pub value: T,
+    /// Bytes still held for `value`.
+    pub reservation: Reservation,
+}
+
+/// The input tensor's bytes.
+fn input_bytes(engine: &Engine) -> u64 {
+    let (h, w) = engine.info().input_hw;
+    (3 * h * w * 4) as u64
 }
 
 thread_local! {
@@ -85,72 +159,150 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| PipelineError::Task(e.to_string()))
 }
 
-/// Runs the whole pipeline for one photo. Sheds load (`EngineError::Overloaded`) before
-/// doing any work when the engine's queue is full.
-pub async fn segment(
+/// The places a request holds while it is worked on; moved with the work.
+struct Held {
+    _ticket: Ticket,
+    reservation: Reservation,
+}
+
+fn budget_error(
+    engine: &Engine,
+    what: String,
+    advice: &'static str,
+    error: BudgetError,
+) -> PipelineError {
+    if matches!(error, BudgetError::Busy { .. }) {
+        engine::shed_counter(&engine.info().name, engine::SHED_MEMORY).increment(1);
+    }
+    PipelineError::Budget {
+        what,
+        advice,
+        error,
+    }
+}
+
+/// Runs the whole pipeline for one photo, then `finish` on the blocking pool with the
+/// segmentation and the reservation (which `finish` grows for what it builds). Sheds load
+/// (`EngineError::Overloaded`) before doing any work when the engine's queue is full.
+pub async fn segment<T, F>(
     engine: &Engine,
     limits: DecodeLimits,
     req: SegmentRequest,
-) -> Result<Segmentation, PipelineError> {
+    finish: F,
+) -> Result<Finished<T>, PipelineError>
+where
+    T: Send + 'static,
+    F: FnOnce(Segmentation, &mut Reservation) -> Result<T, PipelineError> + Send + 'static,
+{
     let started = Instant::now();
-    let admission = engine.try_admit()?;
-    let slot = engine.slot(&admission).await?;
-    let slot_wait = started.elapsed();
+    let ticket = match req.ticket {
+        Some(t) => t,
+        None => Ticket::take(engine).await?,
+    };
+    let slot_wait = ticket.waited;
     let (cw, ch) = (
         engine.info().input_hw.1 as u32,
         engine.info().input_hw.0 as u32,
     );
     let mut input = engine.input_buffer();
-    let bytes = req.bytes.clone();
-    let keep = req.keep_image;
-    let (img, lb, input, decode, preprocess) = blocking(move || -> Result<_, ImageError> {
+    let SegmentRequest {
+        bytes,
+        reservation,
+        filter,
+        masks: want_masks,
+        keep_image,
+        ticket: _,
+    } = req;
+    let mut held = Held {
+        _ticket: ticket,
+        reservation,
+    };
+    // The input tensor, and the outputs ONNX Runtime's results are copied into.
+    let tensor = input_bytes(engine) + engine.output_bytes();
+    let e = engine.clone();
+    let (img, lb, input, held, decode, preprocess) = blocking(move || {
         let t0 = Instant::now();
-        let img = imageio::decode(&bytes, &limits)?;
+        let probe = imageio::probe(&bytes, &limits)?;
+        let (w, h) = (probe.width(), probe.height());
+        let what = || format!("decoding this {w}x{h} image");
+        let advice = "send a smaller image (fewer pixels, or 8 bits per channel)";
+        held.reservation
+            .grow(probe.peak_bytes() + tensor)
+            .map_err(|err| budget_error(&e, what(), advice, err))?;
+        let img = probe
+            .decode(&mut held.reservation)
+            .map_err(|err| match err {
+                ImageError::Budget(b) => budget_error(&e, what(), advice, b),
+                other => PipelineError::from(other),
+            })?;
         let t1 = Instant::now();
         let lb = Letterbox::new(img.width(), img.height(), cw, ch);
         SCRATCH.with(|r| imageio::letterbox_into(&img, &lb, &mut r.borrow_mut(), &mut input));
-        // Only the renderer needs the pixels again; drop them before waiting on inference.
-        Ok((keep.then_some(img), lb, input, t1 - t0, t1.elapsed()))
+        // Only the renderer needs the pixels again; drop them (and the upload) before
+        // waiting on inference, and hold only what is still alive.
+        let img = keep_image.then_some(img);
+        drop(bytes);
+        let kept = img.as_ref().map_or(0, |i| i.as_raw().len() as u64);
+        let _ = held.reservation.set(kept + tensor);
+        Ok::<_, PipelineError>((img, lb, input, held, t1 - t0, t1.elapsed()))
     })
     .await??;
 
-    let raw = engine.infer(input, &slot).await?;
-    drop(slot);
-    drop(admission);
+    let (raw, held) = engine.infer(input, held).await?;
 
     let t_post = Instant::now();
-    let engine2 = engine.clone();
-    let want_masks = req.masks;
-    let filter = req.filter.clone();
-    let (raw, detections) = blocking(move || {
-        let d = engine2.postprocess(&raw, &lb, &filter, want_masks);
-        (raw, d)
+    let (queue_wait, run_time) = (raw.queue_wait, raw.run_time);
+    let e = engine.clone();
+    let done = blocking(move || {
+        let mut held = held;
+        let detections = e
+            .postprocess(&raw, &lb, &filter, want_masks, &mut held.reservation)
+            .map_err(|err| {
+                budget_error(
+                    &e,
+                    "the masks of these detections".into(),
+                    "ask for masks=none, a higher conf or a lower max_det",
+                    err,
+                )
+            })?;
+        metrics::histogram!("segserve_detections_per_image").record(detections.len() as f64);
+        drop(raw);
+        // The input went back to the engine's buffer pool and the outputs are gone.
+        let _ = held
+            .reservation
+            .set(held.reservation.held().saturating_sub(tensor));
+        let postprocess = t_post.elapsed();
+        let seg = Segmentation {
+            width: lb.src_w,
+            height: lb.src_h,
+            detections,
+            timing: Timing {
+                decode,
+                preprocess,
+                queue: slot_wait + queue_wait,
+                inference: run_time,
+                postprocess,
+                total: started.elapsed(),
+            },
+            image: img,
+        };
+        let value = finish(seg, &mut held.reservation)?;
+        Ok::<_, PipelineError>(Finished {
+            value,
+            reservation: held.reservation,
+        })
     })
-    .await?;
-    let postprocess = t_post.elapsed();
-    Ok(Segmentation {
-        width: lb.src_w,
-        height: lb.src_h,
-        detections,
-        timing: Timing {
-            decode,
-            preprocess,
-            queue: slot_wait + raw.queue_wait,
-            inference: raw.run_time,
-            postprocess,
-            total: started.elapsed(),
-        },
-        image: img.map(Arc::new),
-    })
+    .await??;
+    Ok(done)
 }
 
 /// Runs one inference on a neutral grey canvas, so the first real request does not pay
 /// for ONNX Runtime's lazy initialisation.
 pub async fn warm_up(engine: &Engine) -> Result<(), PipelineError> {
-    let admission = engine.try_admit()?;
-    let slot = engine.slot(&admission).await?;
+    let ticket = Ticket::take(engine).await?;
     let mut input = engine.input_buffer();
     input.fill(114.0 / 255.0);
-    engine.infer(input, &slot).await?;
+    let (raw, _) = engine.infer(input, ticket).await?;
+    engine.record_output_bytes(&raw);
     Ok(())
 }

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
-
 use axum::body::Body;
 use axum::http::Request;
 use reqwest::multipart::{Form, Part};
@@ -59,9 +56,9 @@ async fn health_models_and_pixellib_api() {
     assert_eq!(m["class_names"].as_array().unwrap().len(), 80);
     assert_eq!(m["class_names"][5], "bus");
 
-    // The seed's curl: `curl -F image=@bus.jpg /segmentapi`.
+    // The seed's curl: `curl -F image=@bus.jpg /segmentapi`, without the dense masks.
     let (s, v) = json_of(
-        c.post(srv.url("/segmentapi"))
+        c.post(srv.url("/segmentapi?mask_values=false"))
             .multipart(form("image", bus(), "bus.jpg"))
             .send()
             .await
@@ -101,11 +98,12 @@ async fn health_models_and_pixellib_api() {
         out["object_counts"]["person"].as_u64().unwrap() as usize,
         n - 1
     );
+    assert!(v.get("mask_values").is_none());
     assert!(out.get("mask_values").is_none());
 
-    // Dense masks on request: H x W x N booleans.
+    // By default, as PixelLib: the dense H x W x N booleans beside `outputs`.
     let (s, v) = json_of(
-        c.post(srv.url("/segmentapi?mask_values=true"))
+        c.post(srv.url("/segmentapi"))
             .multipart(form("image", bus(), "bus.jpg"))
             .send()
             .await
@@ -113,7 +111,11 @@ async fn health_models_and_pixellib_api() {
     )
     .await;
     assert_eq!(s, 200);
-    let mv = v["outputs"]["mask_values"].as_array().unwrap();
+    assert_eq!(
+        v["outputs"]["mask_shape"],
+        serde_json::json!([1080, 810, n])
+    );
+    let mv = v["mask_values"].as_array().unwrap();
     assert_eq!(mv.len(), 1080);
     assert_eq!(mv[0].as_array().unwrap().len(), 810);
     assert_eq!(mv[540][400].as_array().unwrap().len(), n);
@@ -198,10 +200,10 @@ async fn every_error_status() {
             .unwrap();
         v
     };
-    // 400: wrong field name, empty field, bad parameters, malformed multipart.
+    // 400: no file in the form, empty field, bad parameters, malformed multipart.
     expect_error(
         c.post(srv.url("/segmentapi"))
-            .multipart(form("file", small_png.clone(), "a.png"))
+            .multipart(reqwest::multipart::Form::new().text("file", "a.png"))
             .send()
             .await
             .unwrap(),
@@ -391,12 +393,7 @@ async fn overload_is_shed_with_503_and_retry_after() {
 /// routes answer 503 with Retry-After, while liveness answers 200.
 #[tokio::test]
 async fn not_ready_before_models_load() {
-    let state = segserve::api::AppState {
-        models: Arc::new(OnceLock::new()),
-        ready: Arc::new(AtomicBool::new(false)),
-        config: Arc::new(common::serve_config(&[])),
-        metrics: segserve::metrics_handle(),
-    };
+    let state = segserve::api::AppState::new(common::serve_config(&[]), segserve::metrics_handle());
     let app = segserve::api::router(state);
     let resp = app
         .clone()

@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use base64::Engine as _;
@@ -48,7 +46,7 @@ async fn served(s: &common::TestServer, method: &str, path: &str) -> bool {
         .unwrap();
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    let fallback = status == 404 && body["error"] == "no such route; see README for the API";
+    let fallback = status == 404 && body["error"] == "no such route; see GET /docs for the API";
     !(fallback || status == 405)
 }
 
@@ -199,7 +197,14 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     use Target::*;
     let infer = "/v2/models/yolov8n-seg-320/infer";
     let (mp, bus_form) = form("image", &bus());
-    let (_, no_image_form) = form("photo", b"not the image field");
+    // A text field, no file: nothing to segment.
+    let no_image_form = {
+        let (_, f) = form("photo", b"not the image field");
+        String::from_utf8(f)
+            .unwrap()
+            .replace("; filename=\"x.jpg\"", "")
+            .into_bytes()
+    };
     let (_, corrupt_form) = form("image", CORRUPT_PNG);
     let big = vec![b' '; 8192];
     let mut m = BTreeMap::new();
@@ -628,12 +633,7 @@ async fn send(p: &Probe, live: &common::TestServer, small: &common::TestServer) 
             req.send().await.unwrap().status().as_u16()
         }
         Target::NotReady => {
-            let state = AppState {
-                models: Arc::new(OnceLock::new()),
-                ready: Arc::new(AtomicBool::new(false)),
-                config: Arc::new(common::serve_config(&[])),
-                metrics: segserve::metrics_handle(),
-            };
+            let state = AppState::new(common::serve_config(&[]), segserve::metrics_handle());
             let mut req = axum::http::Request::builder().method(p.method).uri(&p.uri);
             if let Some(ct) = &p.content_type {
                 req = req

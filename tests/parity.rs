@@ -6,6 +6,7 @@
 mod common;
 
 use bytes::Bytes;
+use segserve::budget::MemoryBudget;
 use segserve::config::available_cpus;
 use segserve::engine::{session, Engine, PoolConfig};
 use segserve::imageio::DecodeLimits;
@@ -113,13 +114,16 @@ async fn check_model(model: &str, expect_masks: bool) {
         );
         let req = SegmentRequest {
             bytes: Bytes::from(std::fs::read(&photo).unwrap()),
+            reservation: MemoryBudget::unlimited().reservation(),
             filter: Default::default(),
             masks: true,
             keep_image: false,
+            ticket: None,
         };
-        let seg = pipeline::segment(&engine, DecodeLimits::default(), req)
+        let seg = pipeline::segment(&engine, DecodeLimits::default(), req, |seg, _| Ok(seg))
             .await
-            .expect("segments");
+            .expect("segments")
+            .value;
         assert_eq!((seg.width, seg.height), (w, h), "{file}: upright size");
         let ours: Vec<Det> = seg
             .detections

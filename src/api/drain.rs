@@ -80,10 +80,12 @@ impl Drop for Reclaim {
 }
 
 /// Whether an answer with `status` should wait for the unread body: client errors (413
-/// included: discarding costs no memory, and the sender then reads its 413), except a slow
-/// client (408: waiting longer is the problem).
+/// included: discarding costs no memory, and the sender then reads its 413) and 503s (a
+/// body refused by the memory budget before it was read), except a slow client (408:
+/// waiting longer is the problem).
 pub fn worth_draining(status: StatusCode) -> bool {
-    status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT
+    (status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE)
+        && status != StatusCode::REQUEST_TIMEOUT
 }
 
 /// Reads and discards up to [`MAX_DRAIN_BYTES`] of `body` within [`MAX_DRAIN_TIME`], unless

@@ -5,17 +5,19 @@
 
 use std::fmt::Write as _;
 
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 
-use super::page::{segment_and_draw, Rendered};
-use super::types::{query_pairs, SegmentResponse};
-use super::upload::Accept;
+use super::draw::{segment_and_draw, Rendered};
+use super::params::Params;
+use super::reply;
+use super::types::SegmentResponse;
+use super::upload::{FormOnly, ImageUpload};
 use super::AppState;
+use crate::engine::ModelInfo;
 use crate::error::AppError;
+use crate::options::{MaskFormat, DEFAULT_POLYGON_TOLERANCE};
 use crate::render::{class_colour, Encoding};
 
 /// `POST /segmentfrontend`: multipart field `image` (options as in `/v1/segment`, in the
@@ -32,25 +34,27 @@ use crate::render::{class_colour, Encoding};
         (status = 503, description = "Overloaded or not ready (HTML page)", body = String, content_type = "text/html")))]
 pub async fn segmentfrontend(
     State(s): State<AppState>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    params: Result<Params, AppError>,
+    upload: Result<ImageUpload<FormOnly>, AppError>,
 ) -> Response {
     let result = async {
-        let pairs = query_pairs(q.as_deref())?;
-        segment_and_draw(
-            &s,
-            &pairs,
-            &headers,
-            body,
-            Accept::MultipartOnly,
+        let (params, upload) = (params?, upload?);
+        let r = segment_and_draw(
+            &params.engine,
+            s.config.runtime.limits,
+            params.options,
+            upload.bytes,
+            upload.reservation,
             Encoding::Jpeg,
         )
-        .await
+        .await?;
+        Ok::<_, AppError>((result_page(&r, params.engine.info()), r.reservation))
     }
     .await;
     match result {
-        Ok(r) => Html(result_page(&r)).into_response(),
+        Ok((html, reservation)) => {
+            reply::bytes(html.into_bytes(), "text/html; charset=utf-8", reservation)
+        }
         Err(e) => error_page(e),
     }
 }
@@ -92,9 +96,10 @@ width='1' height='1'%3E%3Crect width='1' height='1' fill='%23{r:02x}{g:02x}{b:02
     )
 }
 
-fn result_page(r: &Rendered) -> String {
-    let info = r.engine.info();
-    let resp = SegmentResponse::new(info, &r.seg);
+fn result_page(r: &Rendered, info: &ModelInfo) -> String {
+    // The page lists boxes and scores; the masks are in the picture.
+    let resp =
+        SegmentResponse::with_masks(info, &r.seg, MaskFormat::None, DEFAULT_POLYGON_TOLERANCE);
     let n = resp.detections.len();
     let counts = resp
         .object_counts
@@ -160,18 +165,10 @@ fn result_page(r: &Rendered) -> String {
     html
 }
 
-/// The error as a page a person can read, with the status `AppError` picks. 5xx details stay
-/// in the log, as for the JSON routes.
+/// The error as a page a person can read, with the status and message `AppError` picks
+/// for the JSON routes (5xx details stay in the log, where the middleware writes them).
 fn error_page(e: AppError) -> Response {
     let (status, error_type) = e.status_and_type();
-    let message = if status.is_server_error()
-        && !matches!(e, AppError::Overloaded(_) | AppError::NotReady(_))
-    {
-        tracing::error!(error = %e, "request failed");
-        "internal server error".to_string()
-    } else {
-        e.to_string()
-    };
     let mut html = head("Could not segment this photo");
     let _ = write!(
         html,
@@ -179,19 +176,17 @@ fn error_page(e: AppError) -> Response {
 <strong>Could not segment this photo.</strong> <span>{}</span></div>\
 <p><a href=\"/\">Try another photo</a></p></section></main>\n</body>\n</html>\n",
         error_type,
-        escape(&message)
+        escape(&e.public_message())
     );
     let mut resp = (status, Html(html)).into_response();
-    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
+    e.decorate(&mut resp);
     resp
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     #[test]
     fn escapes_markup() {
@@ -214,7 +209,7 @@ mod tests {
             .unwrap();
         let body = String::from_utf8(body.to_vec()).unwrap();
         assert!(body.contains("not &lt;an&gt; image"), "{body}");
-        let resp = error_page(AppError::Internal("/secret".into()));
+        let resp = error_page(AppError::internal("testing", "/secret"));
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
             .await
             .unwrap();

@@ -1,16 +1,24 @@
 //! HTTP layer: the router, shared state, and the per-request logging/metrics middleware.
-//! Handlers live in `handlers`, body extraction in `upload`, wire types in `types`; the
-//! browser page, `/v1/render` and `/segmentfrontend` in `page` and `frontend`; the Open
-//! Inference Protocol in `kserve`, the OpenAPI document and /docs in `openapi`.
+//! Only this layer knows HTTP. Photos come in through the [`upload::ImageUpload`]
+//! extractor, other bodies through [`body::read_limited`]; answers that outlive the handler
+//! keep their memory reservation in [`reply`]. Routes: `handlers` (native API and probes),
+//! `pixellib` (`/segmentapi`), `page` and `frontend` (browser), `kserve` (Open Inference
+//! Protocol), `openapi` (spec and /docs); `draw` is the segment-and-draw step the browser
+//! routes share; `security` and `drain` guard every request; `server` accepts connections.
 
+pub mod body;
 pub mod drain;
+pub mod draw;
 pub mod frontend;
 pub mod handlers;
 pub mod kserve;
-pub mod kserve_types;
 pub mod openapi;
 pub mod page;
+pub mod params;
+pub mod pixellib;
+pub mod reply;
 pub mod security;
+pub mod server;
 pub mod types;
 pub mod upload;
 
@@ -27,9 +35,14 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::budget::MemoryBudget;
 use crate::config::ServeConfig;
 use crate::engine::{Engine, Registry};
-use crate::error::AppError;
+use crate::error::{AppError, LoggedError};
+use body::BodyLimits;
+
+/// Why `/readyz` (and the KServe readiness routes) say no.
+pub const NOT_READY: &str = "not ready: loading models or shutting down";
 
 /// Shared state; cheap to clone (handles only).
 #[derive(Clone)]
@@ -38,24 +51,56 @@ pub struct AppState {
     pub models: Arc<OnceLock<Registry>>,
     /// True once warm-up inference has run, false again when draining.
     pub ready: Arc<AtomicBool>,
+    /// Set when shutdown begins: answers then carry `Connection: close`.
+    pub draining: Arc<AtomicBool>,
     /// Server settings.
     pub config: Arc<ServeConfig>,
+    /// The memory every request reserves from (see `crate::budget`).
+    pub budget: Arc<MemoryBudget>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
+    /// State for `config`, with no models loaded yet.
+    pub fn new(config: ServeConfig, metrics: PrometheusHandle) -> Self {
+        AppState {
+            models: Arc::new(OnceLock::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
+            budget: MemoryBudget::new(config.memory_budget),
+            config: Arc::new(config),
+            metrics,
+        }
+    }
+
+    /// The loaded models, or 503 while they load.
+    pub fn registry(&self) -> Result<&Registry, AppError> {
+        self.models
+            .get()
+            .ok_or_else(|| AppError::NotReady("the models are not loaded yet; retry".into()))
+    }
+
     /// The requested (or default) model, or 503 while loading / 404 for an unknown name.
     ///
     /// Deliberately not gated on `ready`: while draining after SIGTERM, load balancers still
     /// send requests until they notice /readyz failing, and those should be served, not
     /// turned into errors (the drain delay exists for exactly this window).
     pub fn engine(&self, name: Option<&str>) -> Result<Engine, AppError> {
-        let reg = self
-            .models
-            .get()
-            .ok_or_else(|| AppError::NotReady("the model is not loaded yet".into()))?;
-        Ok(reg.get(name)?.clone())
+        Ok(self.registry()?.get(name)?.clone())
+    }
+
+    /// The body size limit and receive timeout.
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_bytes: self.config.max_body_bytes,
+            timeout: self.config.body_timeout,
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -64,21 +109,13 @@ impl AppState {
 /// `.routes(routes!(..))`, not `Router::route`: tests/openapi.rs checks the two agree.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(handlers::segmentapi))
+        .routes(routes!(pixellib::segmentapi))
         .routes(routes!(handlers::segment))
         .routes(routes!(handlers::models))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::readyz))
         .routes(routes!(handlers::metrics))
-        .routes(routes!(kserve::server_metadata))
-        .routes(routes!(kserve::live))
-        .routes(routes!(kserve::ready))
-        .routes(routes!(kserve::model_metadata))
-        .routes(routes!(kserve::model_ready))
-        .routes(routes!(kserve::infer))
-        .routes(routes!(kserve::model_version_metadata))
-        .routes(routes!(kserve::model_version_ready))
-        .routes(routes!(kserve::model_version_infer))
+        .merge(kserve::routes())
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
         .routes(routes!(openapi::docs_js))
@@ -103,17 +140,44 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(middleware::from_fn(track));
+        .layer(middleware::from_fn_with_state(state.clone(), track));
     security::headers(app, &state.config.security).with_state(state)
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    AppError::Internal("a handler panicked".into()).into_response()
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    AppError::internal("a handler panicked", what).into_response()
+}
+
+/// Counts a request in `segserve_requests_in_flight` from creation to drop, so a request
+/// whose client goes away (its future dropped mid-way) is counted out too.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("segserve_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("segserve_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// One log line and the request metrics per request, labelled by route template (not raw
-/// path, which would explode label cardinality).
-async fn track(req: Request, next: Next) -> Response {
+/// path, which would explode label cardinality). An error answer carries its error in a
+/// [`LoggedError`] extension; it is logged here, once, with its sources.
+async fn track(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -121,18 +185,47 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let started = Instant::now();
-    metrics::gauge!("segserve_requests_in_flight").increment(1.0);
-    let resp = next.run(req).await;
-    metrics::gauge!("segserve_requests_in_flight").decrement(1.0);
+    let _in_flight = InFlight::start();
+    let mut resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     metrics::counter!("segserve_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("segserve_request_duration_seconds", "route" => route.clone()).record(secs);
-    tracing::info!(%method, route, status, latency_ms = (secs * 1e4).round() / 10.0, "request");
+    let latency_ms = (secs * 1e4).round() / 10.0;
+    match resp.extensions_mut().remove::<LoggedError>() {
+        Some(LoggedError(err)) if err.is_server_fault() => {
+            let chain = error_chain(&*err);
+            tracing::error!(%method, route, status, latency_ms, error = %chain, "request failed");
+        }
+        Some(LoggedError(err)) => {
+            tracing::info!(%method, route, status, latency_ms, error = %err, "request");
+        }
+        None => tracing::info!(%method, route, status, latency_ms, "request"),
+    }
+    if s.is_draining() {
+        // During the shutdown drain, let clients reconnect elsewhere rather than reuse this
+        // connection (hyper closes it after this response).
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     resp
 }
 
-/// Convenience for tests and `run`: flips readiness.
+/// `outer: inner: innermost`, for the log.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+/// Flips readiness (startup, shutdown, tests).
 pub fn set_ready(state: &AppState, ready: bool) {
     state.ready.store(ready, Ordering::Release);
 }

@@ -24,12 +24,9 @@ fn state(extra: &[&str]) -> AppState {
     let crate::config::Command::Serve(a) = cli.command else {
         panic!("expected the serve command")
     };
-    AppState {
-        models: Arc::new(OnceLock::new()),
-        ready: Arc::new(AtomicBool::new(true)),
-        config: Arc::new(ServeConfig::try_from(a).unwrap()),
-        metrics: crate::metrics_handle(),
-    }
+    let state = AppState::new(ServeConfig::try_from(a).unwrap(), crate::metrics_handle());
+    set_ready(&state, true);
+    state
 }
 
 async fn boom() -> &'static str {

@@ -1,166 +1,21 @@
-//! Request options and response bodies of the HTTP API (serde types only).
+//! Wire types of the native API (`/v1/segment`, `/v1/models`), shared by the CLI, which
+//! writes the same JSON. Request options live in `crate::options`.
 
 use std::collections::BTreeMap;
 
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine::{Detection, FilterOptions, ModelInfo};
+use crate::engine::{Detection, ModelInfo};
 use crate::error::AppError;
-use crate::mask::BoxMask;
+use crate::options::{MaskFormat, DEFAULT_POLYGON_TOLERANCE};
 use crate::pipeline::{Segmentation, Timing};
 use crate::polygon;
-
-/// How masks are returned by `/v1/segment`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaskFormat {
-    /// COCO compressed RLE per detection.
-    Rle,
-    /// Outer contours as polygons in image pixels (`tolerance` simplifies them).
-    Polygon,
-    /// No masks (faster: skips mask computation).
-    None,
-}
-
-/// Parsed `/v1/segment` query.
-#[derive(Debug, Clone)]
-pub struct SegmentQuery {
-    /// Filter options.
-    pub filter: FilterOptions,
-    /// Mask format.
-    pub masks: MaskFormat,
-    /// Model name, when not the default.
-    pub model: Option<String>,
-    /// Douglas-Peucker tolerance in pixels for `masks=polygon`.
-    pub tolerance: f64,
-}
-
-/// Default `tolerance` for `masks=polygon`, in pixels: drops the pixel staircase and
-/// keeps the shape (Roboflow's exports look like this).
-pub const DEFAULT_POLYGON_TOLERANCE: f64 = 1.0;
-
-/// Largest accepted `max_det`.
-pub const MAX_DET_LIMIT: usize = 1000;
-
-fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, AppError> {
-    v.trim().parse().map_err(|_| {
-        AppError::BadRequest(format!(
-            "query parameter `{key}` must be a number, got {v:?}"
-        ))
-    })
-}
-
-fn unit_interval(key: &str, v: &str) -> Result<f32, AppError> {
-    let x: f32 = parse_num(key, v)?;
-    if !(0.0..=1.0).contains(&x) {
-        return Err(AppError::BadRequest(format!(
-            "query parameter `{key}` must be between 0 and 1, got {v}"
-        )));
-    }
-    Ok(x)
-}
-
-/// Resolves `classes=person,2,car` against the model's class names.
-pub fn parse_classes(v: &str, names: &[String]) -> Result<Vec<usize>, AppError> {
-    let mut ids = Vec::new();
-    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let id = match item.parse::<usize>() {
-            Ok(id) if id < names.len() => id,
-            Ok(id) => {
-                return Err(AppError::BadRequest(format!(
-                    "class id {id} is out of range (0..{})",
-                    names.len()
-                )))
-            }
-            Err(_) => names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(item))
-                .ok_or_else(|| {
-                    AppError::BadRequest(format!(
-                        "unknown class {item:?}; see GET /v1/models for the class names"
-                    ))
-                })?,
-        };
-        ids.push(id);
-    }
-    if ids.is_empty() {
-        return Err(AppError::BadRequest(
-            "query parameter `classes` is empty".into(),
-        ));
-    }
-    Ok(ids)
-}
 
 /// Splits a raw query string into pairs, refusing malformed encodings.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
     serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))
-}
-
-impl SegmentQuery {
-    /// Parses and validates the query; `class_names` resolves `classes` for the chosen model,
-    /// which is why the model is picked first.
-    pub fn parse(
-        pairs: &[(String, String)],
-        names_for: impl Fn(Option<&str>) -> Result<Vec<String>, AppError>,
-    ) -> Result<Self, AppError> {
-        let model = pairs
-            .iter()
-            .find(|(k, _)| k == "model")
-            .map(|(_, v)| v.clone());
-        let names = names_for(model.as_deref())?;
-        let mut q = SegmentQuery {
-            filter: FilterOptions::default(),
-            masks: MaskFormat::Rle,
-            model,
-            tolerance: DEFAULT_POLYGON_TOLERANCE,
-        };
-        for (k, v) in pairs {
-            match k.as_str() {
-                "conf" => q.filter.conf = unit_interval(k, v)?,
-                "iou" => q.filter.iou = unit_interval(k, v)?,
-                "max_det" => {
-                    let n: usize = parse_num(k, v)?;
-                    if n == 0 || n > MAX_DET_LIMIT {
-                        return Err(AppError::BadRequest(format!(
-                            "query parameter `max_det` must be 1..={MAX_DET_LIMIT}, got {v}"
-                        )));
-                    }
-                    q.filter.max_det = n;
-                }
-                "classes" => q.filter.classes = Some(parse_classes(v, &names)?),
-                "masks" => {
-                    q.masks = match v.as_str() {
-                        "rle" => MaskFormat::Rle,
-                        "none" => MaskFormat::None,
-                        "polygon" => MaskFormat::Polygon,
-                        other => {
-                            return Err(AppError::BadRequest(format!(
-                            "query parameter `masks` must be rle, polygon or none, got {other:?}"
-                        )))
-                        }
-                    }
-                }
-                "tolerance" => {
-                    let t: f64 = parse_num(k, v)?;
-                    if !(0.0..=1000.0).contains(&t) {
-                        return Err(AppError::BadRequest(format!(
-                            "query parameter `tolerance` must be 0..=1000 pixels, got {v}"
-                        )));
-                    }
-                    q.tolerance = t;
-                }
-                "model" => {}
-                other => {
-                    return Err(AppError::BadRequest(format!(
-                        "unknown query parameter `{other}`"
-                    )))
-                }
-            }
-        }
-        Ok(q)
-    }
 }
 
 /// Image size in the reply.
@@ -250,7 +105,8 @@ pub struct SegmentResponse {
     pub timing_ms: TimingMs,
 }
 
-fn counts(dets: &[Detection], names: &[String]) -> BTreeMap<String, usize> {
+/// Detections per class name.
+pub fn counts(dets: &[Detection], names: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for d in dets {
         *m.entry(names[d.class_id].clone()).or_insert(0) += 1;
@@ -259,6 +115,26 @@ fn counts(dets: &[Detection], names: &[String]) -> BTreeMap<String, usize> {
 }
 
 impl SegmentResponse {
+    /// A generous estimate of the serialised size, for the memory budget: the fixed fields
+    /// of each detection, and its mask's RLE or polygon text, which grows with the box's
+    /// outline (a mask crosses each column and row of its box a few times at most).
+    pub fn size_estimate(seg: &Segmentation, format: MaskFormat) -> u64 {
+        let per_mask = |d: &Detection| {
+            let Some(m) = &d.mask else { return 0 };
+            let outline = u64::from(m.w + m.h);
+            match format {
+                MaskFormat::Rle => 16 * outline + 64,
+                MaskFormat::Polygon => 32 * outline + 64,
+                MaskFormat::None => 0,
+            }
+        };
+        1024 + seg
+            .detections
+            .iter()
+            .map(|d| 256 + per_mask(d))
+            .sum::<u64>()
+    }
+
     /// Shapes an engine result for the wire, masks as COCO RLE.
     pub fn new(info: &ModelInfo, seg: &Segmentation) -> Self {
         Self::with_masks(info, seg, MaskFormat::Rle, DEFAULT_POLYGON_TOLERANCE)
@@ -312,118 +188,6 @@ impl SegmentResponse {
     }
 }
 
-/// PixelLib's `outputs` object.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PixelLibOutputs<'a> {
-    /// [x1, y1, x2, y2] integers.
-    pub boxes: Vec<[i64; 4]>,
-    /// Class ids.
-    pub class_ids: Vec<usize>,
-    /// Class names.
-    pub class_names: Vec<String>,
-    /// [H, W, N].
-    pub mask_shape: [usize; 3],
-    /// Detections per class.
-    pub object_counts: BTreeMap<String, usize>,
-    /// Integer percent scores.
-    pub scores: Vec<i64>,
-    /// H x W x N booleans, only with `?mask_values=true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Vec<Vec<bool>>>>)]
-    pub mask_values: Option<MaskValues<'a>>,
-}
-
-/// `/segmentapi` reply.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PixelLibResponse<'a> {
-    /// PixelLib nests everything under `outputs`.
-    pub outputs: PixelLibOutputs<'a>,
-}
-
-impl<'a> PixelLibResponse<'a> {
-    /// Shapes an engine result like PixelLib's Flask API.
-    pub fn new(info: &ModelInfo, seg: &'a Segmentation, with_masks: bool) -> Self {
-        let dets = &seg.detections;
-        PixelLibResponse {
-            outputs: PixelLibOutputs {
-                boxes: dets
-                    .iter()
-                    .map(|d| d.bbox.map(|v| v.round() as i64))
-                    .collect(),
-                class_ids: dets.iter().map(|d| d.class_id).collect(),
-                class_names: dets
-                    .iter()
-                    .map(|d| info.names[d.class_id].clone())
-                    .collect(),
-                mask_shape: [seg.height as usize, seg.width as usize, dets.len()],
-                object_counts: counts(dets, &info.names),
-                scores: dets
-                    .iter()
-                    .map(|d| (d.score * 100.0).round() as i64)
-                    .collect(),
-                mask_values: with_masks.then_some(MaskValues { seg }),
-            },
-        }
-    }
-}
-
-/// Dense H x W x N booleans, serialised on the fly rather than materialised.
-#[derive(Debug)]
-pub struct MaskValues<'a> {
-    seg: &'a Segmentation,
-}
-
-impl Serialize for MaskValues<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Row<'b>(&'b [Option<&'b BoxMask>], u32);
-        struct Pixel<'b>(&'b [Option<&'b BoxMask>], u32, u32);
-        impl Serialize for Pixel<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut seq = s.serialize_seq(Some(self.0.len()))?;
-                for m in self.0 {
-                    seq.serialize_element(&m.is_some_and(|m| m.get(self.1, self.2)))?;
-                }
-                seq.end()
-            }
-        }
-        impl Serialize for Row<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let w = self
-                    .0
-                    .iter()
-                    .flatten()
-                    .next()
-                    .map(|m| m.image_w)
-                    .unwrap_or(0);
-                let mut seq = s.serialize_seq(Some(w as usize))?;
-                for x in 0..w {
-                    seq.serialize_element(&Pixel(self.0, x, self.1))?;
-                }
-                seq.end()
-            }
-        }
-        let masks: Vec<Option<&BoxMask>> = self
-            .seg
-            .detections
-            .iter()
-            .map(|d| d.mask.as_ref())
-            .collect();
-        // Detection models have no masks: the shape is still H x W x N, all false.
-        let mut seq = s.serialize_seq(Some(self.seg.height as usize))?;
-        if masks.iter().all(Option::is_none) {
-            let row = vec![vec![false; masks.len()]; self.seg.width as usize];
-            for _ in 0..self.seg.height {
-                seq.serialize_element(&row)?;
-            }
-        } else {
-            for y in 0..self.seg.height {
-                seq.serialize_element(&Row(&masks, y))?;
-            }
-        }
-        seq.end()
-    }
-}
-
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelCard {
@@ -441,6 +205,20 @@ pub struct ModelCard {
     pub default: bool,
 }
 
+impl ModelCard {
+    /// The card of a loaded model.
+    pub fn new(info: &ModelInfo, default: bool) -> Self {
+        ModelCard {
+            name: info.name.clone(),
+            task: info.task.as_str().to_string(),
+            input_size: [info.input_hw.0, info.input_hw.1],
+            stride: info.stride,
+            class_names: info.names.clone(),
+            default,
+        }
+    }
+}
+
 /// `GET /v1/models` reply.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelsResponse {
@@ -452,47 +230,15 @@ pub struct ModelsResponse {
 mod tests {
     use super::*;
 
-    fn names() -> Vec<String> {
-        ["person", "bicycle", "car"].map(String::from).to_vec()
-    }
-
-    fn parse(q: &str) -> Result<SegmentQuery, AppError> {
-        SegmentQuery::parse(&query_pairs(Some(q))?, |_| Ok(names()))
-    }
-
     #[test]
-    fn query_defaults_and_values() {
-        let q = parse("").unwrap();
-        assert_eq!(q.filter, FilterOptions::default());
-        assert_eq!((q.masks, q.tolerance), (MaskFormat::Rle, 1.0));
-        let q = parse("masks=polygon&tolerance=2.5").unwrap();
-        assert_eq!((q.masks, q.tolerance), (MaskFormat::Polygon, 2.5));
-        let q = parse("conf=0.5&iou=0.3&max_det=5&classes=person,2&masks=none").unwrap();
+    fn query_pairs_decode_percent_escapes() {
         assert_eq!(
-            (q.filter.conf, q.filter.iou, q.filter.max_det),
-            (0.5, 0.3, 5)
+            query_pairs(Some("conf=0.5&classes=person%2Ccar")).unwrap(),
+            vec![
+                ("conf".to_string(), "0.5".to_string()),
+                ("classes".to_string(), "person,car".to_string())
+            ]
         );
-        assert_eq!(q.filter.classes, Some(vec![0, 2]));
-        assert_eq!(q.masks, MaskFormat::None);
-    }
-
-    #[test]
-    fn bad_query_values_are_400() {
-        for q in [
-            "conf=2",
-            "iou=-1",
-            "max_det=0",
-            "max_det=abc",
-            "classes=unicorn",
-            "classes=7",
-            "masks=maybe",
-            "bogus=1",
-            "classes=",
-            "tolerance=-1",
-            "tolerance=x",
-        ] {
-            let err = parse(q).unwrap_err();
-            assert_eq!(err.status_and_type().0.as_u16(), 400, "{q}");
-        }
+        assert_eq!(query_pairs(None).unwrap(), vec![]);
     }
 }

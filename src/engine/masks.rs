@@ -43,6 +43,26 @@ fn upsample_factor(lb: &Letterbox, ratio: usize) -> usize {
         .unwrap_or(ratio)
 }
 
+/// Pixel span of a box on the photo: pixel x is kept iff x1 <= x < x2 (Ultralytics'
+/// `crop_mask`), clamped to `0..n`.
+fn span(lo: f32, hi: f32, n: usize) -> (usize, usize) {
+    let a = (lo.ceil().max(0.0) as usize).min(n);
+    let b = (hi.ceil().max(0.0) as usize).min(n);
+    (a, b)
+}
+
+/// Bytes the masks of these boxes will take ([`mask_for_box`] stores a byte per pixel of
+/// each box's span), so the memory can be reserved before any mask exists.
+pub fn bytes_for_boxes(boxes: impl Iterator<Item = [f32; 4]>) -> u64 {
+    boxes
+        .map(|b| {
+            let w = (b[2].ceil().max(0.0) - b[0].ceil().max(0.0)).max(0.0) as u64;
+            let h = (b[3].ceil().max(0.0) - b[1].ceil().max(0.0)).max(0.0) as u64;
+            w * h
+        })
+        .sum()
+}
+
 /// Computes one full-resolution mask, stored only inside the pixel span of `source_box`.
 /// Returns `None` when that span is empty.
 pub fn mask_for_box(
@@ -52,12 +72,6 @@ pub fn mask_for_box(
 ) -> Option<BoxMask> {
     let (mh, mw) = logits.dim();
     let (img_w, img_h) = (lb.src_w as usize, lb.src_h as usize);
-    // Pixel x is kept iff x1 <= x < x2 (Ultralytics' crop_mask).
-    let span = |lo: f32, hi: f32, n: usize| {
-        let a = (lo.ceil().max(0.0) as usize).min(n);
-        let b = (hi.ceil().max(0.0) as usize).min(n);
-        (a, b)
-    };
     let (x0, x1) = span(source_box[0], source_box[2], img_w);
     let (y0, y1) = span(source_box[1], source_box[3], img_h);
     if x0 >= x1 || y0 >= y1 {

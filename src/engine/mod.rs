@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ndarray::{ArrayView2, ArrayView3, Axis};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::budget::{BudgetError, Reservation};
 use crate::geometry::Letterbox;
 use crate::mask::BoxMask;
 pub use metadata::Task;
@@ -129,16 +130,24 @@ pub struct Detection {
 pub const SHED_QUEUE_FULL: &str = "queue_full";
 /// `reason` label of `segserve_requests_shed_total`: waited longer than the queue timeout.
 pub const SHED_QUEUE_TIMEOUT: &str = "queue_timeout";
+/// `reason` label of `segserve_requests_shed_total`: the memory budget was in use.
+pub const SHED_MEMORY: &str = "memory";
 
 /// Requests refused to protect latency (each becomes a 503 with `Retry-After`).
-pub(crate) fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
+pub fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
     metrics::counter!("segserve_requests_shed_total", "model" => model.to_string(), "reason" => reason)
 }
+
+/// What a job carries besides its tensor and hands back with the answer: the caller's
+/// permits and memory reservation, so they stay held until the run is really over, even if
+/// the caller stops waiting.
+pub type Carry = Box<dyn std::any::Any + Send>;
 
 pub(crate) struct Job {
     input: Vec<f32>,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<RawOutput, EngineError>>,
+    carry: Carry,
+    reply: oneshot::Sender<(Result<RawOutput, EngineError>, Carry)>,
 }
 
 pub(crate) struct Inner {
@@ -150,6 +159,9 @@ pub(crate) struct Inner {
     stage: Arc<Semaphore>,
     /// Input tensors handed back by workers, so steady state allocates none.
     buffers: Mutex<Vec<Vec<f32>>>,
+    /// Bytes of one image's outputs as copied out of ONNX Runtime, measured by the warm-up
+    /// run on the full canvas (the largest a request can get), for the memory budget.
+    output_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Cheap-to-clone handle to one loaded model and its session pool.
@@ -159,9 +171,11 @@ pub struct Engine {
 }
 
 /// Proof of admission: while held, the request counts against the queue.
+#[derive(Debug)]
 pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
-/// A place in the compute stage (decode, letterbox, inference).
+/// A place in the compute stage (decode, letterbox, inference, postprocessing, encoding).
+#[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Requests per session allowed in the compute stage: one computing, one being decoded so
@@ -189,10 +203,11 @@ impl Engine {
             pool,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
+            output_bytes: Default::default(),
         });
         // Register both shed series at 0, so dashboards and alerts see a flat line rather
         // than a missing series until the first overload.
-        for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT] {
+        for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT, SHED_MEMORY] {
             shed_counter(name, reason).absolute(0);
         }
         for (i, s) in built.into_iter().enumerate() {
@@ -211,6 +226,21 @@ impl Engine {
     /// The model's metadata.
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
+    }
+
+    /// Bytes of one image's copied-out outputs (0 until the warm-up run measured them).
+    pub fn output_bytes(&self) -> u64 {
+        self.inner
+            .output_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records what the warm-up run's outputs took (see [`Engine::output_bytes`]).
+    pub fn record_output_bytes(&self, raw: &RawOutput) {
+        let floats = raw.preds.len() + raw.protos.as_ref().map_or(0, |(p, _)| p.len());
+        self.inner
+            .output_bytes
+            .store(floats as u64 * 4, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Pool configuration in force.
@@ -246,12 +276,6 @@ impl Engine {
         }
     }
 
-    /// Requests currently admitted (being decoded, queued or computed).
-    pub fn in_flight(&self) -> usize {
-        let cap = self.inner.pool.sessions.max(1) + self.inner.pool.queue_depth;
-        cap - self.inner.admission.available_permits()
-    }
-
     /// A zeroed-or-recycled input buffer of the model's size: [3, H, W].
     pub fn input_buffer(&self) -> Vec<f32> {
         let (h, w) = self.inner.info.input_hw;
@@ -267,11 +291,18 @@ impl Engine {
     }
 
     /// Runs the model on a prepared [3, H, W] tensor on one of the pool's sessions.
-    pub async fn infer(&self, input: Vec<f32>, _slot: &Slot) -> Result<RawOutput, EngineError> {
+    /// `carry` (the caller's slot, permits, reservation) travels with the job and comes back
+    /// with the answer; if the caller stops waiting it is dropped only once the run is done.
+    pub async fn infer<C: Send + 'static>(
+        &self,
+        input: Vec<f32>,
+        carry: C,
+    ) -> Result<(RawOutput, C), EngineError> {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             input,
             enqueued: Instant::now(),
+            carry: Box::new(carry),
             reply: tx,
         };
         self.inner.jobs.try_send(job).map_err(|e| match e {
@@ -281,25 +312,32 @@ impl Engine {
             }
             crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Closed,
         })?;
-        rx.await.map_err(|_| EngineError::Closed)?
+        let (result, carry) = rx.await.map_err(|_| EngineError::Closed)?;
+        let carry = *carry
+            .downcast::<C>()
+            .expect("a job hands back the carry it was given");
+        Ok((result?, carry))
     }
 
     /// Decodes raw outputs into detections in source pixels, with masks if asked.
-    /// Detections whose mask comes out empty are dropped, as Ultralytics does.
+    /// Detections whose mask comes out empty are dropped, as Ultralytics does. The masks'
+    /// memory (a byte per pixel of each box, and the logits) is reserved from `budget`
+    /// once the boxes are known and before any mask exists.
     pub fn postprocess(
         &self,
         raw: &RawOutput,
         lb: &Letterbox,
         opts: &FilterOptions,
         want_masks: bool,
-    ) -> Vec<Detection> {
+        budget: &mut Reservation,
+    ) -> Result<Vec<Detection>, BudgetError> {
         let info = &self.inner.info;
         let nc = info.names.len();
         let cands = postprocess::decode(&raw.preds, raw.anchors, nc, lb, opts);
         let protos = match (&raw.protos, want_masks) {
             (Some((p, dims)), true) if !cands.is_empty() => Some((p, dims)),
             _ => {
-                return cands
+                return Ok(cands
                     .into_iter()
                     .map(|c| Detection {
                         bbox: c.source_box,
@@ -307,9 +345,11 @@ impl Engine {
                         score: c.score,
                         mask: None,
                     })
-                    .collect()
+                    .collect())
             }
         };
+        let logit_bytes = (cands.len() * protos.map_or(0, |(_, d)| d[1] * d[2]) * 4) as u64;
+        budget.grow(masks::bytes_for_boxes(cands.iter().map(|c| c.source_box)) + logit_bytes)?;
         let (p, dims) = protos.expect("checked above");
         let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p)
             .expect("prototype length checked by the worker");
@@ -323,7 +363,7 @@ impl Engine {
             coeff_rows[[k, cands[i].anchor]]
         });
         let logits = masks::logits(coeffs.view(), protos);
-        cands
+        let detections = cands
             .into_iter()
             .zip(logits.axis_iter(Axis(0)))
             .filter_map(|(c, l)| {
@@ -338,6 +378,10 @@ impl Engine {
                     mask: Some(mask),
                 })
             })
-            .collect()
+            .collect();
+        drop(logits);
+        // The logits are gone; the masks stay until the answer is written.
+        budget.set(budget.held() - logit_bytes)?;
+        Ok(detections)
     }
 }

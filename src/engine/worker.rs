@@ -26,14 +26,14 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
         let mut live = Vec::with_capacity(batch.len());
         for job in batch {
             if job.reply.is_closed() {
-                continue; // the client went away while queued
+                continue; // the client went away while queued (its carry is dropped here)
             }
             let wait = job.enqueued.elapsed();
             metrics::histogram!("segserve_queue_wait_seconds", "model" => inner.info.name.clone())
                 .record(wait.as_secs_f64());
             if wait > inner.pool.queue_timeout {
                 super::shed_counter(&inner.info.name, super::SHED_QUEUE_TIMEOUT).increment(1);
-                let _ = job.reply.send(Err(EngineError::QueueTimeout));
+                let _ = job.reply.send((Err(EngineError::QueueTimeout), job.carry));
             } else {
                 live.push((job, wait));
             }
@@ -62,11 +62,12 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
         let mut pool = inner.buffers.lock().expect("buffer pool lock poisoned");
         for ((job, wait), result) in live.into_iter().zip(results.drain(..)) {
             pool.push(job.input);
-            let _ = job.reply.send(result.map(|mut raw| {
+            let result = result.map(|mut raw| {
                 raw.queue_wait = wait;
                 raw.run_time = run_time;
                 raw
-            }));
+            });
+            let _ = job.reply.send((result, job.carry));
         }
     }
 }

@@ -6,7 +6,19 @@ use std::os::raw::c_int;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use image::RgbImage;
-use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF};
+use std::cell::Cell;
+
+use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JTRC_SOS, JWRN_JPEG_EOF};
+
+/// Most scans a JPEG may have. Encoders write one (baseline) or about ten (progressive);
+/// each scan makes libjpeg walk the whole coefficient buffer again, so a file of thousands
+/// of tiny scans is a CPU bomb (libjpeg-turbo's own tools cap it the same way).
+pub(super) const MAX_SCANS: u32 = 100;
+
+thread_local! {
+    // Scans seen by the decode running on this thread (libjpeg decodes on the caller's thread).
+    static SCANS: Cell<u32> = const { Cell::new(0) };
+}
 
 /// What libjpeg made of a JPEG.
 #[derive(Debug)]
@@ -18,6 +30,8 @@ pub(super) enum Turbo {
     Fallback,
     /// The data ends before the image does (libjpeg's premature-EOF warning).
     Truncated,
+    /// More scans than [`MAX_SCANS`].
+    TooManyScans(u32),
     /// libjpeg refused it (its message; safe to show: it names no file or path).
     Failed(String),
 }
@@ -25,14 +39,28 @@ pub(super) enum Turbo {
 /// Unwind payload of the premature-EOF warning.
 struct TruncatedPayload;
 
+/// Unwind payload of the scan limit.
+struct TooManyScansPayload;
+
 /// `emit_message` hook: level -1 is a warning about corrupt data. Premature end of file is
 /// the one we refuse; the others ("extraneous bytes before marker" and friends) are common
-/// in real cameras' files and OpenCV decodes them, so they stay silent.
+/// in real cameras' files and OpenCV decodes them, so they stay silent. libjpeg also calls
+/// this for every trace message (level >= 1), whatever its trace level: start-of-scan
+/// traces are how we count scans.
 extern "C-unwind" fn on_message(cinfo: &mut jpeg_common_struct, level: c_int) {
     // SAFETY: libjpeg calls this with `err` pointing at our live error manager.
     let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code) };
     if level < 0 && code == Some(JWRN_JPEG_EOF as c_int) {
         resume_unwind(Box::new(TruncatedPayload));
+    }
+    if code == Some(JTRC_SOS as c_int) {
+        let n = SCANS.with(|s| {
+            s.set(s.get() + 1);
+            s.get()
+        });
+        if n > MAX_SCANS {
+            resume_unwind(Box::new(TooManyScansPayload));
+        }
     }
 }
 
@@ -59,6 +87,7 @@ fn error_mgr() -> jpeg_error_mgr {
 /// Decodes `bytes` (a JPEG whose header declared `width` x `height`, already checked against
 /// the limits) with libjpeg-turbo.
 pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
+    SCANS.with(|s| s.set(0));
     let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<Vec<u8>>> {
         let d = mozjpeg::Decompress::with_err(error_mgr()).from_mem(bytes)?;
         if (d.width(), d.height()) != (width as usize, height as usize) {
@@ -87,6 +116,7 @@ pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
         Ok(Ok(None)) => Turbo::Fallback,
         Ok(Err(e)) => Turbo::Failed(e.to_string()),
         Err(payload) if payload.is::<TruncatedPayload>() => Turbo::Truncated,
+        Err(payload) if payload.is::<TooManyScansPayload>() => Turbo::TooManyScans(MAX_SCANS),
         Err(payload) => Turbo::Failed(
             payload
                 .downcast_ref::<String>()

@@ -116,11 +116,10 @@ pub fn box_rect(w: u32, h: u32, bbox: [f32; 4]) -> Option<Rect> {
     })
 }
 
-/// Draws every detection onto a copy of `photo` (which must be the upright photo the
+/// Draws every detection onto `img` (which must be the upright photo the
 /// detections refer to). Lower scores are drawn first, so the most confident instance ends
 /// on top where instances overlap; labels go last so no mask covers them.
-pub fn render(photo: &RgbImage, detections: &[Detection], names: &[String]) -> RgbImage {
-    let mut img = photo.clone();
+pub fn render(mut img: RgbImage, detections: &[Detection], names: &[String]) -> RgbImage {
     let (w, h) = img.dimensions();
     let lw = line_width(w, h);
     let mut order: Vec<&Detection> = detections.iter().collect();
@@ -250,9 +249,19 @@ impl Encoding {
 pub struct EncodeError(#[from] image::ImageError);
 
 /// Encodes `img` in memory.
+/// The most bytes [`encode`] can produce for a `w` x `h` photo (incompressible pixels: PNG
+/// stores them with a filter byte a row and deflate's framing; JPEG at quality 90 stays
+/// well under 3 bytes a pixel). [`encode`] allocates this up front, so the memory it takes
+/// is known before it starts.
+pub fn encoded_bound(w: u32, h: u32) -> u64 {
+    let raw = u64::from(w) * u64::from(h) * 3 + u64::from(h);
+    raw + raw / 1000 + (64 << 10)
+}
+
+/// Encodes the drawn photo.
 pub fn encode(img: &RgbImage, enc: Encoding) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::new();
     let (w, h) = img.dimensions();
+    let mut out = Vec::with_capacity(encoded_bound(w, h) as usize);
     match enc {
         // Fast compression: the bytes only travel to a browser; saving ~10% is not worth
         // several times the encode time on a 1 MP overlay.

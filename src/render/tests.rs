@@ -57,7 +57,7 @@ fn pixels_under_a_mask_change_and_pixels_outside_everything_do_not() {
             (w, h),
         ),
     ];
-    let out = render(&photo, &dets, &names());
+    let out = render(photo.clone(), &dets, &names());
     assert_eq!(out.dimensions(), (w, h));
 
     // Under each mask (away from the label): a 50/50 blend with the class colour.
@@ -104,7 +104,7 @@ fn detections_without_masks_get_boxes_only() {
     let photo = RgbImage::from_pixel(200, 200, GREY);
     let mut d = det(2, 0.5, [50.0, 50.0, 150.0, 150.0], (0, 0, 1, 1), (200, 200));
     d.mask = None;
-    let out = render(&photo, &[d], &names());
+    let out = render(photo.clone(), &[d], &names());
     assert_eq!(
         *out.get_pixel(100, 100),
         GREY,
@@ -131,7 +131,7 @@ fn labels_stay_inside_the_image_at_the_borders() {
         assert!(r.x + r.w <= w && r.y + r.h <= h, "{bbox:?} -> {r:?}");
         assert!(r.w > 60 && r.h > 10, "label too small to read: {r:?}");
         // Rendering draws it there without panicking, and ink lands inside the label.
-        let out = render(&RgbImage::from_pixel(w, h, GREY), &[d], &names());
+        let out = render(RgbImage::from_pixel(w, h, GREY), &[d], &names());
         let bg = class_colour(3);
         let ink = (r.y..r.y + r.h)
             .flat_map(|y| (r.x..r.x + r.w).map(move |x| (x, y)))
@@ -161,7 +161,7 @@ fn colours_are_stable_per_class_and_distinct_between_neighbours() {
 fn boxes_outside_the_photo_are_skipped() {
     assert_eq!(box_rect(100, 100, [120.0, 10.0, 150.0, 50.0]), None);
     let out = render(
-        &RgbImage::from_pixel(100, 100, GREY),
+        RgbImage::from_pixel(100, 100, GREY),
         &[det(
             0,
             0.9,

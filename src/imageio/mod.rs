@@ -3,10 +3,13 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+use crate::budget::{BudgetError, Reservation};
 use crate::geometry::Letterbox;
 
+mod headers;
 mod jpeg;
 
 /// Why an upload could not become a photo.
@@ -36,6 +39,9 @@ pub enum ImageError {
     /// Zero-sized image.
     #[error("image has no pixels ({0}x{1})")]
     NoPixels(u32, u32),
+    /// Decoding would not fit the memory budget (see `crate::budget`).
+    #[error("decoding this image {0}")]
+    Budget(#[from] BudgetError),
 }
 
 /// Limits checked against the header before any pixel buffer is allocated.
@@ -66,10 +72,31 @@ const ACCEPTED: [ImageFormat; 6] = [
     ImageFormat::Tiff,
 ];
 
-/// Decodes `bytes` (format sniffed from content, never trusted from a name or header) into an
-/// upright RGB8 image: EXIF orientation applied, grayscale replicated, alpha dropped without
-/// compositing and 16-bit scaled to 8-bit (what OpenCV's `imdecode` gives Ultralytics).
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+/// Decoder state beyond the pixel buffers (Huffman tables, row buffers, zlib windows), as a
+/// flat allowance: measured well under this for every format.
+const DECODER_OVERHEAD: u64 = 2 << 20;
+
+/// An upload whose header has been read and checked, ready to decode: the dimensions and
+/// the memory decoding will take are known before any pixel buffer is allocated.
+pub struct Probe<'a> {
+    bytes: &'a [u8],
+    format: ImageFormat,
+    decoder: Box<dyn ImageDecoder + 'a>,
+    /// Stored (not yet rotated) size.
+    width: u32,
+    height: u32,
+    orientation: Orientation,
+    limits: DecodeLimits,
+    /// Bytes of the decoder's native output (`total_bytes()`: size x sample type).
+    native_bytes: u64,
+    /// Decoder-internal buffers of image size: JPEG coefficient arrays, TIFF's own copy,
+    /// WebP planes, a GIF frame that differs from the screen.
+    internal_bytes: u64,
+}
+
+/// Reads the header of `bytes` (format sniffed from content, never trusted from a name or
+/// header) and checks every size it declares against `limits`.
+pub fn probe<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Probe<'a>, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -87,11 +114,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         // header declaring 60000x60000 should be "too large", not "corrupt".
         check_dimensions(w, h, limits)?;
     }
+    let mut internal_bytes = 0;
+    if format == ImageFormat::Gif {
+        // The decoder checks the logical screen; the first frame may be larger, and it
+        // gets a buffer of its own size.
+        if let Some((fw, fh)) = headers::gif_first_frame(bytes) {
+            check_dimensions(fw, fh, limits)?;
+            internal_bytes = u64::from(fw) * u64::from(fh) * 4;
+        }
+    }
     let mut reader = reader;
     let mut lim = image::Limits::default();
     // Width/height are checked by us right after the header (clearer errors); the allocation
     // cap is the backstop for decoders that allocate before reporting dimensions.
-    // Decoders may need a few buffers of the image's size (RGBA16 -> RGB8 conversion).
     lim.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(lim);
     let mut decoder = reader
@@ -99,36 +134,156 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         .map_err(|e| map_decode_error(e, limits))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let turbo = if format == ImageFormat::Jpeg {
-        jpeg::decode(bytes, width, height)
-    } else {
-        jpeg::Turbo::Fallback
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let native_bytes = decoder.total_bytes();
+    let pixels = u64::from(width) * u64::from(height);
+    internal_bytes += match format {
+        ImageFormat::Jpeg => headers::jpeg_coefficient_bytes(bytes).unwrap_or(0),
+        // The tiff crate decodes into a buffer of its own, then copies.
+        ImageFormat::Tiff => native_bytes.max(pixels * 4),
+        // Lossless WebP decodes through 32-bit ARGB, lossy through YUV planes.
+        ImageFormat::WebP => pixels * 4,
+        _ => 0,
     };
-    let mut img = match turbo {
-        jpeg::Turbo::Rgb(rgb) => DynamicImage::ImageRgb8(rgb),
-        jpeg::Turbo::Truncated => {
-            return Err(ImageError::Corrupt(
-                "the JPEG data ends before the image does (truncated upload?)".into(),
-            ))
-        }
-        // libjpeg failures fall back too: the `image` crate decodes a few files libjpeg
-        // refuses, and reports its own error for the rest.
-        jpeg::Turbo::Failed(why) => {
-            tracing::debug!(%why, "libjpeg refused the JPEG; trying the image crate");
-            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
-        }
-        jpeg::Turbo::Fallback => {
-            DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(e, limits))?
-        }
-    };
-    img.apply_orientation(orientation);
-    Ok(match img {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.into_rgb8(),
+    Ok(Probe {
+        bytes,
+        format,
+        decoder: Box::new(decoder),
+        width,
+        height,
+        orientation,
+        limits: *limits,
+        native_bytes,
+        internal_bytes,
     })
+}
+
+impl Probe<'_> {
+    /// Upright width (after the EXIF orientation).
+    pub fn width(&self) -> u32 {
+        if self.swaps_axes() {
+            self.height
+        } else {
+            self.width
+        }
+    }
+
+    /// Upright height.
+    pub fn height(&self) -> u32 {
+        if self.swaps_axes() {
+            self.width
+        } else {
+            self.height
+        }
+    }
+
+    fn swaps_axes(&self) -> bool {
+        matches!(
+            self.orientation,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::Rotate90FlipH
+                | Orientation::Rotate270FlipH
+        )
+    }
+
+    /// Bytes of the decoded upright RGB8 photo.
+    pub fn output_bytes(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height) * 3
+    }
+
+    /// The most bytes decoding holds at once: the decoder's own buffers and its native
+    /// output, then the RGB8 conversion beside it, then (for a quarter turn) the rotated copy
+    /// beside the unrotated one. Compressed input not included.
+    pub fn peak_bytes(&self) -> u64 {
+        let rgb = self.output_bytes();
+        let native = if self.format == ImageFormat::Jpeg {
+            // libjpeg writes RGB8 straight into the output buffer.
+            rgb
+        } else {
+            self.native_bytes
+        };
+        let decoding = self.internal_bytes + native;
+        let converting = if self.format == ImageFormat::Jpeg {
+            0
+        } else {
+            native + rgb
+        };
+        let rotating = if self.swaps_axes() { 2 * rgb } else { 0 };
+        decoding.max(converting).max(rotating) + DECODER_OVERHEAD
+    }
+
+    /// What decoding takes if libjpeg refuses a JPEG and the `image` crate's decoder tries it
+    /// (it holds its own component planes beside the output).
+    fn fallback_peak_bytes(&self) -> u64 {
+        self.native_bytes * 2 + self.output_bytes() + DECODER_OVERHEAD
+    }
+
+    /// Decodes into an upright RGB8 image: EXIF orientation applied, grayscale replicated,
+    /// alpha dropped without compositing and 16-bit scaled to 8-bit (what OpenCV's `imdecode`
+    /// gives Ultralytics). `budget` must already hold [`Probe::peak_bytes`]; it is grown only
+    /// if a JPEG has to take the fallback decoder.
+    pub fn decode(self, budget: &mut Reservation) -> Result<RgbImage, ImageError> {
+        let turbo = if self.format == ImageFormat::Jpeg {
+            jpeg::decode(self.bytes, self.width, self.height)
+        } else {
+            jpeg::Turbo::Fallback
+        };
+        let img = match turbo {
+            jpeg::Turbo::Rgb(rgb) => {
+                let mut img = DynamicImage::ImageRgb8(rgb);
+                img.apply_orientation(self.orientation);
+                img
+            }
+            jpeg::Turbo::Truncated => {
+                return Err(ImageError::Corrupt(
+                    "the JPEG data ends before the image does (truncated upload?)".into(),
+                ))
+            }
+            jpeg::Turbo::TooManyScans(n) => {
+                return Err(ImageError::Corrupt(format!(
+                    "the JPEG has more than {n} scans (real photos have a dozen at most)"
+                )))
+            }
+            // libjpeg failures fall back too: the `image` crate decodes a few files libjpeg
+            // refuses, and reports its own error for the rest.
+            jpeg::Turbo::Failed(why) => {
+                tracing::debug!(%why, "libjpeg refused the JPEG; trying the image crate");
+                budget.ensure(self.fallback_peak_bytes())?;
+                self.decode_with_image_crate()?
+            }
+            jpeg::Turbo::Fallback => {
+                if self.format == ImageFormat::Jpeg {
+                    budget.ensure(self.fallback_peak_bytes())?;
+                }
+                self.decode_with_image_crate()?
+            }
+        };
+        Ok(match img {
+            DynamicImage::ImageRgb8(rgb) => rgb,
+            other => other.into_rgb8(),
+        })
+    }
+
+    fn decode_with_image_crate(self) -> Result<DynamicImage, ImageError> {
+        let (limits, orientation) = (self.limits, self.orientation);
+        let img =
+            DynamicImage::from_decoder(self.decoder).map_err(|e| map_decode_error(e, &limits))?;
+        // Convert before rotating, so a quarter turn copies 3 bytes a pixel, not up to 16.
+        let mut img = match img {
+            DynamicImage::ImageRgb8(rgb) => DynamicImage::ImageRgb8(rgb),
+            other => DynamicImage::ImageRgb8(other.into_rgb8()),
+        };
+        img.apply_orientation(orientation);
+        Ok(img)
+    }
+}
+
+/// Probes and decodes in one step, with no memory budget (tools, tests, benchmarks).
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+    let p = probe(bytes, limits)?;
+    let mut unlimited = crate::budget::MemoryBudget::unlimited().reservation();
+    p.decode(&mut unlimited)
 }
 
 /// Width and height from a PNG's IHDR, which the format requires to come first.

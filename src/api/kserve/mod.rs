@@ -6,31 +6,50 @@
 //! tensor extension is not implemented. Errors are `{"error": "..."}` as the protocol asks
 //! (our bodies add `error_type`). Per the protocol, a "not ready" answer is a 4xx, not 503.
 
+pub mod tensors;
+pub mod wire;
+
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
+use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::kserve_types::{
-    image_bytes, outputs, parameter_pairs, wanted_outputs, InferRequest, InferResponse,
-    ModelMetadata, Parameters, ReadyBody, ServerMetadata, MODEL_VERSION,
-};
-use super::types::SegmentQuery;
-use super::AppState;
+use super::{body, reply, AppState, NOT_READY};
 use crate::error::{AppError, ErrorBody};
-use crate::pipeline::{self, SegmentRequest};
+use crate::options::SegmentOptions;
+use crate::pipeline::{self, PipelineError, SegmentRequest, Ticket};
+use tensors::{image_bytes, option_error, outputs, parameter_pairs, wanted_outputs};
+use wire::{
+    InferRequest, InferResponse, ModelMetadata, Parameters, ReadyBody, ServerMetadata,
+    MODEL_VERSION,
+};
+
+/// The protocol's routes, registered with their OpenAPI entries.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(server_metadata))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(model_metadata))
+        .routes(routes!(model_ready))
+        .routes(routes!(infer))
+        .routes(routes!(model_version_metadata))
+        .routes(routes!(model_version_ready))
+        .routes(routes!(model_version_infer))
+}
 
 fn ready_or_400(s: &AppState) -> Result<(), AppError> {
     if s.ready.load(Ordering::Acquire) {
         Ok(())
     } else {
         // The protocol: "a 4xx status code indicates false".
-        Err(AppError::BadRequest(
-            "not ready: loading models or shutting down".into(),
-        ))
+        Err(AppError::BadRequest(NOT_READY.into()))
     }
 }
 
@@ -98,11 +117,7 @@ pub async fn model_metadata(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelMetadata>, AppError> {
-    let reg = s
-        .models
-        .get()
-        .ok_or_else(|| AppError::NotReady("the models are not loaded yet".into()))?;
-    Ok(Json(ModelMetadata::new(reg.get(Some(&name))?.info())))
+    Ok(Json(ModelMetadata::new(s.engine(Some(&name))?.info())))
 }
 
 /// `POST /v2/models/{name}/infer`: detect (and segment) the objects in one image.
@@ -123,45 +138,73 @@ pub async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<InferResponse>, AppError> {
+) -> Result<Response, AppError> {
     let engine = s.engine(Some(&name))?;
-    let raw = read_json(&headers, body, &s).await?;
-    let req: InferRequest = serde_json::from_slice(&raw)
-        .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
-    let [input] = req.inputs.as_slice() else {
-        return Err(AppError::BadRequest(format!(
-            "expected exactly one input (`image`), got {}",
-            req.inputs.len()
-        )));
+    check_json(&headers)?;
+    let mut reservation = s.budget.reservation();
+    let raw = body::read_limited(body, &headers, s.body_limits(), &mut reservation).await?;
+    // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
+    // blocking pool, under a place in the engine's stage, with the parsed copy reserved.
+    let ticket = Ticket::take(&engine).await?;
+    reservation
+        .grow(raw.len() as u64)
+        .map_err(body::budget_refusal)?;
+    let e = engine.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let parse = || -> Result<_, AppError> {
+            let req: InferRequest = serde_json::from_slice(&raw)
+                .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
+            drop(raw);
+            let [input] = req.inputs.as_slice() else {
+                return Err(AppError::BadRequest(format!(
+                    "expected exactly one input (`image`), got {}",
+                    req.inputs.len()
+                )));
+            };
+            // Request-level options first, then the input's: later pairs win.
+            let mut pairs = parameter_pairs(req.parameters.as_ref())?;
+            pairs.extend(parameter_pairs(input.parameters.as_ref())?);
+            let options = SegmentOptions::parse(&pairs, &e.info().names).map_err(option_error)?;
+            let wanted = wanted_outputs(&req, e.info())?;
+            let image = image_bytes(input)?;
+            Ok((req.id, options, wanted, image))
+        };
+        let out = parse();
+        (out, ticket, reservation)
+    })
+    .await
+    .map_err(|e| AppError::internal("parsing an inference request", e))?;
+    let (result, ticket, mut reservation) = parsed;
+    let (id, options, wanted, image) = result?;
+    // Only the decoded image is left of the body.
+    let _ = reservation.set(image.len() as u64);
+    let req = SegmentRequest {
+        bytes: Bytes::from(image),
+        reservation,
+        filter: options.filter,
+        masks: wanted.contains(&"masks"),
+        keep_image: false,
+        ticket: Some(ticket),
     };
-    // Request-level options first, then the input's: later pairs win in SegmentQuery.
-    let mut pairs = parameter_pairs(req.parameters.as_ref())?;
-    pairs.extend(parameter_pairs(input.parameters.as_ref())?);
-    let query = SegmentQuery::parse(&pairs, |_| Ok(engine.info().names.clone()))?;
-    let wanted = wanted_outputs(&req, engine.info())?;
-    let bytes = image_bytes(input)?;
-    let seg = pipeline::segment(
-        &engine,
-        s.config.runtime.limits,
-        SegmentRequest {
-            bytes: Bytes::from(bytes),
-            filter: query.filter,
-            masks: wanted.contains(&"masks"),
-            keep_image: false,
-        },
-    )
-    .await?;
-    metrics::histogram!("segserve_detections_per_image").record(seg.detections.len() as f64);
-    Ok(Json(InferResponse {
-        model_name: engine.info().name.clone(),
-        model_version: MODEL_VERSION.into(),
-        id: req.id,
-        parameters: Parameters::from([
-            ("image_width".to_string(), seg.width.into()),
-            ("image_height".to_string(), seg.height.into()),
-        ]),
-        outputs: outputs(engine.info(), &seg, &wanted),
-    }))
+    let e = engine.clone();
+    let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {
+        let estimate =
+            super::types::SegmentResponse::size_estimate(&seg, crate::options::MaskFormat::Rle);
+        let resp = InferResponse {
+            model_name: e.info().name.clone(),
+            model_version: MODEL_VERSION.into(),
+            id,
+            parameters: Parameters::from([
+                ("image_width".to_string(), seg.width.into()),
+                ("image_height".to_string(), seg.height.into()),
+            ]),
+            outputs: outputs(e.info(), &seg, &wanted),
+        };
+        reply::to_json(&resp, estimate, res)
+    })
+    .await
+    .map_err(|e: PipelineError| AppError::from(e))?;
+    Ok(reply::json(done.value, done.reservation))
 }
 
 /// The protocol's optional `/versions/{version}` paths name the one version we serve.
@@ -226,13 +269,13 @@ pub async fn model_version_infer(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<InferResponse>, AppError> {
+) -> Result<Response, AppError> {
     check_version(&version)?;
     infer(State(s), Path(name), headers, body).await
 }
 
-/// Reads a JSON body under the server's body limit and receive timeout.
-async fn read_json(headers: &HeaderMap, body: Body, s: &AppState) -> Result<Bytes, AppError> {
+/// Inference requests are JSON (the binary tensor extension is not implemented).
+fn check_json(headers: &HeaderMap) -> Result<(), AppError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -240,42 +283,11 @@ async fn read_json(headers: &HeaderMap, body: Body, s: &AppState) -> Result<Byte
     let is_json = ctype
         .parse::<mime::Mime>()
         .is_ok_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
-    if !is_json {
-        return Err(AppError::UnsupportedMediaType(format!(
+    if is_json {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedMediaType(format!(
             "content type {ctype:?} is not supported; send application/json (the binary tensor extension is not implemented)"
-        )));
+        )))
     }
-    let limit = s.config.max_body_bytes;
-    let too_large =
-        || AppError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let timeout = s.config.body_timeout;
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(AppError::RequestTimeout(format!(
-            "the request body was not received within {} ms",
-            timeout.as_millis()
-        ))),
-        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
-        Ok(Err(e)) => Err(AppError::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
-        Ok(Ok(b)) => Ok(b),
-    }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }

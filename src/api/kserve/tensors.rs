@@ -1,183 +1,20 @@
-//! Wire types of the Open Inference Protocol (KServe v2 / Triton) REST API, and the
-//! conversions between them and our detections. Field names and shapes follow the
-//! protocol's JSON schemas; handlers live in `kserve`.
+//! Conversions between the protocol's tensors and ours: the request's `parameters` into
+//! segmentation options, the `image` input into encoded bytes, detections into output
+//! tensors.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
+use super::wire::{
+    InferRequest, ParamValue, Parameters, RequestInput, ResponseOutput, INPUT_NAME, OUTPUTS,
+};
 use crate::engine::{ModelInfo, Task};
 use crate::error::AppError;
+use crate::options::OptionError;
 use crate::pipeline::Segmentation;
 
-/// The protocol's `platform` for a model served by ONNX Runtime (Triton's spelling).
-pub const PLATFORM: &str = "onnxruntime_onnx";
-/// We serve one version of each model; the protocol requires version strings.
-pub const MODEL_VERSION: &str = "1";
-/// Name of the one input tensor.
-pub const INPUT_NAME: &str = "image";
-/// Output tensors, in the order they are returned.
-pub const OUTPUTS: [&str; 5] = ["boxes", "scores", "class_ids", "class_names", "masks"];
-
-/// `GET /v2`: server metadata.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ServerMetadata {
-    /// Server name.
-    pub name: String,
-    /// Server version.
-    pub version: String,
-    /// Protocol extensions supported (none).
-    pub extensions: Vec<String>,
-}
-
-/// One tensor's description in model metadata.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TensorMetadata {
-    /// Tensor name.
-    pub name: String,
-    /// Protocol datatype (`BYTES`, `FP32`, `INT64`).
-    pub datatype: String,
-    /// Shape; -1 is a variable dimension.
-    pub shape: Vec<i64>,
-}
-
-/// `GET /v2/models/{name}`: model metadata.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModelMetadata {
-    /// Model name.
-    pub name: String,
-    /// Available versions.
-    pub versions: Vec<String>,
-    /// Framework (`onnxruntime_onnx`).
-    pub platform: String,
-    /// Inputs: one BYTES tensor `image` holding an encoded photo.
-    pub inputs: Vec<TensorMetadata>,
-    /// Outputs, one row per detection (`masks` only for segmentation models).
-    pub outputs: Vec<TensorMetadata>,
-}
-
-impl ModelMetadata {
-    /// Describes a loaded model.
-    pub fn new(info: &ModelInfo) -> Self {
-        let t = |name: &str, datatype: &str, shape: &[i64]| TensorMetadata {
-            name: name.into(),
-            datatype: datatype.into(),
-            shape: shape.to_vec(),
-        };
-        let mut outputs = vec![
-            t("boxes", "FP32", &[-1, 4]),
-            t("scores", "FP32", &[-1]),
-            t("class_ids", "INT64", &[-1]),
-            t("class_names", "BYTES", &[-1]),
-        ];
-        if info.task == Task::Segment {
-            outputs.push(t("masks", "BYTES", &[-1]));
-        }
-        ModelMetadata {
-            name: info.name.clone(),
-            versions: vec![MODEL_VERSION.into()],
-            platform: PLATFORM.into(),
-            inputs: vec![t(INPUT_NAME, "BYTES", &[1])],
-            outputs,
-        }
-    }
-}
-
-/// `GET /v2/models/{name}/ready` and the health routes: the status code carries the
-/// answer; the body repeats it for humans.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ReadyBody {
-    /// Model name (model readiness only).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<String>,
-    /// Always true in a 200 reply.
-    pub ready: bool,
-}
-
-/// `$parameters`: name -> bool, number or string.
-pub type Parameters = BTreeMap<String, Value>;
-
-/// One input tensor of an inference request.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct RequestInput {
-    /// Must be `image`.
-    pub name: String,
-    /// `[1]`: one image per request.
-    pub shape: Vec<i64>,
-    /// Must be `BYTES`.
-    pub datatype: String,
-    /// Per-input options (conf, iou, max_det, classes); override the request's.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Parameters>,
-    /// `["<base64 of the encoded image>"]` (nested arrays are flattened, as the protocol allows).
-    #[schema(value_type = Vec<Object>)]
-    pub data: Value,
-}
-
-/// A requested output.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct RequestOutput {
-    /// One of boxes, scores, class_ids, class_names, masks.
-    pub name: String,
-    /// Ignored, except that binary output is refused.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Parameters>,
-}
-
-/// `POST /v2/models/{name}/infer` body.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct InferRequest {
-    /// Echoed in the response.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// Options: conf (0.25), iou (0.7), max_det (300), classes ("person,car" or an id).
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Parameters>,
-    /// Exactly one input, `image`.
-    pub inputs: Vec<RequestInput>,
-    /// Outputs wanted; all when absent.
-    #[serde(default)]
-    pub outputs: Option<Vec<RequestOutput>>,
-}
-
-/// One output tensor of an inference response.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct ResponseOutput {
-    /// Tensor name.
-    pub name: String,
-    /// Shape, e.g. `[N, 4]`.
-    pub shape: Vec<usize>,
-    /// FP32, INT64 or BYTES.
-    pub datatype: String,
-    /// For `masks`: `format` = coco_rle, `height` and `width` of the masks.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Parameters>,
-    /// Row-major flattened values.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Value,
-}
-
-/// `POST /v2/models/{name}/infer` reply.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct InferResponse {
-    /// Model name.
-    pub model_name: String,
-    /// Model version.
-    pub model_version: String,
-    /// The request's id, if it had one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
-    /// `image_width`, `image_height` of the upright photo.
-    #[schema(value_type = Object)]
-    pub parameters: Parameters,
-    /// The requested outputs.
-    pub outputs: Vec<ResponseOutput>,
+/// A bad option, worded as a protocol parameter.
+pub fn option_error(e: OptionError) -> AppError {
+    AppError::BadRequest(format!("parameter {e}"))
 }
 
 fn bad(msg: impl Into<String>) -> AppError {
@@ -189,13 +26,13 @@ const IGNORED_PARAMETERS: [&str; 3] = ["binary_data_size", "content_type", "head
 /// Parameters that tune detection; everything else is refused so typos do not go unnoticed.
 const OPTIONS: [&str; 4] = ["conf", "iou", "max_det", "classes"];
 
-/// Turns `$parameters` into `key=value` pairs for `SegmentQuery::parse`, refusing unknown
+/// Turns `$parameters` into `key=value` pairs for `SegmentOptions::parse`, refusing unknown
 /// keys and the binary tensor extension (which we do not implement).
 pub fn parameter_pairs(p: Option<&Parameters>) -> Result<Vec<(String, String)>, AppError> {
     let mut pairs = Vec::new();
     for (k, v) in p.into_iter().flatten() {
         if k == "binary_data" || k == "binary_data_output" {
-            if v.as_bool() == Some(true) {
+            if *v == ParamValue::Bool(true) {
                 return Err(bad(
                     "the binary tensor data extension is not supported; send JSON tensors",
                 ));
@@ -211,24 +48,17 @@ pub fn parameter_pairs(p: Option<&Parameters>) -> Result<Vec<(String, String)>, 
             )));
         }
         let s = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            other => {
+            ParamValue::String(s) => s.clone(),
+            ParamValue::Number(n) => n.to_string(),
+            ParamValue::Bool(b) => {
                 return Err(bad(format!(
-                    "parameter `{k}` must be a number or a string, got {other}"
+                    "parameter `{k}` must be a number or a string, got {b}"
                 )))
             }
         };
         pairs.push((k.clone(), s));
     }
     Ok(pairs)
-}
-
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
-    }
 }
 
 /// Checks the one `image` input and decodes its base64 payload.
@@ -246,8 +76,7 @@ pub fn image_bytes(input: &RequestInput) -> Result<Vec<u8>, AppError> {
             input.datatype
         )));
     }
-    let mut elems = Vec::new();
-    flatten(&input.data, &mut elems);
+    let elems = &input.data.0;
     let declared: i64 = input.shape.iter().product();
     if input.shape.is_empty() || declared != 1 || elems.len() != 1 {
         return Err(bad(format!(
@@ -256,9 +85,7 @@ pub fn image_bytes(input: &RequestInput) -> Result<Vec<u8>, AppError> {
             elems.len()
         )));
     }
-    let text = elems[0]
-        .as_str()
-        .ok_or_else(|| bad("the image must be a base64 string"))?;
+    let text = &elems[0];
     // Standard alphabet first (what clients send), then the URL-safe one; padding optional.
     let cleaned: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let trimmed = cleaned.trim_end_matches('=');
@@ -295,10 +122,8 @@ pub fn wanted_outputs(req: &InferRequest, info: &ModelInfo) -> Result<Vec<&'stat
 }
 
 fn parameter_pairs_for_output(p: Option<&Parameters>) -> Result<(), AppError> {
-    let binary = p
-        .and_then(|p| p.get("binary_data"))
-        .and_then(Value::as_bool);
-    if binary == Some(true) {
+    let binary = p.and_then(|p| p.get("binary_data"));
+    if binary == Some(&ParamValue::Bool(true)) {
         return Err(bad(
             "the binary tensor data extension is not supported; send JSON tensors",
         ));
@@ -359,9 +184,9 @@ pub fn outputs(info: &ModelInfo, seg: &Segmentation, wanted: &[&str]) -> Vec<Res
                             .collect::<Vec<_>>(),
                     ),
                     Some(Parameters::from([
-                        ("format".to_string(), Value::from("coco_rle")),
-                        ("height".to_string(), Value::from(seg.height)),
-                        ("width".to_string(), Value::from(seg.width)),
+                        ("format".to_string(), ParamValue::from("coco_rle")),
+                        ("height".to_string(), ParamValue::from(seg.height)),
+                        ("width".to_string(), ParamValue::from(seg.width)),
                     ])),
                 ),
                 other => unreachable!("output {other} was checked by wanted_outputs"),
@@ -403,14 +228,37 @@ mod tests {
     fn wrong_inputs_are_400() {
         for v in [
             json!({"name": "input0", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}),
-            json!({"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}),
+            json!({"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}),
             json!({"name": "image", "shape": [2], "datatype": "BYTES", "data": ["aGk=", "aGk="]}),
             json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not base64!"]}),
-            json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}),
         ] {
             let e = image_bytes(&input(v.clone())).unwrap_err();
             assert_eq!(e.status_and_type().0.as_u16(), 400, "{v}");
         }
+    }
+
+    #[test]
+    fn requests_are_parsed_without_building_what_nobody_asked_for() {
+        // Non-strings in `data`, arrays in `parameters` and over-long lists are refused
+        // where they start; unknown fields are skipped.
+        for v in [
+            json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}]}),
+            json!({"inputs": [], "parameters": {"conf": [1, 2, 3]}}),
+            json!({"inputs": [], "outputs": [{"name": "boxes", "parameters": {"x": {"y": 1}}}]}),
+            json!({"inputs": (0..100).map(|_| json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": []})).collect::<Vec<_>>()}),
+            json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [[[[["a"]]]]]}]}),
+        ] {
+            assert!(
+                serde_json::from_value::<InferRequest>(v.clone()).is_err(),
+                "{v}"
+            );
+        }
+        let ok: InferRequest = serde_json::from_value(json!({
+            "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}],
+            "unknown": {"lots": [1, 2, 3, {"of": "stuff"}]}
+        }))
+        .unwrap();
+        assert_eq!(ok.inputs[0].data.0, vec!["aGk=".to_string()]);
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! Segment a photo and draw the result: the step `/v1/render` (an image answer) and
+//! `/segmentfrontend` (an HTML page around it) share. Drawing itself is `crate::render`;
+//! this module picks the encoding and runs the drawing inside the pipeline's bounded stage,
+//! against the request's memory reservation.
+
+use crate::budget::Reservation;
+use crate::engine::Engine;
+use crate::error::AppError;
+use crate::imageio::DecodeLimits;
+use crate::options::{MaskFormat, SegmentOptions};
+use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
+use crate::render::{self, Encoding};
+
+/// Picks the encoding: `format=png|jpeg` wins, then whichever of image/png and image/jpeg the
+/// `Accept` header ranks higher (wildcards ignored), then JPEG, which is small and quick for
+/// photos.
+pub fn choose_encoding(format: Option<&str>, accept: Option<&str>) -> Result<Encoding, AppError> {
+    match format.map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => return Ok(Encoding::Png),
+        Some("jpeg" | "jpg") => return Ok(Encoding::Jpeg),
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "query parameter `format` must be png or jpeg, got {other:?}"
+            )))
+        }
+        None => {}
+    }
+    let (mut png, mut jpeg) = (0.0f32, 0.0f32);
+    for item in accept.unwrap_or("").split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match kind.as_str() {
+            "image/png" => png = png.max(q),
+            "image/jpeg" | "image/jpg" => jpeg = jpeg.max(q),
+            _ => {}
+        }
+    }
+    Ok(if png > jpeg {
+        Encoding::Png
+    } else {
+        Encoding::Jpeg
+    })
+}
+
+/// A photo segmented and drawn.
+pub struct Rendered {
+    /// The detections (the photo itself is gone once drawn).
+    pub seg: Segmentation,
+    /// The encoded picture.
+    pub bytes: Vec<u8>,
+    /// Its encoding.
+    pub encoding: Encoding,
+    /// Bytes still held for `bytes` (and whatever the caller builds from them).
+    pub reservation: Reservation,
+}
+
+/// Segments `bytes` with `options` on `engine`, and draws the result in `encoding`.
+pub async fn segment_and_draw(
+    engine: &Engine,
+    limits: DecodeLimits,
+    options: SegmentOptions,
+    bytes: bytes::Bytes,
+    reservation: Reservation,
+    encoding: Encoding,
+) -> Result<Rendered, AppError> {
+    let req = SegmentRequest {
+        bytes,
+        reservation,
+        filter: options.filter,
+        masks: options.masks == MaskFormat::Rle,
+        keep_image: true,
+        ticket: None,
+    };
+    let names = engine.info().names.clone();
+    let done = pipeline::segment(engine, limits, req, move |mut seg, res| {
+        let photo = seg
+            .image
+            .take()
+            .expect("keep_image was set, so the pipeline hands over the photo");
+        let (w, h) = photo.dimensions();
+        let bound = render::encoded_bound(w, h);
+        // Drawn in place; the encoder writes into a buffer of its worst-case size.
+        res.grow(bound).map_err(|error| PipelineError::Budget {
+            what: format!("drawing this {w}x{h} photo"),
+            advice: "send a smaller image, or ask POST /v1/segment for the detections",
+            error,
+        })?;
+        let drawn = render::render(photo, &seg.detections, &names);
+        let mut bytes =
+            render::encode(&drawn, encoding).map_err(|e| PipelineError::Task(e.to_string()))?;
+        drop(drawn);
+        bytes.shrink_to_fit();
+        // The photo is gone and the encoded bytes take what they take.
+        let photo_bytes = u64::from(w) * u64::from(h) * 3;
+        let _ = res.set(res.held() - photo_bytes - bound + bytes.len() as u64);
+        Ok((seg, bytes))
+    })
+    .await?;
+    let (seg, bytes) = done.value;
+    Ok(Rendered {
+        seg,
+        bytes,
+        encoding,
+        reservation: done.reservation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_from_format_then_accept_then_default() {
+        let pick = |f, a| choose_encoding(f, a).unwrap();
+        assert_eq!(pick(Some("png"), Some("image/jpeg")), Encoding::Png);
+        assert_eq!(pick(Some("JPEG"), None), Encoding::Jpeg);
+        assert_eq!(pick(None, Some("image/png")), Encoding::Png);
+        assert_eq!(
+            pick(None, Some("image/png;q=0.5, image/jpeg")),
+            Encoding::Jpeg
+        );
+        assert_eq!(
+            pick(None, Some("image/avif,image/webp,*/*;q=0.8")),
+            Encoding::Jpeg
+        );
+        assert_eq!(pick(None, None), Encoding::Jpeg);
+        let err = choose_encoding(Some("gif"), None).unwrap_err();
+        assert_eq!(err.status_and_type().0.as_u16(), 400);
+    }
+}

@@ -1,0 +1,325 @@
+//! Wire types of the Open Inference Protocol (KServe v2 / Triton) REST API. Field names and
+//! shapes follow the protocol's JSON schemas; conversions live in `tensors`, handlers in
+//! the parent module.
+//!
+//! Requests are parsed without building values nobody asked for: unknown fields are skipped
+//! (serde's `IgnoredAny`), parameters are scalars (an array there is refused at its first
+//! byte), and every list is bounded, so a body of millions of numbers costs no more memory
+//! than its own bytes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::engine::{ModelInfo, Task};
+
+/// The protocol's `platform` for a model served by ONNX Runtime (Triton's spelling).
+pub const PLATFORM: &str = "onnxruntime_onnx";
+/// We serve one version of each model; the protocol requires version strings.
+pub const MODEL_VERSION: &str = "1";
+/// Name of the one input tensor.
+pub const INPUT_NAME: &str = "image";
+/// Output tensors, in the order they are returned.
+pub const OUTPUTS: [&str; 5] = ["boxes", "scores", "class_ids", "class_names", "masks"];
+
+/// `GET /v2`: server metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServerMetadata {
+    /// Server name.
+    pub name: String,
+    /// Server version.
+    pub version: String,
+    /// Protocol extensions supported (none).
+    pub extensions: Vec<String>,
+}
+
+/// One tensor's description in model metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TensorMetadata {
+    /// Tensor name.
+    pub name: String,
+    /// Protocol datatype (`BYTES`, `FP32`, `INT64`).
+    pub datatype: String,
+    /// Shape; -1 is a variable dimension.
+    pub shape: Vec<i64>,
+}
+
+/// `GET /v2/models/{name}`: model metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelMetadata {
+    /// Model name.
+    pub name: String,
+    /// Available versions.
+    pub versions: Vec<String>,
+    /// Framework (`onnxruntime_onnx`).
+    pub platform: String,
+    /// Inputs: one BYTES tensor `image` holding an encoded photo.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs, one row per detection (`masks` only for segmentation models).
+    pub outputs: Vec<TensorMetadata>,
+}
+
+impl ModelMetadata {
+    /// Describes a loaded model.
+    pub fn new(info: &ModelInfo) -> Self {
+        let t = |name: &str, datatype: &str, shape: &[i64]| TensorMetadata {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+        };
+        let mut outputs = vec![
+            t("boxes", "FP32", &[-1, 4]),
+            t("scores", "FP32", &[-1]),
+            t("class_ids", "INT64", &[-1]),
+            t("class_names", "BYTES", &[-1]),
+        ];
+        if info.task == Task::Segment {
+            outputs.push(t("masks", "BYTES", &[-1]));
+        }
+        ModelMetadata {
+            name: info.name.clone(),
+            versions: vec![MODEL_VERSION.into()],
+            platform: PLATFORM.into(),
+            inputs: vec![t(INPUT_NAME, "BYTES", &[1])],
+            outputs,
+        }
+    }
+}
+
+/// `GET /v2/models/{name}/ready` and the health routes: the status code carries the
+/// answer; the body repeats it for humans.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadyBody {
+    /// Model name (model readiness only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    /// Always true in a 200 reply.
+    pub ready: bool,
+}
+
+/// Most entries a list in a request may have (inputs, outputs, parameters, image elements).
+pub const MAX_LIST: usize = 64;
+
+/// One `$parameter` value: the protocol allows a bool, a number or a string.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// Any JSON number.
+    Number(serde_json::Number),
+    /// A string.
+    String(String),
+}
+
+impl From<u32> for ParamValue {
+    fn from(v: u32) -> Self {
+        ParamValue::Number(v.into())
+    }
+}
+
+impl From<&str> for ParamValue {
+    fn from(v: &str) -> Self {
+        ParamValue::String(v.into())
+    }
+}
+
+/// `$parameters`: name -> bool, number or string.
+pub type Parameters = BTreeMap<String, ParamValue>;
+
+/// A request's `$parameters`, at most [`MAX_LIST`] of them.
+fn bounded_parameters<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Parameters>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<Parameters>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an object of at most {MAX_LIST} parameters")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = Parameters::new();
+            while let Some((k, v)) = m.next_entry::<String, ParamValue>()? {
+                if out.len() == MAX_LIST {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_LIST} parameters"
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// A list of at most [`MAX_LIST`] items.
+fn bounded_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a list of at most {MAX_LIST} items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_LIST {
+                    return Err(de::Error::custom(format!("more than {MAX_LIST} items")));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V(std::marker::PhantomData))
+}
+
+fn bounded_outputs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<RequestOutput>>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "bounded_list")] Vec<RequestOutput>);
+    Option::<W>::deserialize(d).map(|o| o.map(|w| w.0))
+}
+
+/// An input's `data`: strings (base64 images), possibly nested as the protocol allows, at
+/// most [`MAX_LIST`] of them; anything else is refused where it starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TensorData(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(&'a mut Vec<String>, usize);
+        impl<'de> de::DeserializeSeed<'de> for V<'_> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "base64 strings (the encoded images), nested at most 4 deep"
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+                if self.0.len() == MAX_LIST {
+                    return Err(E::custom(format!("more than {MAX_LIST} images")));
+                }
+                self.0.push(v.to_string());
+                Ok(())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                if self.1 >= 4 {
+                    return Err(de::Error::custom("data nested more than 4 deep"));
+                }
+                let depth = self.1 + 1;
+                while seq.next_element_seed(V(self.0, depth))?.is_some() {}
+                Ok(())
+            }
+        }
+        let mut out = Vec::new();
+        d.deserialize_any(V(&mut out, 0))?;
+        Ok(TensorData(out))
+    }
+}
+
+/// One input tensor of an inference request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct RequestInput {
+    /// Must be `image`.
+    pub name: String,
+    /// `[1]`: one image per request.
+    pub shape: Vec<i64>,
+    /// Must be `BYTES`.
+    pub datatype: String,
+    /// Per-input options (conf, iou, max_det, classes); override the request's.
+    #[serde(default, deserialize_with = "bounded_parameters")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
+    /// `["<base64 of the encoded image>"]` (nested arrays are flattened, as the protocol allows).
+    #[schema(value_type = Vec<String>)]
+    pub data: TensorData,
+}
+
+/// A requested output.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct RequestOutput {
+    /// One of boxes, scores, class_ids, class_names, masks.
+    pub name: String,
+    /// Ignored, except that binary output is refused.
+    #[serde(default, deserialize_with = "bounded_parameters")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
+}
+
+/// `POST /v2/models/{name}/infer` body.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct InferRequest {
+    /// Echoed in the response.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Options: conf (0.25), iou (0.7), max_det (300), classes ("person,car" or an id).
+    #[serde(default, deserialize_with = "bounded_parameters")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
+    /// Exactly one input, `image`.
+    #[serde(deserialize_with = "bounded_list")]
+    pub inputs: Vec<RequestInput>,
+    /// Outputs wanted; all when absent.
+    #[serde(default, deserialize_with = "bounded_outputs")]
+    pub outputs: Option<Vec<RequestOutput>>,
+}
+
+/// One output tensor of an inference response.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct ResponseOutput {
+    /// Tensor name.
+    pub name: String,
+    /// Shape, e.g. `[N, 4]`.
+    pub shape: Vec<usize>,
+    /// FP32, INT64 or BYTES.
+    pub datatype: String,
+    /// For `masks`: `format` = coco_rle, `height` and `width` of the masks.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
+    /// Row-major flattened values.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Value,
+}
+
+/// `POST /v2/models/{name}/infer` reply.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct InferResponse {
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// The request's id, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    /// `image_width`, `image_height` of the upright photo.
+    #[schema(value_type = Object)]
+    pub parameters: Parameters,
+    /// The requested outputs.
+    pub outputs: Vec<ResponseOutput>,
+}

@@ -1,0 +1,297 @@
+//! The memory budget: a process-wide count of the bytes that requests may hold at once.
+//!
+//! Limits on bodies and image sizes say what one request may send; they do not say how many
+//! such requests fit in a pod. So every request *reserves* its estimated peak bytes before
+//! it does the work (the body while it arrives, the decode buffers from the image header,
+//! masks once the boxes are known, the encoded answer), and gives them back when the work
+//! and the answer are gone. A request that could never fit gets a 413 from its caller; one
+//! that does not fit *now* gets a 503 with `Retry-After`. This is Envoy's overload manager
+//! and Triton's admission in miniature: refuse before the allocation, not after the OOM kill.
+//!
+//! The budget covers request work only; the models, ONNX Runtime and the runtime's own
+//! memory (the idle RSS) come on top, which is why the default is a fraction of the limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// This request alone would need more than the whole budget: retrying cannot help.
+    #[error("needs {needed} bytes of working memory, more than the server's whole budget of {limit} bytes")]
+    NeverFits {
+        /// What the request would hold in all, with this reservation.
+        needed: u64,
+        /// The budget.
+        limit: u64,
+    },
+    /// Other requests hold too much right now: retry later.
+    #[error(
+        "needs {needed} more bytes of working memory and only {available} of {limit} are free now"
+    )]
+    Busy {
+        /// The extra bytes asked for.
+        needed: u64,
+        /// Free at the time of asking.
+        available: u64,
+        /// The budget.
+        limit: u64,
+    },
+}
+
+/// The process-wide budget. Cheap to share: clone the `Arc`.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, reported as `segserve_memory_reserved_bytes` (and the limit
+    /// as `segserve_memory_budget_bytes`).
+    pub fn new(limit: u64) -> Arc<Self> {
+        metrics::gauge!("segserve_memory_budget_bytes").set(limit as f64);
+        let gauge = metrics::gauge!("segserve_memory_reserved_bytes");
+        gauge.set(0.0);
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicU64::new(0),
+            gauge,
+        })
+    }
+
+    /// No limit: for the offline commands, where one process serves one user.
+    pub fn unlimited() -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit: u64::MAX,
+            used: AtomicU64::new(0),
+            gauge: metrics::Gauge::noop(),
+        })
+    }
+
+    /// The budget in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// An empty reservation, to grow as the request learns what it needs.
+    pub fn reservation(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+
+    /// Takes `extra` bytes on top of the `held` a request already has, or refuses.
+    fn take(&self, held: u64, extra: u64) -> Result<(), BudgetError> {
+        let total = held.saturating_add(extra);
+        if total > self.limit {
+            return Err(BudgetError::NeverFits {
+                needed: total,
+                limit: self.limit,
+            });
+        }
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let available = self.limit.saturating_sub(used);
+            if extra > available {
+                return Err(BudgetError::Busy {
+                    needed: extra,
+                    available,
+                    limit: self.limit,
+                });
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + extra,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.gauge.set((used + extra) as f64);
+                    return Ok(());
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn give_back(&self, bytes: u64) {
+        let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        debug_assert!(before >= bytes, "released more than was reserved");
+        self.gauge.set(before.saturating_sub(bytes) as f64);
+    }
+}
+
+/// Bytes one request holds against the budget; released when dropped. It moves with the
+/// work (into blocking closures, into the response body), so a cancelled request keeps
+/// its share until its buffers are really gone.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    held: u64,
+}
+
+impl Reservation {
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Holds `extra` more bytes, or refuses (holding what it held before).
+    pub fn grow(&mut self, extra: u64) -> Result<(), BudgetError> {
+        if extra == 0 {
+            return Ok(());
+        }
+        self.budget.take(self.held, extra)?;
+        self.held += extra;
+        Ok(())
+    }
+
+    /// Holds at least `total` bytes in all: grows if it holds less, keeps what it has otherwise.
+    pub fn ensure(&mut self, total: u64) -> Result<(), BudgetError> {
+        self.grow(total.saturating_sub(self.held))
+    }
+
+    /// Holds exactly `total` bytes: gives back the excess, or grows to it.
+    pub fn set(&mut self, total: u64) -> Result<(), BudgetError> {
+        if total >= self.held {
+            return self.grow(total - self.held);
+        }
+        self.budget.give_back(self.held - total);
+        self.held = total;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.budget.give_back(self.held);
+        }
+    }
+}
+
+/// Parses a byte size: a plain number of bytes, or a number with a binary (`KiB`, `MiB`,
+/// `GiB`, `TiB`, or `K`, `M`, `G`, `T`, as Kubernetes' `Ki`, `Mi`, `Gi`) or decimal (`kB`,
+/// `MB`, `GB`, `TB`) suffix. `512MiB`, `2Gi`, `1.5G` and `1000000` all parse.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 512MiB, 2GiB, 1000000)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "ki" | "kib" => 1024.0,
+        "m" | "mi" | "mib" => 1024.0 * 1024.0,
+        "g" | "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The memory this process may use: the cgroup limit (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`) when one is set, else the machine's physical memory.
+pub fn memory_limit() -> Option<u64> {
+    // cgroup v1 reports "no limit" as a huge page-rounded number.
+    const UNLIMITED: u64 = 1 << 60;
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&b| b < UNLIMITED);
+    cgroup.or_else(physical_memory)
+}
+
+fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_add_up_and_give_back_on_drop() {
+        let b = MemoryBudget::new(1000);
+        let mut r1 = b.reservation();
+        r1.grow(600).unwrap();
+        let mut r2 = b.reservation();
+        assert_eq!(
+            r2.grow(500),
+            Err(BudgetError::Busy {
+                needed: 500,
+                available: 400,
+                limit: 1000
+            })
+        );
+        r2.grow(400).unwrap();
+        assert_eq!(b.used(), 1000);
+        r1.set(100).unwrap();
+        assert_eq!(b.used(), 500);
+        drop(r2);
+        assert_eq!(b.used(), 100);
+        drop(r1);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_budget_never_fits() {
+        let b = MemoryBudget::new(1000);
+        let mut r = b.reservation();
+        r.grow(700).unwrap();
+        assert_eq!(
+            r.grow(400),
+            Err(BudgetError::NeverFits {
+                needed: 1100,
+                limit: 1000
+            })
+        );
+        // A refused grow keeps what was held.
+        assert_eq!((r.held(), b.used()), (700, 700));
+        r.ensure(300).unwrap();
+        assert_eq!(r.held(), 700);
+        r.ensure(900).unwrap();
+        assert_eq!(b.used(), 900);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("1000000"), Ok(1_000_000));
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn memory_limit_is_found() {
+        // Every Linux machine has either a cgroup limit or /proc/meminfo.
+        assert!(memory_limit().is_some_and(|b| b > 1 << 20));
+    }
+}
