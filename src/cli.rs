@@ -317,6 +317,7 @@ pub fn models(args: ModelsArgs) -> anyhow::Result<bool> {
                 stride: info.stride,
                 class_names: info.names.clone(),
                 default: i == 0,
+                layout: info.layout.as_str().to_string(),
             }),
             Err(e) => {
                 ok = false;

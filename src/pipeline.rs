@@ -10,7 +10,6 @@ use bytes::Bytes;
 use image::RgbImage;
 
 use crate::engine::{Detection, Engine, EngineError, FilterOptions};
-use crate::geometry::Letterbox;
 use crate::imageio::{self, DecodeLimits, ImageError};
 
 /// Failure anywhere in the pipeline.
@@ -96,10 +95,7 @@ pub async fn segment(
     let admission = engine.try_admit()?;
     let slot = engine.slot(&admission).await?;
     let slot_wait = started.elapsed();
-    let (cw, ch) = (
-        engine.info().input_hw.1 as u32,
-        engine.info().input_hw.0 as u32,
-    );
+    let canvas = engine.info().canvas;
     let mut input = engine.input_buffer();
     let bytes = req.bytes.clone();
     let keep = req.keep_image;
@@ -107,14 +103,15 @@ pub async fn segment(
         let t0 = Instant::now();
         let img = imageio::decode(&bytes, &limits)?;
         let t1 = Instant::now();
-        let lb = Letterbox::new(img.width(), img.height(), cw, ch);
+        let lb = canvas.letterbox(img.width(), img.height());
+        input.resize(lb.tensor_len(), 0.0);
         SCRATCH.with(|r| imageio::letterbox_into(&img, &lb, &mut r.borrow_mut(), &mut input));
         // Only the renderer needs the pixels again; drop them before waiting on inference.
         Ok((keep.then_some(img), lb, input, t1 - t0, t1.elapsed()))
     })
     .await??;
 
-    let raw = engine.infer(input, &slot).await?;
+    let raw = engine.infer(input, lb.canvas_hw(), &slot).await?;
     drop(slot);
     drop(admission);
 
@@ -151,6 +148,6 @@ pub async fn warm_up(engine: &Engine) -> Result<(), PipelineError> {
     let slot = engine.slot(&admission).await?;
     let mut input = engine.input_buffer();
     input.fill(114.0 / 255.0);
-    engine.infer(input, &slot).await?;
+    engine.infer(input, engine.info().input_hw, &slot).await?;
     Ok(())
 }

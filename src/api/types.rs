@@ -439,6 +439,9 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Whether this is the default model.
     pub default: bool,
+    /// What the model outputs: `raw` (NMS done here), `nms` (NMS inside the graph) or
+    /// `end2end` (an NMS-free head); see docs/models.md.
+    pub layout: String,
 }
 
 /// `GET /v1/models` reply.
