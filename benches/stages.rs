@@ -63,7 +63,7 @@ fn stages(c: &mut Criterion) {
     let raw = rt.block_on(async {
         let admission = engine.try_admit().unwrap();
         let slot = engine.slot(&admission).await.unwrap();
-        engine.infer(input.clone(), &slot).await.unwrap()
+        engine.infer(input.clone(), (ih, iw), &slot).await.unwrap()
     });
     let filter = FilterOptions::default();
     c.bench_function("postprocess/outputs+nms", |b| {
