@@ -131,9 +131,10 @@ pub fn decide(
         Some(OutputLayout::Raw) if raw_shape || (*d1 < 0 && !rows_shape) => Ok(OutputLayout::Raw),
         Some(OutputLayout::Raw) if rows_shape => Err(format!(
             "output0 {output0:?} is [N, max_det, 6{coeffs}], the layout of a graph with NMS inside, \
-             but the metadata says the graph has none (end2end: {:?}, args nms: {:?}); \
+             but the metadata says the graph has none (end2end: {}, args nms: {}); \
              re-export, or fix the metadata",
-            declared.end2end, declared.nms
+            python(declared.end2end),
+            python(declared.nms)
         )),
         Some(l @ (OutputLayout::Nms | OutputLayout::End2end)) => {
             if *d2 == width || (*d2 < 0 && !raw_shape) {
@@ -156,6 +157,15 @@ pub fn decide(
             "output0 {output0:?} is neither [N, 4 + {num_classes} classes{coeffs}, anchors] = \
              [N, {channels}, anchors] nor [N, max_det, 6{coeffs}] = [N, max_det, {width}]"
         )),
+    }
+}
+
+/// A metadata flag as Ultralytics writes it, for error messages.
+fn python(flag: Option<bool>) -> &'static str {
+    match flag {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "absent",
     }
 }
 

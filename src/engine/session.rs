@@ -149,6 +149,13 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
     let input_hw = metadata::parse_imgsz(&get("imgsz")?).map_err(|e| bad(e.to_string()))?;
     let stride = metadata::parse_stride(&get("stride")?).map_err(|e| bad(e.to_string()))?;
     let task = metadata::parse_task(&get("task")?).map_err(|e| bad(e.to_string()))?;
+    // RT-DETR exports also have [N, 300, ...] rows, but with cx, cy, w, h boxes and their own
+    // postprocessing; taking them for an end-to-end YOLO head would misplace every box.
+    if meta.custom("head").as_deref() == Some("RTDETRDecoder") {
+        return Err(bad(
+            "RT-DETR exports are not served (YOLO detect and segment heads only)".into(),
+        ));
+    }
     // Absent in older exports: `layout::decide` then goes by the shape alone.
     let end2end = meta
         .custom("end2end")
