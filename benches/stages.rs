@@ -62,7 +62,7 @@ fn stages(c: &mut Criterion) {
 
     let (raw, _) = rt.block_on(async {
         let ticket = segserve::pipeline::Ticket::take(&engine).await.unwrap();
-        engine.infer(input.clone(), ticket).await.unwrap()
+        engine.infer(input.clone(), (ih, iw), ticket).await.unwrap()
     });
     let budget = segserve::budget::MemoryBudget::unlimited();
     let filter = FilterOptions::default();

@@ -9,7 +9,7 @@ ORT_VERSION=1.31.1
 ORT_LIB=".ort/libonnxruntime.so.${ORT_VERSION}"
 MIRROR="${SEGSERVE_MODEL_MIRROR:-../shared/models}"
 # Models to fetch; `make setup MODELS="a b"` narrows it. The default model comes first.
-MODELS="${MODELS:-yolov8n-seg-320 yolov8n-seg-320-int8 yolov8n-seg-640 yolov8n-seg-dyn yolov12n-det-640}"
+MODELS="${MODELS:-yolov8n-seg-320 yolov8n-seg-320-int8 yolov8n-seg-640 yolov8n-seg-dyn yolov8n-seg-320-nms yolov12n-det-640}"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

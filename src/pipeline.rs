@@ -16,7 +16,6 @@ use image::RgbImage;
 
 use crate::budget::{BudgetError, Reservation};
 use crate::engine::{self, Admission, Detection, Engine, EngineError, FilterOptions, Slot};
-use crate::geometry::Letterbox;
 use crate::imageio::{self, DecodeLimits, ImageError};
 
 /// Failure anywhere in the pipeline.
@@ -200,10 +199,7 @@ where
         None => Ticket::take(engine).await?,
     };
     let slot_wait = ticket.waited;
-    let (cw, ch) = (
-        engine.info().input_hw.1 as u32,
-        engine.info().input_hw.0 as u32,
-    );
+    let canvas = engine.info().canvas;
     let mut input = engine.input_buffer();
     let SegmentRequest {
         bytes,
@@ -236,7 +232,8 @@ where
                 other => PipelineError::from(other),
             })?;
         let t1 = Instant::now();
-        let lb = Letterbox::new(img.width(), img.height(), cw, ch);
+        let lb = canvas.letterbox(img.width(), img.height());
+        input.resize(lb.tensor_len(), 0.0);
         SCRATCH.with(|r| imageio::letterbox_into(&img, &lb, &mut r.borrow_mut(), &mut input));
         // Only the renderer needs the pixels again; drop them (and the upload) before
         // waiting on inference, and hold only what is still alive.
@@ -248,7 +245,7 @@ where
     })
     .await??;
 
-    let (raw, held) = engine.infer(input, held).await?;
+    let (raw, held) = engine.infer(input, lb.canvas_hw(), held).await?;
 
     let t_post = Instant::now();
     let (queue_wait, run_time) = (raw.queue_wait, raw.run_time);
@@ -302,7 +299,7 @@ pub async fn warm_up(engine: &Engine) -> Result<(), PipelineError> {
     let ticket = Ticket::take(engine).await?;
     let mut input = engine.input_buffer();
     input.fill(114.0 / 255.0);
-    let (raw, _) = engine.infer(input, ticket).await?;
+    let (raw, _) = engine.infer(input, engine.info().input_hw, ticket).await?;
     engine.record_output_bytes(&raw);
     Ok(())
 }

@@ -1,15 +1,27 @@
-//! Dynamic batching (issue 5): with a dynamic-batch model and --max-batch > 1, concurrent
-//! requests are grouped into one `Session::run`, and each still gets its own answer, equal
-//! to what it gets alone.
+//! Dynamic batching: with a dynamic-batch model and --max-batch > 1, concurrent requests are
+//! grouped into one `Session::run`, and each still gets its own answer, equal to what it gets
+//! alone. The model also has dynamic height and width, so each photo gets its own canvas
+//! (the minimum rectangle, as Ultralytics does): only photos whose canvases are the same size
+//! can share a run.
 
 mod common;
 
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_share_a_batched_run() {
-    let model = common::model("yolov8n-seg-dyn");
-    let srv = common::spawn_server(&[
+const MODEL: &str = "yolov8n-seg-dyn";
+
+/// The metrics recorder is process-wide and both tests serve the same model name, so they
+/// take turns: each reads the batch counters of its own requests only.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(common::shared().join("testdata").join(name)).unwrap()
+}
+
+/// A server with one session that batches up to 4 images within 200 ms.
+async fn batching_server() -> common::TestServer {
+    let model = common::model(MODEL);
+    common::spawn_server(&[
         "--model",
         model.to_str().unwrap(),
         "--sessions",
@@ -19,40 +31,23 @@ async fn concurrent_requests_share_a_batched_run() {
         "--batch-window-ms",
         "200",
     ])
-    .await;
-    let c = reqwest::Client::new();
-    let photos: Vec<Vec<u8>> = ["bus.jpg", "zidane.jpg", "coffee.png", "chelsea.png"]
-        .iter()
-        .map(|p| std::fs::read(common::shared().join("testdata").join(p)).unwrap())
-        .collect();
-    let post = |bytes: Vec<u8>| {
-        c.post(srv.url("/v1/segment?masks=none&model=yolov8n-seg-dyn"))
-            .header("content-type", "image/png")
-            .body(bytes)
-            .send()
-    };
-    // Alone first (the first request also warms nothing up: readiness did that).
-    let mut alone = Vec::new();
-    for p in &photos {
-        let v: Value = post(p.clone()).await.unwrap().json().await.unwrap();
-        alone.push(v);
-    }
-    let together = futures_util::future::join_all(photos.iter().map(|p| post(p.clone()))).await;
-    for (i, r) in together.into_iter().enumerate() {
-        let r = r.unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        let (a, b) = (&alone[i]["detections"], &v["detections"]);
-        assert_eq!(
-            a.as_array().unwrap().len(),
-            b.as_array().unwrap().len(),
-            "photo {i}"
-        );
-        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
-            assert_eq!(x["class_id"], y["class_id"]);
-            assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-3);
-        }
-    }
+    .await
+}
+
+async fn segment(c: &reqwest::Client, srv: &common::TestServer, bytes: Vec<u8>) -> Value {
+    let r = c
+        .post(srv.url(&format!("/v1/segment?masks=none&model={MODEL}")))
+        .header("content-type", "image/png")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// (runs, images) so far, from the `segserve_batch_size` histogram.
+async fn batch_counts(c: &reqwest::Client, srv: &common::TestServer) -> (f64, f64) {
     let metrics = c
         .get(srv.url("/metrics"))
         .send()
@@ -72,11 +67,88 @@ async fn concurrent_requests_share_a_batched_run() {
             .parse()
             .unwrap()
     };
-    let runs = line("segserve_batch_size_count{model=\"yolov8n-seg-dyn\"}");
-    let images = line("segserve_batch_size_sum{model=\"yolov8n-seg-dyn\"}");
-    // 4 single runs + the concurrent 4 in fewer runs than images (+1 warm-up run).
+    (
+        line(&format!("segserve_batch_size_count{{model=\"{MODEL}\"}}")),
+        line(&format!("segserve_batch_size_sum{{model=\"{MODEL}\"}}")),
+    )
+}
+
+/// Sends `names` one at a time, then all at once; checks each concurrent answer against its
+/// lone one and returns (runs, images) of the concurrent part.
+async fn alone_then_together(srv: &common::TestServer, names: &[&str]) -> (f64, f64) {
+    let c = reqwest::Client::new();
+    let photos: Vec<Vec<u8>> = names.iter().map(|n| photo(n)).collect();
+    let mut alone = Vec::new();
+    for p in &photos {
+        alone.push(segment(&c, srv, p.clone()).await);
+    }
+    let before = batch_counts(&c, srv).await;
+    let together =
+        futures_util::future::join_all(photos.iter().map(|p| segment(&c, srv, p.clone()))).await;
+    let after = batch_counts(&c, srv).await;
+    eprintln!(
+        "{names:?} together: {} images in {} runs",
+        after.1 - before.1,
+        after.0 - before.0
+    );
+    for (i, v) in together.iter().enumerate() {
+        let (a, b) = (
+            alone[i]["detections"].as_array().unwrap(),
+            v["detections"].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{}: detections", names[i]);
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x["class_id"], y["class_id"], "{}", names[i]);
+            assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-3);
+            for k in 0..4 {
+                let (p, q) = (x["box"][k].as_f64().unwrap(), y["box"][k].as_f64().unwrap());
+                assert!((p - q).abs() < 0.5, "{}: box {k}: {p} vs {q}", names[i]);
+            }
+        }
+    }
+    (after.0 - before.0, after.1 - before.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_a_batched_run() {
+    let _turn = SERIAL.lock().await;
+    let srv = batching_server().await;
+    // coffee.png (600x400) and chelsea.png (451x300) both run on a 640x448 canvas.
+    let (runs, images) = alone_then_together(
+        &srv,
+        &["bus.jpg", "zidane.jpg", "coffee.png", "chelsea.png"],
+    )
+    .await;
+    assert_eq!(images, 4.0);
     assert!(
         images > runs,
         "no run carried more than one image: {images} images in {runs} runs"
+    );
+}
+
+/// Photos of different sizes in one batch window: each canvas size runs on its own (a
+/// mixed batch cannot be stacked into one tensor), equal sizes share a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_of_different_shapes_are_batched_by_shape() {
+    let _turn = SERIAL.lock().await;
+    let srv = batching_server().await;
+    // Canvases (w x h): bus 480x640; zidane and its EXIF-rotated copy 640x384 (upright);
+    // coffee and chelsea 640x448. Three shapes, five photos.
+    let names = [
+        "bus.jpg",
+        "zidane.jpg",
+        "coffee.png",
+        "zidane_exif6.jpg",
+        "chelsea.png",
+    ];
+    let (runs, images) = alone_then_together(&srv, &names).await;
+    assert_eq!(images, 5.0);
+    assert!(
+        runs >= 3.0,
+        "three canvas sizes need three runs, got {runs}"
+    );
+    assert!(
+        runs < images,
+        "equal canvases did not share a run: {runs} runs"
     );
 }

@@ -1,14 +1,15 @@
 //! Parity with Ultralytics: our detections on every photo in ../shared/testdata against
-//! ../shared/golden/<model>/<photo>.json (issue 2). Greedy matching by class and box
-//! IoU >= 0.5; per model: precision and recall >= 0.95, mean box IoU >= 0.98, mean mask
-//! IoU >= 0.95, max score difference <= 0.03.
+//! ../shared/golden/<model>/<photo>.json. Greedy matching by class and box IoU >= 0.5; per
+//! model: precision and recall >= 0.95, mean box IoU >= 0.98, mean mask IoU >= 0.95, max
+//! score difference <= 0.03. Covers every output layout (raw, NMS inside the graph) and both
+//! canvas policies (full square for static shapes, minimum rectangle for dynamic ones).
 
 mod common;
 
 use bytes::Bytes;
 use segserve::budget::MemoryBudget;
 use segserve::config::available_cpus;
-use segserve::engine::{session, Engine, PoolConfig};
+use segserve::engine::{session, Engine, ModelInfo, PoolConfig};
 use segserve::imageio::DecodeLimits;
 use segserve::mask::decode_coco_rle;
 use segserve::pipeline::{self, SegmentRequest};
@@ -82,6 +83,11 @@ struct Stats {
 }
 
 async fn check_model(model: &str, expect_masks: bool) {
+    check_model_layout(model, expect_masks, None).await;
+}
+
+/// Like `check_model`, also checking the output layout; returns the model's metadata.
+async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str>) -> ModelInfo {
     let engine = Engine::load(
         &common::model(model),
         model,
@@ -95,6 +101,13 @@ async fn check_model(model: &str, expect_masks: bool) {
         },
     )
     .expect("model loads");
+    if let Some(layout) = layout {
+        assert_eq!(
+            engine.info().layout.as_str(),
+            layout,
+            "{model}: output layout"
+        );
+    }
     let mut st = Stats::default();
     for photo in common::photos() {
         let file = photo.file_name().unwrap().to_str().unwrap().to_string();
@@ -212,6 +225,7 @@ async fn check_model(model: &str, expect_masks: bool) {
     } else {
         assert_eq!(st.masks, 0, "{model}: a detection model has no masks");
     }
+    engine.info().clone()
 }
 
 fn init() {
@@ -242,4 +256,25 @@ async fn parity_yolov12n_det_640() {
 async fn parity_yolov8n_seg_640() {
     init();
     check_model("yolov8n-seg-640", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parity_yolov8n_seg_320_nms() {
+    init();
+    let info = check_model_layout("yolov8n-seg-320-nms", true, Some("nms")).await;
+    assert_eq!(
+        info.letterbox(810, 1080).canvas_hw(),
+        (320, 320),
+        "static: full square"
+    );
+}
+
+/// Dynamic height and width: Ultralytics letterboxes to the minimum rectangle (bus.jpg runs
+/// as 480x640); with the full 640 square instead, precision fell to 0.90.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parity_yolov8n_seg_dyn() {
+    init();
+    let info = check_model_layout("yolov8n-seg-dyn", true, Some("raw")).await;
+    assert_eq!(info.letterbox(810, 1080).canvas_hw(), (640, 480));
+    assert_eq!(info.letterbox(1280, 720).canvas_hw(), (384, 640));
 }

@@ -203,6 +203,9 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Whether this is the default model.
     pub default: bool,
+    /// What the model outputs: `raw` (NMS done here), `nms` (NMS inside the graph) or
+    /// `end2end` (an NMS-free head); see docs/models.md.
+    pub layout: String,
 }
 
 impl ModelCard {
@@ -215,6 +218,7 @@ impl ModelCard {
             stride: info.stride,
             class_names: info.names.clone(),
             default,
+            layout: info.layout.as_str().to_string(),
         }
     }
 }

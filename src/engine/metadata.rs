@@ -1,5 +1,6 @@
-//! Ultralytics export metadata (`names`, `imgsz`, `stride`, `task`) read from the ONNX
-//! `metadata_props`. Parsing only: the session module fetches the raw strings.
+//! Ultralytics export metadata (`names`, `imgsz`, `stride`, `task`, `batch`, `end2end` and the
+//! export `args`) read from the ONNX `metadata_props`. Parsing only: the session module
+//! fetches the raw strings, and `layout` decides what they mean together with the shapes.
 
 use std::collections::BTreeMap;
 
@@ -147,6 +148,91 @@ pub fn parse_task(text: &str) -> Result<Task, MetadataError> {
     }
 }
 
+/// Parses a Python boolean such as `end2end`'s `True` / `False`.
+pub fn parse_bool(key: &'static str, text: &str) -> Result<bool, MetadataError> {
+    match text.trim() {
+        "True" | "true" => Ok(true),
+        "False" | "false" => Ok(false),
+        other => Err(err(key, format!("not True or False: {other:?}"))),
+    }
+}
+
+/// Parses `batch`, the batch size the model was exported with.
+pub fn parse_batch(text: &str) -> Result<usize, MetadataError> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|b| *b > 0)
+        .ok_or_else(|| err("batch", format!("not a positive integer: {text:?}")))
+}
+
+/// The export arguments that change what the graph computes, from the `args` entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportArgs {
+    /// `nms`: `Some(true)` when NMS was embedded in the graph; `None` when absent or `None`.
+    pub nms: Option<bool>,
+    /// `dynamic`: exported with dynamic batch, height and width.
+    pub dynamic: Option<bool>,
+}
+
+/// Parses `args`, a Python dict literal such as `{'batch': 1, 'nms': True, 'data': None}`.
+/// Only `nms` and `dynamic` are kept; other values are skipped whatever their type.
+pub fn parse_export_args(text: &str) -> Result<ExportArgs, MetadataError> {
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| err("args", "not a {'key': value} dict"))?;
+    let mut out = ExportArgs::default();
+    for entry in split_top_level(body) {
+        let Some((key, value)) = entry.split_once(':') else {
+            if entry.trim().is_empty() {
+                continue;
+            }
+            return Err(err("args", format!("entry without ':': {entry:?}")));
+        };
+        let key = key.trim().trim_matches(|c| c == '\'' || c == '"');
+        let flag = match value.trim() {
+            "True" => Some(true),
+            "False" => Some(false),
+            _ => None,
+        };
+        match key {
+            "nms" => out.nms = flag,
+            "dynamic" => out.dynamic = flag,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a dict body at the commas that are outside quotes and brackets.
+fn split_top_level(body: &str) -> Vec<&str> {
+    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0i32, None);
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match (quote, c) {
+            (Some(_), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '(' | '{') => depth += 1,
+            (None, ']' | ')' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        escaped = false;
+    }
+    parts.push(&body[start..]);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +262,37 @@ mod tests {
         assert!(parse_stride("-1").is_err());
         assert_eq!(parse_task("segment").unwrap(), Task::Segment);
         assert!(parse_task("pose").is_err());
+    }
+
+    #[test]
+    fn end2end_batch_and_export_args() {
+        assert!(parse_bool("end2end", "True").unwrap());
+        assert!(!parse_bool("end2end", " False ").unwrap());
+        assert!(parse_bool("end2end", "1").is_err());
+        assert_eq!(parse_batch("4").unwrap(), 4);
+        assert!(parse_batch("0").is_err());
+        // As written by Ultralytics 8.4 for `yolo export ... nms=True`.
+        let nms = "{'data': None, 'batch': 1, 'fraction': 1.0, 'quantize': None, 'nms': True, \
+                   'dynamic': False, 'simplify': False, 'opset': None}";
+        assert_eq!(
+            parse_export_args(nms).unwrap(),
+            ExportArgs {
+                nms: Some(true),
+                dynamic: Some(false)
+            }
+        );
+        // Older exports have no `nms`; strings may hold commas, quotes and brackets.
+        let old =
+            r#"{'batch': 1, 'data': 'C:\\d, [x]\'s.yaml', 'dynamic': True, 'imgsz': [640, 480]}"#;
+        assert_eq!(
+            parse_export_args(old).unwrap(),
+            ExportArgs {
+                nms: None,
+                dynamic: Some(true)
+            }
+        );
+        assert_eq!(parse_export_args("{}").unwrap(), ExportArgs::default());
+        assert!(parse_export_args("nms=True").is_err());
+        assert!(parse_export_args("{'nms' True}").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! bounded queue, plus output decoding. It knows tensors and detections, not HTTP or
 //! image files (`imageio` makes the input tensor, `api` shapes the replies).
 
+pub mod layout;
 pub mod masks;
 pub mod metadata;
 pub mod postprocess;
@@ -14,12 +15,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ndarray::{ArrayView2, ArrayView3, Axis};
+use ndarray::{ArrayView3, Axis};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::budget::{BudgetError, Reservation};
 use crate::geometry::Letterbox;
 use crate::mask::BoxMask;
+pub use layout::OutputLayout;
 pub use metadata::Task;
 pub use postprocess::FilterOptions;
 pub use session::ModelInfo;
@@ -101,11 +103,12 @@ pub struct PoolConfig {
 /// Raw model outputs for one image, copied out of ONNX Runtime's buffers.
 #[derive(Debug)]
 pub struct RawOutput {
-    /// `output0` without the batch dimension: [channels, anchors].
+    /// `output0` without the batch dimension: [channels, anchors] in the raw layout,
+    /// [rows, 6 + nm] in the in-graph ones (see [`OutputLayout`]).
     pub preds: Vec<f32>,
-    /// Number of anchors.
+    /// Number of anchors (raw layout) or detection rows (in-graph layouts).
     pub anchors: usize,
-    /// Prototypes [m, mh, mw] for segmentation models.
+    /// Prototypes [m, mh, mw] for segmentation models (mh, mw = the canvas / 4).
     pub protos: Option<(Vec<f32>, [usize; 3])>,
     /// Time spent waiting for a session.
     pub queue_wait: Duration,
@@ -145,6 +148,8 @@ pub type Carry = Box<dyn std::any::Any + Send>;
 
 pub(crate) struct Job {
     input: Vec<f32>,
+    /// Canvas (height, width) of `input`: it varies per photo on dynamic-shape models.
+    hw: (usize, usize),
     enqueued: Instant,
     carry: Carry,
     reply: oneshot::Sender<(Result<RawOutput, EngineError>, Carry)>,
@@ -276,7 +281,9 @@ impl Engine {
         }
     }
 
-    /// A zeroed-or-recycled input buffer of the model's size: [3, H, W].
+    /// A zeroed-or-recycled input buffer of the model's full size, [3, H, W] at `input_hw`.
+    /// A rect canvas (dynamic-shape models) is never larger: `resize` it to
+    /// [`Letterbox::tensor_len`], which then only shortens it.
     pub fn input_buffer(&self) -> Vec<f32> {
         let (h, w) = self.inner.info.input_hw;
         let recycled = self
@@ -290,17 +297,28 @@ impl Engine {
         b
     }
 
-    /// Runs the model on a prepared [3, H, W] tensor on one of the pool's sessions.
-    /// `carry` (the caller's slot, permits, reservation) travels with the job and comes back
-    /// with the answer; if the caller stops waiting it is dropped only once the run is done.
+    /// Runs the model on a prepared [3, H, W] tensor, `hw` = (H, W), on one of the pool's
+    /// sessions. `carry` (the caller's slot, permits, reservation) travels with the job and
+    /// comes back with the answer; if the caller stops waiting it is dropped only once the
+    /// run is done.
     pub async fn infer<C: Send + 'static>(
         &self,
         input: Vec<f32>,
+        hw: (usize, usize),
         carry: C,
     ) -> Result<(RawOutput, C), EngineError> {
+        if input.len() != 3 * hw.0 * hw.1 {
+            return Err(EngineError::Inference(format!(
+                "input has {} values, not 3 x {} x {}",
+                input.len(),
+                hw.0,
+                hw.1
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job {
             input,
+            hw,
             enqueued: Instant::now(),
             carry: Box::new(carry),
             reply: tx,
@@ -332,8 +350,14 @@ impl Engine {
         budget: &mut Reservation,
     ) -> Result<Vec<Detection>, BudgetError> {
         let info = &self.inner.info;
-        let nc = info.names.len();
-        let cands = postprocess::decode(&raw.preds, raw.anchors, nc, lb, opts);
+        let (nc, nm) = (info.names.len(), info.num_masks);
+        // Boxes and masks are mapped back the way Ultralytics' scale_boxes/scale_masks do:
+        // from the canvas size alone (a rect canvas can differ from the letterbox by a pixel).
+        let lb = &lb.as_mapped_back();
+        let cands = match info.layout {
+            OutputLayout::Raw => postprocess::decode(&raw.preds, raw.anchors, nc, lb, opts),
+            l => layout::decode_rows(l, &raw.preds, raw.anchors, nc, nm, lb, opts),
+        };
         let protos = match (&raw.protos, want_masks) {
             (Some((p, dims)), true) if !cands.is_empty() => Some((p, dims)),
             _ => {
@@ -353,14 +377,9 @@ impl Engine {
         let (p, dims) = protos.expect("checked above");
         let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p)
             .expect("prototype length checked by the worker");
-        let preds = ArrayView2::from_shape(
-            (4 + nc + dims[0], raw.anchors),
-            &raw.preds[..(4 + nc + dims[0]) * raw.anchors],
-        )
-        .expect("prediction length checked by the worker");
-        let coeff_rows = preds.slice(ndarray::s![4 + nc.., ..]);
         let coeffs = ndarray::Array2::from_shape_fn((cands.len(), dims[0]), |(i, k)| {
-            coeff_rows[[k, cands[i].anchor]]
+            info.layout
+                .coefficient(&raw.preds, raw.anchors, nc, nm, cands[i].anchor, k)
         });
         let logits = masks::logits(coeffs.view(), protos);
         let detections = cands

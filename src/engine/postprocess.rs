@@ -1,6 +1,8 @@
-//! Turns the raw `output0` tensor into detections: confidence filter on the best class,
+//! Turns the raw-layout `output0` tensor into detections: confidence filter on the best class,
 //! optional class filter, class-aware greedy NMS, `max_det`, boxes mapped back to the photo.
-//! Mirrors Ultralytics' `non_max_suppression` (single label per box) and `scale_boxes`.
+//! Mirrors Ultralytics' `non_max_suppression` (single label per box) and `scale_boxes`. The
+//! in-graph layouts (NMS inside the graph, end-to-end heads) are decoded by `layout`, which
+//! shares the filter options and the NMS here.
 
 use crate::geometry::Letterbox;
 
@@ -17,6 +19,22 @@ pub struct FilterOptions {
     pub classes: Option<Vec<usize>>,
 }
 
+impl FilterOptions {
+    /// `classes` as a per-class lookup (`None` = every class), built once per request so
+    /// the filter costs one index per candidate. Ids outside the model's classes match nothing.
+    pub fn class_lookup(&self, num_classes: usize) -> Option<Vec<bool>> {
+        self.classes.as_ref().map(|ids| {
+            let mut allowed = vec![false; num_classes];
+            for &id in ids {
+                if let Some(a) = allowed.get_mut(id) {
+                    *a = true;
+                }
+            }
+            allowed
+        })
+    }
+}
+
 impl Default for FilterOptions {
     fn default() -> Self {
         FilterOptions {
@@ -31,7 +49,8 @@ impl Default for FilterOptions {
 /// A kept candidate, before masks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
-    /// Anchor index in `output0`, to fetch mask coefficients later.
+    /// Anchor index (raw layout) or row index (in-graph layouts) in `output0`, to fetch
+    /// mask coefficients later.
     pub anchor: usize,
     /// Box in canvas (model input) pixels, x1 y1 x2 y2.
     pub canvas_box: [f32; 4],
@@ -67,9 +86,10 @@ pub fn decode(
             }
         }
     }
+    let allowed = opts.class_lookup(num_classes);
     let mut cands: Vec<Candidate> = (0..anchors)
         .filter(|&a| best[a] > opts.conf)
-        .filter(|&a| opts.classes.as_ref().is_none_or(|cl| cl.contains(&arg[a])))
+        .filter(|&a| allowed.as_ref().is_none_or(|ok| ok[arg[a]]))
         .map(|a| {
             let (cx, cy, w, h) = (
                 preds[a],
@@ -112,7 +132,7 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Greedy NMS over score-sorted candidates; boxes of different classes never suppress
 /// each other (what the class offset does in torchvision's batched NMS).
-fn nms(sorted: Vec<Candidate>, iou_thr: f32, max_det: usize) -> Vec<Candidate> {
+pub(crate) fn nms(sorted: Vec<Candidate>, iou_thr: f32, max_det: usize) -> Vec<Candidate> {
     let mut kept: Vec<Candidate> = Vec::new();
     for c in sorted {
         if kept.len() >= max_det {
@@ -179,6 +199,21 @@ mod tests {
         };
         // Anchor 1's best class is 0, so filtering to class 1 removes it.
         assert!(decode(&t, 2, 2, &lb(), &only1).is_empty());
+        let only0 = FilterOptions {
+            classes: Some(vec![0, 99]),
+            ..Default::default()
+        };
+        assert_eq!(decode(&t, 2, 2, &lb(), &only0).len(), 1);
+    }
+
+    #[test]
+    fn class_lookup_is_indexed_by_class_id() {
+        assert_eq!(FilterOptions::default().class_lookup(3), None);
+        let opts = FilterOptions {
+            classes: Some(vec![2, 0, 2, 7]),
+            ..Default::default()
+        };
+        assert_eq!(opts.class_lookup(3), Some(vec![true, false, true]));
     }
 
     #[test]

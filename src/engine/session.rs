@@ -1,5 +1,7 @@
 //! Loads the ONNX Runtime library once, builds `ort` sessions, and checks a model's
-//! inputs, outputs and Ultralytics metadata before anything is served with it.
+//! inputs, outputs and Ultralytics metadata before anything is served with it: which output
+//! layout it has (`layout`), and whether photos go on the full square canvas or the minimum
+//! rectangle (dynamic-shape models).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -8,8 +10,10 @@ use ort::environment::Environment;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::ValueType;
 
+use super::layout::{self, Declared, OutputLayout};
 use super::metadata::{self, Task};
 use super::EngineError;
+use crate::geometry::{Canvas, Letterbox};
 
 /// Everything about a model that the rest of the server needs, read once at load time.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,7 +24,8 @@ pub struct ModelInfo {
     pub task: Task,
     /// Class names by id.
     pub names: Vec<String>,
-    /// Canvas the photo is letterboxed onto: (height, width).
+    /// Model image size (metadata `imgsz`): (height, width). The canvas of static-shape
+    /// models; for dynamic-shape ones the size the photo is fitted into (see `canvas`).
     pub input_hw: (usize, usize),
     /// Model stride (from metadata).
     pub stride: usize,
@@ -28,6 +33,17 @@ pub struct ModelInfo {
     pub num_masks: usize,
     /// Whether the batch dimension is dynamic (then requests can be batched).
     pub dynamic_batch: bool,
+    /// What `output0` holds: raw anchors, or detections after NMS in the graph / end-to-end.
+    pub layout: OutputLayout,
+    /// How the canvas is sized per photo: the `input_hw` square, or (input height and width
+    /// dynamic) the minimum rectangle, as Ultralytics letterboxes dynamic exports.
+    #[serde(skip)]
+    pub canvas: Canvas,
+    /// Most images per `Session::run`: 1 without a dynamic batch dimension; for NMS graphs
+    /// the export's `batch`, because their per-image NMS loop is unrolled to that many images
+    /// (later ones would come back empty).
+    #[serde(skip)]
+    pub batch_limit: usize,
     /// Name of the image input.
     #[serde(skip)]
     pub input_name: String,
@@ -37,6 +53,13 @@ pub struct ModelInfo {
     /// Name of the prototypes output, for segmentation models.
     #[serde(skip)]
     pub protos_name: Option<String>,
+}
+
+impl ModelInfo {
+    /// Where a `src_w` x `src_h` photo goes, and on which canvas (see `canvas`).
+    pub fn letterbox(&self, src_w: u32, src_h: u32) -> Letterbox {
+        self.canvas.letterbox(src_w, src_h)
+    }
 }
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -126,6 +149,31 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
     let input_hw = metadata::parse_imgsz(&get("imgsz")?).map_err(|e| bad(e.to_string()))?;
     let stride = metadata::parse_stride(&get("stride")?).map_err(|e| bad(e.to_string()))?;
     let task = metadata::parse_task(&get("task")?).map_err(|e| bad(e.to_string()))?;
+    // RT-DETR exports also have [N, 300, ...] rows, but with cx, cy, w, h boxes and their own
+    // postprocessing; taking them for an end-to-end YOLO head would misplace every box.
+    if meta.custom("head").as_deref() == Some("RTDETRDecoder") {
+        return Err(bad(
+            "RT-DETR exports are not served (YOLO detect and segment heads only)".into(),
+        ));
+    }
+    // Absent in older exports: `layout::decide` then goes by the shape alone.
+    let end2end = meta
+        .custom("end2end")
+        .map(|v| metadata::parse_bool("end2end", &v))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
+    let args = meta
+        .custom("args")
+        .map(|v| metadata::parse_export_args(&v))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or_default();
+    let export_batch = meta
+        .custom("batch")
+        .map(|v| metadata::parse_batch(&v))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or(1);
 
     let [input] = session.inputs() else {
         return Err(bad(format!(
@@ -149,11 +197,6 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
     let preds = outputs.first().ok_or_else(|| bad("no outputs".into()))?;
     let p_dims =
         tensor_dims(preds.dtype()).ok_or_else(|| bad("output 0 is not a tensor".into()))?;
-    if p_dims.len() != 3 {
-        return Err(bad(format!(
-            "output 0 shape {p_dims:?} is not [N, C, anchors]"
-        )));
-    }
     let (num_masks, protos_name) = match task {
         Task::Detect => (0, None),
         Task::Segment => {
@@ -168,14 +211,22 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
             (dims[1] as usize, Some(protos.name().to_string()))
         }
     };
-    if p_dims[1] > 0 && p_dims[1] as usize != 4 + names.len() + num_masks {
-        return Err(bad(format!(
-            "output 0 has {} channels, expected 4 + {} classes + {} mask coefficients",
-            p_dims[1],
-            names.len(),
-            num_masks
-        )));
-    }
+    let declared = Declared {
+        end2end,
+        nms: args.nms,
+    };
+    let layout = layout::decide(declared, &p_dims, names.len(), num_masks).map_err(bad)?;
+    // Ultralytics letterboxes to the minimum rectangle when the export is dynamic, which its
+    // ONNX backend reads as "output0's batch dimension is symbolic" (`dynamic=True` makes
+    // batch, height and width dynamic together). A rect canvas also needs the input's height
+    // and width to be dynamic, or ONNX Runtime would refuse it.
+    let dynamic_batch = in_dims[0] < 0;
+    let rect = p_dims[0] < 0 && in_dims[2] < 0 && in_dims[3] < 0;
+    let batch_limit = match (dynamic_batch, layout) {
+        (false, _) => 1,
+        (true, OutputLayout::Nms) => export_batch,
+        (true, _) => usize::MAX,
+    };
     Ok(ModelInfo {
         name: name.to_string(),
         task,
@@ -183,7 +234,15 @@ pub fn inspect(session: &Session, name: &str) -> Result<ModelInfo, EngineError> 
         input_hw,
         stride,
         num_masks,
-        dynamic_batch: in_dims[0] < 0,
+        dynamic_batch,
+        layout,
+        canvas: Canvas {
+            width: input_hw.1 as u32,
+            height: input_hw.0 as u32,
+            stride: stride as u32,
+            rect,
+        },
+        batch_limit,
         input_name: input.name().to_string(),
         preds_name: preds.name().to_string(),
         protos_name,

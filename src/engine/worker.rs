@@ -1,7 +1,9 @@
 //! The inference threads: each owns one ONNX Runtime session (`Session::run` needs `&mut`),
 //! pulls jobs from the shared bounded queue, optionally groups them into one batched run
-//! (dynamic-batch models only), and answers each job on its oneshot.
+//! (dynamic-batch models only; only jobs whose tensors have the same height and width, since
+//! dynamic-shape models get a canvas per photo), and answers each job on its oneshot.
 
+use std::collections::VecDeque;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -9,20 +11,19 @@ use ort::session::Session;
 
 use super::{EngineError, Inner, Job, ModelInfo, RawOutput};
 
-/// Worker loop; returns when the engine is dropped (the queue disconnects).
+/// Worker loop; returns when the engine is dropped (the queue disconnects and every job
+/// already taken has been answered).
 pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, inner: Weak<Inner>) {
-    while let Ok(first) = rx.recv() {
+    // Jobs taken from the queue while filling a batch of another shape; they go first next time.
+    let mut held: VecDeque<Job> = VecDeque::new();
+    while let Some(first) = held.pop_front().or_else(|| rx.recv().ok()) {
         let Some(inner) = inner.upgrade() else { return };
-        let mut batch = vec![first];
-        if inner.info.dynamic_batch && inner.pool.max_batch > 1 {
-            let deadline = Instant::now() + inner.pool.batch_window;
-            while batch.len() < inner.pool.max_batch {
-                match rx.recv_deadline(deadline) {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
+        let limit = if inner.info.dynamic_batch {
+            inner.pool.max_batch.min(inner.info.batch_limit).max(1)
+        } else {
+            1
+        };
+        let batch = gather(first, &mut held, &rx, limit, inner.pool.batch_window);
         let mut live = Vec::with_capacity(batch.len());
         for job in batch {
             if job.reply.is_closed() {
@@ -42,9 +43,10 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
             continue;
         }
         let started = Instant::now();
+        let hw = live[0].0.hw;
         let inputs: Vec<&[f32]> = live.iter().map(|(j, _)| j.input.as_slice()).collect();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&mut session, &inner.info, &inputs)
+            run_batch(&mut session, &inner.info, hw, &inputs)
         }))
         .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
         let run_time = started.elapsed();
@@ -72,24 +74,61 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
     }
 }
 
-/// Runs `session` once on a [3, H, W] tensor and copies the outputs out. Public so the
-/// benchmarks measure the bare `Session::run` floor through the same code.
+/// The batch `first` starts: with `limit` > 1, more jobs of the same tensor shape, from
+/// those held back and then from the queue until `window` has passed. Jobs of another shape
+/// are held for the next batch; the window closes early once a batch's worth is held, so a
+/// worker does not sit on work another one could run.
+fn gather(
+    first: Job,
+    held: &mut VecDeque<Job>,
+    rx: &crossbeam_channel::Receiver<Job>,
+    limit: usize,
+    window: Duration,
+) -> Vec<Job> {
+    let mut batch = vec![first];
+    if limit <= 1 {
+        return batch;
+    }
+    let hw = batch[0].hw;
+    let mut i = 0;
+    while i < held.len() && batch.len() < limit {
+        if held[i].hw == hw {
+            batch.extend(held.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    let deadline = Instant::now() + window;
+    while batch.len() < limit && held.len() < limit {
+        match rx.recv_deadline(deadline) {
+            Ok(job) if job.hw == hw => batch.push(job),
+            Ok(job) => held.push_back(job),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Runs `session` once on a [3, H, W] tensor at the model's full `input_hw` and copies the
+/// outputs out. Public so the benchmarks measure the bare `Session::run` floor through the
+/// same code.
 pub fn run_session(
     session: &mut Session,
     info: &ModelInfo,
     input: &[f32],
 ) -> Result<RawOutput, EngineError> {
-    run_batch(session, info, &[input]).map(|mut v| v.remove(0))
+    run_batch(session, info, info.input_hw, &[input]).map(|mut v| v.remove(0))
 }
 
-/// One `Session::run` over several [3, H, W] tensors stacked on the batch dimension.
+/// One `Session::run` over several [3, H, W] tensors, `hw` = (H, W), stacked on the batch
+/// dimension.
 fn run_batch(
     session: &mut Session,
     info: &ModelInfo,
+    (h, w): (usize, usize),
     inputs: &[&[f32]],
 ) -> Result<Vec<RawOutput>, EngineError> {
     let fail = |e: ort::Error| EngineError::Inference(e.to_string());
-    let (h, w) = info.input_hw;
     let n = inputs.len();
     // A single image is passed as is; a batch needs one contiguous buffer.
     let stacked;
@@ -106,15 +145,17 @@ fn run_batch(
     let (shape, preds) = outputs[info.preds_name.as_str()]
         .try_extract_tensor::<f32>()
         .map_err(fail)?;
-    let channels = 4 + info.names.len() + info.num_masks;
-    if shape.len() != 3 || shape[0] as usize != n || shape[1] as usize != channels {
+    let anchors = info
+        .layout
+        .rows_of(&shape[..], info.names.len(), info.num_masks)
+        .map_err(EngineError::Inference)?;
+    if shape[0] as usize != n {
         return Err(EngineError::Inference(format!(
-            "unexpected output0 shape {:?}",
+            "output0 shape {:?} does not hold {n} images",
             &shape[..]
         )));
     }
-    let anchors = shape[2] as usize;
-    let per_image = channels * anchors;
+    let per_image = anchors * info.layout.row_width(info.names.len(), info.num_masks);
     let protos = match &info.protos_name {
         None => None,
         Some(name) => {
