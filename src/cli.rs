@@ -166,7 +166,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
     let rt = args
         .runtime
         .clone()
-        .into_config(64, Duration::from_secs(3600))?;
+        .into_config(Some(64), Duration::from_secs(3600))?;
     let registry = crate::load_models(&rt).await?;
     let engine = registry.get(None)?.clone();
     // The API's messages name query parameters; here they are flags.
@@ -317,6 +317,7 @@ pub fn models(args: ModelsArgs) -> anyhow::Result<bool> {
                 stride: info.stride,
                 class_names: info.names.clone(),
                 default: i == 0,
+                device: None,
             }),
             Err(e) => {
                 ok = false;

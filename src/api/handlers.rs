@@ -78,6 +78,7 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
                     stride: info.stride,
                     class_names: info.names.clone(),
                     default: i == 0,
+                    device: Some(e.device().as_str().to_string()),
                 }
             })
             .collect(),

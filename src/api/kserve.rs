@@ -102,7 +102,10 @@ pub async fn model_metadata(
         .models
         .get()
         .ok_or_else(|| AppError::NotReady("the models are not loaded yet".into()))?;
-    Ok(Json(ModelMetadata::new(reg.get(Some(&name))?.info())))
+    let engine = reg.get(Some(&name))?;
+    Ok(Json(
+        ModelMetadata::new(engine.info()).with_device(engine.device().as_str()),
+    ))
 }
 
 /// `POST /v2/models/{name}/infer`: detect (and segment) the objects in one image.

@@ -439,6 +439,9 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Whether this is the default model.
     pub default: bool,
+    /// Where it runs: cpu, cuda or tensorrt (absent when describing a file, not a server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// `GET /v1/models` reply.

@@ -2,6 +2,7 @@
 //! bounded queue, plus output decoding. It knows tensors and detections, not HTTP or
 //! image files (`imageio` makes the input tensor, `api` shapes the replies).
 
+pub mod device;
 pub mod masks;
 pub mod metadata;
 pub mod postprocess;
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::geometry::Letterbox;
 use crate::mask::BoxMask;
+pub use device::{Device, DeviceChoice, DeviceConfig, DeviceError};
 pub use metadata::Task;
 pub use postprocess::FilterOptions;
 pub use session::ModelInfo;
@@ -47,6 +49,9 @@ pub enum EngineError {
     /// No model by that name is loaded.
     #[error("no model named {0:?} is loaded")]
     UnknownModel(String),
+    /// The requested GPU device cannot be used here.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// The loaded models, the default first.
@@ -144,6 +149,7 @@ pub(crate) struct Job {
 pub(crate) struct Inner {
     info: ModelInfo,
     pool: PoolConfig,
+    device: Device,
     jobs: crossbeam_channel::Sender<Job>,
     admission: Arc<Semaphore>,
     /// Requests allowed to hold decoded pixels and tensors at once (see [`Engine::slot`]).
@@ -169,24 +175,64 @@ pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 const STAGE_PER_SESSION: usize = 2;
 
 impl Engine {
-    /// Loads `path` into `pool.sessions` sessions and starts their threads.
+    /// Loads `path` into `pool.sessions` CPU sessions and starts their threads.
     /// The ONNX Runtime library must have been initialised with [`session::init_runtime`].
     pub fn load(path: &Path, name: &str, pool: PoolConfig) -> Result<Engine, EngineError> {
+        Self::load_on(path, name, pool, Device::Cpu, &DeviceConfig::default())
+    }
+
+    /// Loads `path` into `pool.sessions` sessions on `device` and starts their threads.
+    /// On a GPU each session is warmed up before this returns (see [`worker::warm_up`]).
+    pub fn load_on(
+        path: &Path,
+        name: &str,
+        pool: PoolConfig,
+        device: Device,
+        device_cfg: &DeviceConfig,
+    ) -> Result<Engine, EngineError> {
         let sessions = pool.sessions.max(1);
+        let providers = match device {
+            Device::Cpu => Vec::new(),
+            // TensorRT needs the input's shape range up front; a one-thread CPU session
+            // reads it from the model (cheap next to an engine build).
+            Device::TensorRt => {
+                let probe = session::inspect(&session::build_session(path, 1)?, name)?;
+                let profile = device::TrtProfile::for_model(&probe, pool.max_batch);
+                device::execution_providers(device, device_cfg, profile.as_ref())
+            }
+            Device::Cuda => device::execution_providers(device, device_cfg, None),
+        };
         let mut built = Vec::with_capacity(sessions);
         for _ in 0..sessions {
-            built.push(session::build_session(path, pool.threads.max(1))?);
+            built.push(session::build_session_with(
+                path,
+                pool.threads.max(1),
+                &providers,
+            )?);
         }
         let info = session::inspect(&built[0], name)?;
+        if device.is_gpu() {
+            for s in &mut built {
+                worker::warm_up(s, &info, pool.max_batch)?;
+            }
+        }
+        // On a GPU the session threads leave the cores free, so every core may decode and
+        // letterbox while the GPU computes; on the CPU they would compete with inference.
+        let decoders = if device.is_gpu() {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            0
+        };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
             // Enough to fill a batch while the previous one computes.
             stage: Arc::new(Semaphore::new(
-                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1),
+                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1) + decoders,
             )),
             pool,
+            device,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
         });
@@ -216,6 +262,11 @@ impl Engine {
     /// Pool configuration in force.
     pub fn pool(&self) -> &PoolConfig {
         &self.inner.pool
+    }
+
+    /// Where this model's sessions run.
+    pub fn device(&self) -> Device {
+        self.inner.device
     }
 
     /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).
