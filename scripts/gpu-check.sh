@@ -231,12 +231,7 @@ serve_and_load() { # tag model levels seconds description [extra serve flags...]
   local n_levels
   n_levels=$(echo "$levels" | tr ',' '\n' | wc -l)
   timeout $((n_levels * secs + 120)) "$B/bin/loadgen" --url "http://127.0.0.1:$port/v1/segment?masks=rle" --photo "$B/testdata/bus.jpg" \
-    --levels "$levels" --seconds "$secs" | tee "$WORK/load-$tag.jsonl" | python3 -c '
-import json, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    print(f"    c={r[\"concurrency\"]:>3}  {r[\"rps\"]:8.1f} req/s  p50 {r[\"p50_ms\"] or 0:7.1f} ms  p99 {r[\"p99_ms\"] or 0:7.1f} ms  {r[\"statuses\"]}  errors {r[\"errors\"]}", flush=True)
-'
+    --levels "$levels" --seconds "$secs" | tee "$WORK/load-$tag.jsonl" | python3 "$here/gpu_check.py" follow
   if grep -q '"errors":[1-9]' "$WORK/load-$tag.jsonl"; then status=1; fi
   [ "$have_smi" = 1 ] && nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | sed 's/^/    process: /' || true
   kill -TERM "$server_pid" 2>/dev/null || true

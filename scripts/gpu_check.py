@@ -10,6 +10,9 @@ internet can be assumed to have).
 
   gpu_check.py report --work DIR
       Prints the floor, load and memory tables from the files gpu-check.sh left in DIR.
+
+  gpu_check.py follow < loadgen-output
+      Prints a short line per load level as it finishes.
 """
 
 import argparse
@@ -191,7 +194,10 @@ def report(args):
               f"| {r['p99_ms']:.2f} | {r['ips']:.1f} | {r['build_and_warm_s']:.1f} |")
     samples = read_samples(f"{w}/mem.csv")
     base_gpu = env.get("gpu_mib_before")
-    for run in sorted(glob.glob(f"{w}/load-*.jsonl")):
+    runs = glob.glob(f"{w}/load-*.jsonl")
+    # In the order they ran.
+    runs.sort(key=lambda f: (read_jsonl(f) or [{"start_ms": 0}])[0]["start_ms"])
+    for run in runs:
         tag = os.path.basename(run)[len("load-"):-len(".jsonl")]
         rows = read_jsonl(run)
         run_file = f"{w}/run-{tag}.json"
@@ -221,6 +227,15 @@ def report(args):
     return 0
 
 
+def follow(_args):
+    """One line per load level as loadgen finishes it (its JSON goes to a file as well)."""
+    for line in sys.stdin:
+        r = json.loads(line)
+        print(f"    c={r['concurrency']:>3}  {r['rps']:8.1f} req/s  p50 {fmt(r['p50_ms']):>7} ms  "
+              f"p99 {fmt(r['p99_ms']):>7} ms  {r['statuses']}  errors {r['errors']}", flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -231,8 +246,9 @@ def main():
     p.add_argument("--summary")
     r = sub.add_parser("report")
     r.add_argument("--work", required=True)
+    sub.add_parser("follow")
     args = ap.parse_args()
-    sys.exit(parity(args) if args.cmd == "parity" else report(args))
+    sys.exit({"parity": parity, "report": report, "follow": follow}[args.cmd](args))
 
 
 if __name__ == "__main__":
