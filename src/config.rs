@@ -341,21 +341,8 @@ pub fn locate_ort_for(explicit: Option<&Path>, device: DeviceChoice) -> anyhow::
         );
         return Ok(p.to_path_buf());
     }
-    let mut candidates = vec![PathBuf::from(".ort").join(ORT_LIB_NAME)];
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            candidates.push(dir.join(ORT_LIB_NAME));
-            candidates.push(dir.join(".ort").join(ORT_LIB_NAME));
-        }
-    }
-    if device != DeviceChoice::Cpu {
-        let gpu: Vec<PathBuf> = candidates
-            .iter()
-            .filter(|p| p.parent().is_some_and(|d| d.ends_with(".ort")))
-            .map(|p| p.with_file_name(ORT_GPU_DIR).join(ORT_LIB_NAME))
-            .collect();
-        candidates.splice(0..0, gpu);
-    }
+    let exe = std::env::current_exe().ok();
+    let candidates = ort_candidates(exe.as_deref(), device);
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         if device == DeviceChoice::Cpu {
             anyhow::anyhow!(
@@ -369,6 +356,24 @@ pub fn locate_ort_for(explicit: Option<&Path>, device: DeviceChoice) -> anyhow::
             )
         }
     })
+}
+
+/// Where [`locate_ort_for`] looks, in order.
+fn ort_candidates(exe: Option<&Path>, device: DeviceChoice) -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from(".ort").join(ORT_LIB_NAME)];
+    for dir in exe.into_iter().flat_map(|e| e.ancestors().skip(1)) {
+        candidates.push(dir.join(ORT_LIB_NAME));
+        candidates.push(dir.join(".ort").join(ORT_LIB_NAME));
+    }
+    if device != DeviceChoice::Cpu {
+        let gpu: Vec<PathBuf> = candidates
+            .iter()
+            .filter(|p| p.parent().and_then(|d| d.file_name()) == Some(".ort".as_ref()))
+            .map(|p| p.with_file_name(ORT_GPU_DIR).join(ORT_LIB_NAME))
+            .collect();
+        candidates.splice(0..0, gpu);
+    }
+    candidates
 }
 
 impl RuntimeArgs {
@@ -555,6 +560,37 @@ mod tests {
             a.runtime.models,
             vec![PathBuf::from("models/yolov8n-seg-320.onnx")]
         );
+    }
+
+    #[test]
+    fn gpu_devices_look_for_the_gpu_build_first() {
+        let exe = Path::new("/repo/target/release/segserve");
+        let cpu = ort_candidates(Some(exe), DeviceChoice::Cpu);
+        assert_eq!(cpu[0], Path::new(".ort/libonnxruntime.so.1.31.1"));
+        assert!(cpu.contains(&PathBuf::from("/repo/.ort/libonnxruntime.so.1.31.1")));
+        assert!(cpu.iter().all(|p| !p.to_string_lossy().contains("gpu")));
+        for device in [
+            DeviceChoice::Cuda,
+            DeviceChoice::TensorRt,
+            DeviceChoice::Auto,
+        ] {
+            let gpu = ort_candidates(Some(exe), device);
+            assert_eq!(gpu[0], Path::new(".ort/gpu/libonnxruntime.so.1.31.1"));
+            let pos = |p: &str| gpu.iter().position(|c| c == Path::new(p)).unwrap();
+            // Every GPU place comes before every CPU one, which stay as fallbacks.
+            assert!(
+                pos("/repo/.ort/gpu/libonnxruntime.so.1.31.1")
+                    < pos(".ort/libonnxruntime.so.1.31.1")
+            );
+            assert_eq!(
+                gpu.len(),
+                cpu.len()
+                    + cpu
+                        .iter()
+                        .filter(|p| p.parent().unwrap().file_name() == Some(".ort".as_ref()))
+                        .count()
+            );
+        }
     }
 
     #[test]
