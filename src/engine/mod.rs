@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// Loads `path` into `pool.sessions` sessions on `device` and starts their threads.
-    /// On a GPU each session is warmed up before this returns (see [`worker::warm_up`]).
+    /// On a GPU every session is warmed up, for every batch size, before this returns.
     pub fn load_on(
         path: &Path,
         name: &str,
@@ -211,11 +211,6 @@ impl Engine {
             )?);
         }
         let info = session::inspect(&built[0], name)?;
-        if device.is_gpu() {
-            for s in &mut built {
-                worker::warm_up(s, &info, pool.max_batch)?;
-            }
-        }
         // On a GPU the session threads leave the cores free, so every core may decode and
         // letterbox while the GPU computes; on the CPU they would compete with inference.
         let decoders = if device.is_gpu() {
@@ -241,15 +236,48 @@ impl Engine {
         for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT] {
             shed_counter(name, reason).absolute(0);
         }
-        for (i, s) in built.into_iter().enumerate() {
+        // On a GPU each session is warmed up on the thread that will run it (the CUDA
+        // provider keeps its cuBLAS and cuDNN handles per thread), one session at a time
+        // (cuDNN's exhaustive search times the candidate kernels; two searches at once
+        // would time each other).
+        let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
+        let one_at_a_time = Arc::new(Mutex::new(()));
+        for (i, mut s) in built.into_iter().enumerate() {
             let rx = rx.clone();
             let weak = Arc::downgrade(&inner);
+            let warm = device.is_gpu().then(|| {
+                let info = inner.info.clone();
+                let max_batch = inner.pool.max_batch;
+                (warm_tx.clone(), one_at_a_time.clone(), info, max_batch)
+            });
             std::thread::Builder::new()
                 .name(format!("segserve-infer-{name}-{i}"))
-                .spawn(move || worker::run(s, rx, weak))
+                .spawn(move || {
+                    if let Some((report, lock, info, max_batch)) = warm {
+                        let outcome = {
+                            let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
+                            worker::warm_up(&mut s, &info, max_batch)
+                        };
+                        let failed = outcome.is_err();
+                        let _ = report.send(outcome);
+                        if failed {
+                            return;
+                        }
+                    }
+                    worker::run(s, rx, weak)
+                })
                 .map_err(|e| {
                     EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
                 })?;
+        }
+        drop(warm_tx);
+        if device.is_gpu() {
+            for _ in 0..sessions {
+                // A failed warm-up drops `inner` on return, which stops the other workers.
+                warm_rx.recv().map_err(|_| {
+                    EngineError::ModelLoad("an inference thread died during warm-up".into())
+                })??;
+            }
         }
         Ok(Engine { inner })
     }
