@@ -2,7 +2,8 @@
 //! startup errors of `cuda` and `tensorrt` where they cannot work (this CPU-only build),
 //! and `auto` falling back to the CPU and saying so in `/v1/models`, the KServe metadata and
 //! the `segserve_model_device` metric. The tests that need an NVIDIA GPU and the GPU build
-//! of ONNX Runtime (`make setup DEVICE=cuda`) are ignored; run them there with
+//! of ONNX Runtime (`make setup DEVICE=cuda`) are ignored; run them there, with the CUDA 13
+//! and cuDNN 9 libraries on the loader's path, as
 //! `cargo test --release --test device -- --ignored`.
 
 mod common;
@@ -360,6 +361,7 @@ async fn spawn_binary(extra: &[&str]) -> Child {
         .args(extra)
         .env("ORT_DISABLE_TELEMETRY", "1")
         .env("ORT_DYLIB_PATH", gpu_ort())
+        .env("RUST_BACKTRACE", "0")
         .env("RUST_LOG", "info,ort=warn")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -373,7 +375,16 @@ async fn spawn_binary(extra: &[&str]) -> Child {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep the rest of the log, to show it if the server stops.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = log2.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     for _ in 0..3000 {
@@ -381,6 +392,11 @@ async fn spawn_binary(extra: &[&str]) -> Child {
             if r.status() == 200 {
                 return Child { child, base };
             }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            // Let the log reader catch up with the last lines.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            panic!("segserve exited ({status}):\n{}", log.lock().unwrap());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
