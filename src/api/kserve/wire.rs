@@ -61,6 +61,10 @@ pub struct ModelMetadata {
     pub inputs: Vec<TensorMetadata>,
     /// Outputs, one row per detection (`masks` only for segmentation models).
     pub outputs: Vec<TensorMetadata>,
+    /// `{"device": "cpu" | "cuda" | "tensorrt"}`: where the model runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
 }
 
 impl ModelMetadata {
@@ -86,7 +90,16 @@ impl ModelMetadata {
             platform: PLATFORM.into(),
             inputs: vec![t(INPUT_NAME, "BYTES", &[1])],
             outputs,
+            parameters: None,
         }
+    }
+
+    /// Adds where the model runs, as the `device` parameter.
+    pub fn with_device(mut self, device: &str) -> Self {
+        self.parameters
+            .get_or_insert_with(Parameters::new)
+            .insert("device".into(), ParamValue::from(device));
+        self
     }
 }
 
