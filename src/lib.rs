@@ -3,6 +3,7 @@
 //! `run` wires it together: load the models in the background (readiness stays 503 until
 //! they are warm), serve the router, and shut down gracefully on the given signal.
 
+pub mod alloc;
 pub mod api;
 pub mod budget;
 pub mod cli;
