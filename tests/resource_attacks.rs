@@ -411,7 +411,7 @@ async fn a_small_budget_holds_under_every_attack() {
         "dense mask_values, 31.5 MP",
         &[413, 503],
         async {
-            let (url, f, ct) = (server.url("/segmentapi"), form(&big), multipart());
+            let (url, f, ct) = (server.url("/segmentapi?mask_values=true"), form(&big), multipart());
             futures_util::future::join_all((0..2).map(|_| post(url.clone(), &ct, f.clone()))).await
         },
     )
@@ -428,7 +428,9 @@ async fn a_small_budget_holds_under_every_attack() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["mask_values"].as_array().unwrap().len(), 1080);
+    if !report_only() {
+        assert_eq!(v["mask_values"].as_array().unwrap().len(), 1080);
+    }
 
     // Drawn PNGs of a 31.5 MP photo, six at once. Before: 1.45 GB.
     check(
