@@ -249,9 +249,14 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Working memory all requests together may hold (bodies, decoded photos, tensors, masks,
     /// answers), e.g. `512MiB`, `2Gi`; each request reserves its estimated peak before it
-    /// does the work. Default: half the cgroup memory limit, else half the physical memory.
+    /// does the work. Default: half of --memory-limit.
     #[arg(long, env = "SEGSERVE_MEMORY_BUDGET", value_parser = budget::parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// The memory this process may use (the pod's limit; the Kubernetes manifests pass
+    /// `limits.memory`), e.g. `2Gi`. Default: the cgroup memory limit, else the physical
+    /// memory.
+    #[arg(long, env = "SEGSERVE_MEMORY_LIMIT", value_parser = budget::parse_bytes)]
+    pub memory_limit: Option<u64>,
     /// When `/segmentapi` sends the dense `mask_values` (H x W x N booleans): `always`, as
     /// PixelLib did, or `on-request` (`?mask_values=true`).
     #[arg(long, env = "SEGSERVE_PIXELLIB_MASKS", value_enum, default_value_t = PixelLibMasks::Always)]
@@ -368,9 +373,10 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use.
-pub fn default_memory_budget() -> u64 {
-    let limit = budget::memory_limit().unwrap_or(2 << 30);
+/// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use
+/// (`limit`, else the cgroup limit or physical memory, else 2 GiB).
+pub fn default_memory_budget(limit: Option<u64>) -> u64 {
+    let limit = limit.or_else(budget::memory_limit).unwrap_or(2 << 30);
     (limit as f64 * DEFAULT_BUDGET_FRACTION) as u64
 }
 
@@ -631,7 +637,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
             },
             shutdown_drain: Duration::from_millis(a.shutdown_drain_ms),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
-            memory_budget: a.memory_budget.unwrap_or_else(default_memory_budget),
+            memory_budget: a
+                .memory_budget
+                .unwrap_or_else(|| default_memory_budget(a.memory_limit)),
             pixellib: PixelLibConfig {
                 masks: a.pixellib_masks,
                 max_dense_cells: a.max_dense_mask_cells,
@@ -692,6 +700,22 @@ mod tests {
                         .count()
             );
         }
+    }
+
+    #[test]
+    fn the_budget_is_half_the_limit_unless_set() {
+        let parse = |extra: &[&str]| {
+            let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+            let mut args = vec!["segserve", "serve", "--model", manifest, "--ort-dylib", manifest];
+            args.extend_from_slice(extra);
+            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("serve parses as Serve")
+            };
+            ServeConfig::try_from(a).unwrap().memory_budget
+        };
+        assert_eq!(parse(&["--memory-limit", "2Gi"]), 1 << 30);
+        assert_eq!(parse(&["--memory-limit", "2147483648"]), 1 << 30);
+        assert_eq!(parse(&["--memory-limit", "2Gi", "--memory-budget", "300MiB"]), 300 << 20);
     }
 
     #[test]

@@ -433,6 +433,32 @@ fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
     }
 }
 
+/// The memory budget is half of SEGSERVE_MEMORY_LIMIT, which must be the container's own
+/// memory limit in bytes (what the kernel will OOM-kill at).
+#[test]
+fn the_memory_budget_follows_the_memory_limit() {
+    let m = manifests();
+    let c = container(&m.deployment);
+    let env = c.env.as_ref().unwrap();
+    let limit = env
+        .iter()
+        .find(|e| e.name == "SEGSERVE_MEMORY_LIMIT")
+        .expect("SEGSERVE_MEMORY_LIMIT is set");
+    let field = limit
+        .value_from
+        .as_ref()
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .expect("SEGSERVE_MEMORY_LIMIT comes from a resourceFieldRef");
+    assert_eq!(field.resource, "limits.memory");
+    assert_eq!(field.container_name.as_deref(), Some(c.name.as_str()));
+    // Bytes, which is what --memory-limit reads without a unit.
+    assert_eq!(field.divisor.as_ref().map(|q| q.0.as_str()), Some("1"));
+    assert!(
+        env.iter().all(|e| e.name != "SEGSERVE_MEMORY_BUDGET"),
+        "a fixed budget would not follow the limit"
+    );
+}
+
 #[test]
 fn sessions_follow_the_cpu_limit() {
     let m = manifests();
