@@ -381,7 +381,7 @@ pub fn default_memory_budget(limit: Option<u64>) -> u64 {
 }
 
 /// Authentication and browser access settings.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SecurityConfig {
     /// Bearer key required on API routes, if set.
     pub api_key: Option<String>,
@@ -706,7 +706,14 @@ mod tests {
     fn the_budget_is_half_the_limit_unless_set() {
         let parse = |extra: &[&str]| {
             let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-            let mut args = vec!["segserve", "serve", "--model", manifest, "--ort-dylib", manifest];
+            let mut args = vec![
+                "segserve",
+                "serve",
+                "--model",
+                manifest,
+                "--ort-dylib",
+                manifest,
+            ];
             args.extend_from_slice(extra);
             let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
                 panic!("serve parses as Serve")
@@ -715,7 +722,10 @@ mod tests {
         };
         assert_eq!(parse(&["--memory-limit", "2Gi"]), 1 << 30);
         assert_eq!(parse(&["--memory-limit", "2147483648"]), 1 << 30);
-        assert_eq!(parse(&["--memory-limit", "2Gi", "--memory-budget", "300MiB"]), 300 << 20);
+        assert_eq!(
+            parse(&["--memory-limit", "2Gi", "--memory-budget", "300MiB"]),
+            300 << 20
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod imageio;
 pub mod mask;
 pub mod options;
 pub mod pipeline;
-pub mod polygon;
+
 pub mod render;
 pub mod resize;
 pub mod shutdown;

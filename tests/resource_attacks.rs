@@ -411,7 +411,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "dense mask_values, 31.5 MP",
         &[413, 503],
         async {
-            let (url, f, ct) = (server.url("/segmentapi?mask_values=true"), form(&big), multipart());
+            let (url, f, ct) = (
+                server.url("/segmentapi?mask_values=true"),
+                form(&big),
+                multipart(),
+            );
             futures_util::future::join_all((0..2).map(|_| post(url.clone(), &ct, f.clone()))).await
         },
     )

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 
 use crate::engine::{Detection, ModelInfo};
 use crate::error::AppError;
+use crate::mask::polygon;
 use crate::options::{MaskFormat, DEFAULT_POLYGON_TOLERANCE};
 use crate::pipeline::{Segmentation, Timing};
-use crate::polygon;
 
 /// Splits a raw query string into pairs, refusing malformed encodings.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, AppError> {

@@ -20,8 +20,7 @@ use super::postprocess::{self, Candidate, FilterOptions};
 use crate::geometry::Letterbox;
 
 /// How `output0` is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputLayout {
     /// `[N, 4 + nc + nm, anchors]`: every anchor's box and class scores; NMS is ours.
     Raw,

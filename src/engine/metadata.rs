@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 /// What the model's head produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     /// Boxes + class scores + mask coefficients, with a prototype output.
     Segment,

@@ -4,9 +4,9 @@
 
 pub mod device;
 pub mod layout;
-pub mod masks;
 pub mod metadata;
 pub mod postprocess;
+pub mod proto_masks;
 pub mod session;
 mod worker;
 
@@ -452,7 +452,8 @@ impl Engine {
             }
         };
         let logit_bytes = (cands.len() * protos.map_or(0, |(_, d)| d[1] * d[2]) * 4) as u64;
-        budget.grow(masks::bytes_for_boxes(cands.iter().map(|c| c.source_box)) + logit_bytes)?;
+        budget
+            .grow(proto_masks::bytes_for_boxes(cands.iter().map(|c| c.source_box)) + logit_bytes)?;
         let (p, dims) = protos.expect("checked above");
         let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p)
             .expect("prototype length checked by the worker");
@@ -460,7 +461,7 @@ impl Engine {
             info.layout
                 .coefficient(&raw.preds, raw.anchors, nc, nm, cands[i].anchor, k)
         });
-        let logits = masks::logits(coeffs.view(), protos);
+        let logits = proto_masks::logits(coeffs.view(), protos);
         let detections = cands
             .into_iter()
             .zip(logits.axis_iter(Axis(0)))
@@ -468,7 +469,7 @@ impl Engine {
                 let l = l
                     .into_shape_with_order((dims[1], dims[2]))
                     .expect("logit row has mh*mw values");
-                let mask = masks::mask_for_box(l, lb, c.source_box)?;
+                let mask = proto_masks::mask_for_box(l, lb, c.source_box)?;
                 (mask.area() > 0).then_some(Detection {
                     bbox: c.source_box,
                     class_id: c.class_id,

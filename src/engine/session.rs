@@ -17,7 +17,7 @@ use super::EngineError;
 use crate::geometry::{Canvas, Letterbox};
 
 /// Everything about a model that the rest of the server needs, read once at load time.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ModelInfo {
     /// Served name (file stem).
     pub name: String,
@@ -38,21 +38,16 @@ pub struct ModelInfo {
     pub layout: OutputLayout,
     /// How the canvas is sized per photo: the `input_hw` square, or (input height and width
     /// dynamic) the minimum rectangle, as Ultralytics letterboxes dynamic exports.
-    #[serde(skip)]
     pub canvas: Canvas,
     /// Most images per `Session::run`: 1 without a dynamic batch dimension; for NMS graphs
     /// the export's `batch`, because their per-image NMS loop is unrolled to that many images
     /// (later ones would come back empty).
-    #[serde(skip)]
     pub batch_limit: usize,
     /// Name of the image input.
-    #[serde(skip)]
     pub input_name: String,
     /// Name of the predictions output.
-    #[serde(skip)]
     pub preds_name: String,
     /// Name of the prototypes output, for segmentation models.
-    #[serde(skip)]
     pub protos_name: Option<String>,
 }
 

@@ -247,7 +247,7 @@ fn bounded_outputs<'de, D: Deserializer<'de>>(
 
 /// An input's `data`: strings (base64 images), possibly nested as the protocol allows, at
 /// most [`MAX_LIST`] of them; anything else is refused where it starts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorData(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for TensorData {

@@ -7,7 +7,7 @@
 //! Written by hand rather than taken from `imageproc` (whose `find_contours` is the same
 //! algorithm): that crate pulls in nalgebra and friends for ~150 lines we need.
 
-use crate::mask::BoxMask;
+use super::BoxMask;
 
 /// A closed polygon in image pixels: the centres of the border pixels, in tracing order.
 /// The last point is not repeated.

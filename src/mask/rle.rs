@@ -1,54 +1,9 @@
-//! Binary instance masks and their wire encodings: COCO compressed RLE (what pycocotools
-//! writes) and the dense H x W x N booleans of the PixelLib API. No model or HTTP code here.
+//! COCO run-length encoding of masks, both ways: what pycocotools writes (`rleToString`)
+//! and reads (`rleFrString`), column-major, starting with a run of zeros.
 
-/// A binary mask that is zero outside a pixel rectangle (the detection box), stored only
-/// inside it: most of a full-resolution mask is zeros, so we never materialise them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoxMask {
-    /// Full image width.
-    pub image_w: u32,
-    /// Full image height.
-    pub image_h: u32,
-    /// Left edge of the stored rectangle.
-    pub x: u32,
-    /// Top edge of the stored rectangle.
-    pub y: u32,
-    /// Rectangle width.
-    pub w: u32,
-    /// Rectangle height.
-    pub h: u32,
-    /// Row-major 0/1 bytes, `w * h` of them.
-    pub bits: Vec<u8>,
-}
+use super::BoxMask;
 
 impl BoxMask {
-    /// Whether pixel (x, y) of the full image is set.
-    pub fn get(&self, x: u32, y: u32) -> bool {
-        x >= self.x
-            && y >= self.y
-            && x < self.x + self.w
-            && y < self.y + self.h
-            && self.bits[((y - self.y) * self.w + (x - self.x)) as usize] != 0
-    }
-
-    /// Number of set pixels.
-    pub fn area(&self) -> usize {
-        self.bits.iter().filter(|b| **b != 0).count()
-    }
-
-    /// Builds a mask from a dense row-major image-sized bitmap (tests, decoders).
-    pub fn from_dense(image_w: u32, image_h: u32, dense: &[u8]) -> Self {
-        BoxMask {
-            image_w,
-            image_h,
-            x: 0,
-            y: 0,
-            w: image_w,
-            h: image_h,
-            bits: dense.iter().map(|v| (*v != 0) as u8).collect(),
-        }
-    }
-
     /// Uncompressed COCO run lengths, column-major, starting with a run of zeros.
     pub fn rle_counts(&self) -> Vec<u32> {
         let mut counts = Vec::new();
