@@ -94,6 +94,7 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
         PoolConfig {
             sessions: 1,
             threads: available_cpus(),
+            latency_threads: 0,
             queue_depth: 4,
             queue_timeout: std::time::Duration::from_secs(60),
             max_batch: 1,

@@ -13,6 +13,7 @@ mod worker;
 pub use worker::run_session;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,8 @@ pub struct PoolConfig {
     pub sessions: usize,
     /// Intra-op threads per session.
     pub threads: usize,
+    /// Intra-op threads of the latency session (0 = none; see [`Engine::infer`]).
+    pub latency_threads: usize,
     /// Requests admitted beyond those being computed.
     pub queue_depth: usize,
     /// Longest a request may wait for a session.
@@ -151,7 +154,18 @@ pub fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
 /// the caller stops waiting.
 pub type Carry = Box<dyn std::any::Any + Send>;
 
+/// Counts a job in [`Inner::in_flight`] from submission until it is dropped (answered,
+/// skipped, or refused), so the count never drifts.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub(crate) struct Job {
+    _in_flight: InFlight,
     input: Vec<f32>,
     /// Canvas (height, width) of `input`: it varies per photo on dynamic-shape models.
     hw: (usize, usize),
@@ -165,6 +179,10 @@ pub(crate) struct Inner {
     pool: PoolConfig,
     device: Device,
     jobs: crossbeam_channel::Sender<Job>,
+    /// The latency session's own queue (room for one job), when there is one.
+    latency: Option<crossbeam_channel::Sender<Job>>,
+    /// Jobs submitted and not yet dropped.
+    in_flight: Arc<AtomicUsize>,
     admission: Arc<Semaphore>,
     /// Requests allowed to hold decoded pixels and tensors at once (see [`Engine::slot`]).
     stage: Arc<Semaphore>,
@@ -221,7 +239,7 @@ impl Engine {
             }
             Device::Cuda => device::execution_providers(device, device_cfg, None),
         };
-        let mut built = Vec::with_capacity(sessions);
+        let mut built = Vec::with_capacity(sessions + 1);
         for _ in 0..sessions {
             built.push(session::build_session_with(
                 path,
@@ -230,6 +248,10 @@ impl Engine {
             )?);
         }
         let info = session::inspect(&built[0], name)?;
+        // The latency session: worth it only where it has more threads than the others.
+        let latency = (!device.is_gpu() && pool.latency_threads > pool.threads.max(1))
+            .then(|| session::build_session_with(path, pool.latency_threads, &providers))
+            .transpose()?;
         // On a GPU the session threads leave the cores free, so every core may decode and
         // letterbox while the GPU computes; on the CPU they would compete with inference.
         let decoders = if device.is_gpu() {
@@ -238,6 +260,7 @@ impl Engine {
             0
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
+        let (latency_tx, latency_rx) = crossbeam_channel::bounded::<Job>(1);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
@@ -248,6 +271,8 @@ impl Engine {
             pool,
             device,
             jobs: tx,
+            latency: latency.is_some().then_some(latency_tx),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             buffers: Mutex::new(Vec::new()),
             output_bytes: Default::default(),
         });
@@ -256,48 +281,46 @@ impl Engine {
         for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT, SHED_MEMORY] {
             shed_counter(name, reason).absolute(0);
         }
-        // On a GPU each session is warmed up on the thread that will run it (the CUDA
-        // provider keeps its cuBLAS and cuDNN handles per thread), one session at a time
-        // (cuDNN's exhaustive search times the candidate kernels; two searches at once
-        // would time each other).
+        // Every session is warmed up on the thread that will run it, before the server is
+        // ready: the first run of a session is the slow one (ONNX Runtime's lazy setup; on a
+        // GPU also cuDNN's algorithm search or TensorRT's engine build, and the CUDA provider
+        // keeps its handles per thread). One session at a time: cuDNN's search times the
+        // candidate kernels, and two searches at once would time each other.
         let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
         let one_at_a_time = Arc::new(Mutex::new(()));
-        for (i, mut s) in built.into_iter().enumerate() {
-            let rx = rx.clone();
+        let workers = built
+            .into_iter()
+            .map(|s| (s, rx.clone(), "infer"))
+            .chain(latency.map(|s| (s, latency_rx, "latency")));
+        let mut started = 0;
+        for (i, (mut s, rx, kind)) in workers.enumerate() {
             let weak = Arc::downgrade(&inner);
-            let warm = device.is_gpu().then(|| {
-                let info = inner.info.clone();
-                let max_batch = inner.pool.max_batch;
-                (warm_tx.clone(), one_at_a_time.clone(), info, max_batch)
-            });
+            let (report, lock) = (warm_tx.clone(), one_at_a_time.clone());
+            let (info, max_batch) = (inner.info.clone(), inner.pool.max_batch);
             std::thread::Builder::new()
-                .name(format!("segserve-infer-{name}-{i}"))
+                .name(format!("segserve-{kind}-{name}-{i}"))
                 .spawn(move || {
-                    if let Some((report, lock, info, max_batch)) = warm {
-                        let outcome = {
-                            let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
-                            worker::warm_up(&mut s, &info, max_batch)
-                        };
-                        let failed = outcome.is_err();
-                        let _ = report.send(outcome);
-                        if failed {
-                            return;
-                        }
+                    let outcome = {
+                        let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        worker::warm_up(&mut s, &info, max_batch)
+                    };
+                    let failed = outcome.is_err();
+                    let _ = report.send(outcome);
+                    if !failed {
+                        worker::run(s, rx, weak)
                     }
-                    worker::run(s, rx, weak)
                 })
                 .map_err(|e| {
                     EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
                 })?;
+            started += 1;
         }
         drop(warm_tx);
-        if device.is_gpu() {
-            for _ in 0..sessions {
-                // A failed warm-up drops `inner` on return, which stops the other workers.
-                warm_rx.recv().map_err(|_| {
-                    EngineError::ModelLoad("an inference thread died during warm-up".into())
-                })??;
-            }
+        for _ in 0..started {
+            // A failed warm-up drops `inner` on return, which stops the other workers.
+            warm_rx.recv().map_err(|_| {
+                EngineError::ModelLoad("an inference thread died during warm-up".into())
+            })??;
         }
         Ok(Engine { inner })
     }
@@ -395,25 +418,42 @@ impl Engine {
             )));
         }
         let (tx, rx) = oneshot::channel();
+        // Alone in the engine: the latency session runs it with every core. Otherwise the
+        // throughput sessions share the cores, one each, without oversubscribing them.
+        let alone = self.inner.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let job = Job {
+            _in_flight: InFlight(self.inner.in_flight.clone()),
             input,
             hw,
             enqueued: Instant::now(),
             carry: Box::new(carry),
             reply: tx,
         };
+        let job = match (&self.inner.latency, alone) {
+            (Some(latency), true) => match latency.try_send(job) {
+                Ok(()) => None,
+                Err(e) => Some(e.into_inner()),
+            },
+            _ => Some(job),
+        };
+        if let Some(job) = job {
+            self.try_queue(job)?;
+        }
+        let (result, carry) = rx.await.map_err(|_| EngineError::Closed)?;
+        let carry = *carry
+            .downcast::<C>()
+            .expect("a job hands back the carry it was given");
+        Ok((result?, carry))
+    }
+
+    fn try_queue(&self, job: Job) -> Result<(), EngineError> {
         self.inner.jobs.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => {
                 shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
                 EngineError::Overloaded
             }
             crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Closed,
-        })?;
-        let (result, carry) = rx.await.map_err(|_| EngineError::Closed)?;
-        let carry = *carry
-            .downcast::<C>()
-            .expect("a job hands back the carry it was given");
-        Ok((result?, carry))
+        })
     }
 
     /// Decodes raw outputs into detections in source pixels, with masks if asked.
