@@ -668,116 +668,121 @@ async fn kserve_several_images_are_answered_per_image() {
     );
 }
 
+/// A badly framed binary request: what is wrong, and what the 400 must say.
+struct Framing {
+    what: &'static str,
+    header: Value,
+    data: Vec<u8>,
+    /// The declared JSON length, when not the real one.
+    declared: Option<usize>,
+    says: &'static str,
+}
+
 #[tokio::test]
 async fn kserve_binary_framing_errors_are_clear_400s() {
     let s = common::spawn_server(&["--sessions", "1", "--max-body-bytes", "1000000"]).await;
     let url = s.url(&format!("/v2/models/{SEG}/infer"));
     let jpeg = bus();
     let good = elements(&[&jpeg]);
-    let mut cases: Vec<(&str, Value, Vec<u8>, Option<usize>, u16, &str)> = vec![
-        (
-            "truncated: fewer bytes than binary_data_size",
-            binary_header(1, good.len()),
-            good[..good.len() - 100].to_vec(),
-            None,
-            400,
-            "follow the JSON header",
-        ),
-        (
-            "element length past the end",
-            binary_header(1, good.len() - 100),
-            good[..good.len() - 100].to_vec(),
-            None,
-            400,
-            "only",
-        ),
-        (
-            "binary_data_size smaller than the data",
-            binary_header(1, 10),
-            good.clone(),
-            None,
-            400,
-            "binary_data_size 10",
-        ),
-        (
-            "two elements for shape [1]",
-            binary_header(1, good.len() + 8),
-            [good.clone(), elements(&[b"abcd"])].concat(),
-            None,
-            400,
-            "shape",
-        ),
-        (
-            "one element for shape [2]",
-            binary_header(2, good.len()),
-            good.clone(),
-            None,
-            400,
-            "shape says 2",
-        ),
-        (
-            "a 4-byte length prefix cut short",
-            binary_header(1, 3),
-            vec![1, 0, 0],
-            None,
-            400,
-            "cut short",
-        ),
-        (
-            "binary data but no binary_data_size",
-            json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}),
-            good.clone(),
-            None,
-            400,
-            "no input has binary_data_size",
-        ),
-        (
-            "header length cuts the JSON",
-            binary_header(1, good.len()),
-            good.clone(),
-            Some(20),
-            400,
-            "malformed inference request",
-        ),
-        (
-            "header length beyond the body",
-            binary_header(1, good.len()),
-            good.clone(),
-            Some(900_000),
-            400,
-            "exceeds the body's Content-Length",
-        ),
-        (
-            "more than 16 images",
-            binary_header(17, 17 * 4),
-            elements(&[&[] as &[u8]; 17]),
-            None,
-            400,
-            "1 to 16 images",
-        ),
-        (
-            "an empty element is no image",
-            binary_header(1, 4),
-            elements(&[b""]),
-            None,
-            400,
-            "empty",
-        ),
+    let mut cases: Vec<Framing> = vec![
+        Framing {
+            what: "truncated: fewer bytes than binary_data_size",
+            header: binary_header(1, good.len()),
+            data: good[..good.len() - 100].to_vec(),
+            declared: None,
+            says: "follow the JSON header",
+        },
+        Framing {
+            what: "element length past the end",
+            header: binary_header(1, good.len() - 100),
+            data: good[..good.len() - 100].to_vec(),
+            declared: None,
+            says: "only",
+        },
+        Framing {
+            what: "binary_data_size smaller than the data",
+            header: binary_header(1, 10),
+            data: good.clone(),
+            declared: None,
+            says: "binary_data_size 10",
+        },
+        Framing {
+            what: "two elements for shape [1]",
+            header: binary_header(1, good.len() + 8),
+            data: [good.clone(), elements(&[b"abcd"])].concat(),
+            declared: None,
+            says: "shape",
+        },
+        Framing {
+            what: "one element for shape [2]",
+            header: binary_header(2, good.len()),
+            data: good.clone(),
+            declared: None,
+            says: "shape says 2",
+        },
+        Framing {
+            what: "a 4-byte length prefix cut short",
+            header: binary_header(1, 3),
+            data: vec![1, 0, 0],
+            declared: None,
+            says: "cut short",
+        },
+        Framing {
+            what: "binary data but no binary_data_size",
+            header: json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}),
+            data: good.clone(),
+            declared: None,
+            says: "no input has binary_data_size",
+        },
+        Framing {
+            what: "header length cuts the JSON",
+            header: binary_header(1, good.len()),
+            data: good.clone(),
+            declared: Some(20),
+            says: "malformed inference request",
+        },
+        Framing {
+            what: "header length beyond the body",
+            header: binary_header(1, good.len()),
+            data: good.clone(),
+            declared: Some(900_000),
+            says: "exceeds the body's Content-Length",
+        },
+        Framing {
+            what: "more than 16 images",
+            header: binary_header(17, 17 * 4),
+            data: elements(&[&[] as &[u8]; 17]),
+            declared: None,
+            says: "1 to 16 images",
+        },
+        Framing {
+            what: "an empty element is no image",
+            header: binary_header(1, 4),
+            data: elements(&[b""]),
+            declared: None,
+            says: "empty",
+        },
     ];
     // Sizes that do not even fit the body are refused from the headers.
-    cases.push((
-        "header length beyond the body limit",
-        binary_header(1, good.len()),
-        good.clone(),
-        Some(usize::MAX),
-        400,
-        "Inference-Header-Content-Length",
-    ));
-    for (what, header, data, declared, want, says) in cases {
+    cases.push(Framing {
+        what: "header length beyond the body limit",
+        header: binary_header(1, good.len()),
+        data: good.clone(),
+        declared: Some(usize::MAX),
+        says: "Inference-Header-Content-Length",
+    });
+    for Framing {
+        what,
+        header,
+        data,
+        declared,
+        says,
+    } in cases
+    {
         let r = post_binary(&url, &header, &data, declared, &[]).await;
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap();
-        assert_eq!(status, want, "{what}: {v}");
+        assert_eq!(status, 400, "{what}: {v}");
         assert!(
             v["error"].as_str().unwrap().contains(says),
             "{what}: {v} does not say {says:?}"

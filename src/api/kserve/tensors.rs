@@ -259,18 +259,19 @@ pub fn wanted_outputs(
             }
         }
         let binary = flag(p, "binary_data")?.unwrap_or(binary_default);
-        let name = available.iter().find(|n| **n == o.name).ok_or_else(|| {
-            bad(format!(
-                "unknown output `{}`; this model has {}",
-                o.name,
-                available.join(", ")
-            ))
-        })?;
-        if !out.iter().any(|w| w.name == *name) {
-            out.push(Wanted {
-                name: *name,
-                binary,
-            });
+        let name = available
+            .iter()
+            .copied()
+            .find(|n| *n == o.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "unknown output `{}`; this model has {}",
+                    o.name,
+                    available.join(", ")
+                ))
+            })?;
+        if !out.iter().any(|w| w.name == name) {
+            out.push(Wanted { name, binary });
         }
     }
     Ok(out)
