@@ -171,9 +171,9 @@ pub async fn infer(
     reservation
         .grow(json_len as u64)
         .map_err(body::budget_refusal)?;
-    let (info, budget) = (engine.info().clone(), s.budget.clone());
+    let (e, budget) = (engine.clone(), s.budget.clone());
     let (parsed, ticket) = tokio::task::spawn_blocking(move || {
-        (parse(raw, framing, reservation, &info, &budget), ticket)
+        (parse(raw, framing, reservation, e.info(), &budget), ticket)
     })
     .await
     .map_err(|e| AppError::internal("parsing an inference request", e))?;
@@ -189,6 +189,7 @@ pub async fn infer(
     let n = images.len();
     let masks = wanted.iter().any(|w| w.name == "masks");
     let limits = s.config.runtime.limits;
+    // Two per session: the engine's compute stage (one computing, one being decoded).
     let at_once = (engine.pool().sessions * 2).max(1);
     let mut first = Some(ticket);
     let runs = images.into_iter().enumerate().map(|(i, image)| {
@@ -214,11 +215,11 @@ pub async fn infer(
 
     let (results, held): (Vec<ImageResult>, Vec<Reservation>) =
         done.into_iter().map(|f| (f.value, f.reservation)).unzip();
-    let (info, budget) = (engine.info().clone(), s.budget.clone());
+    let (e, budget) = (engine.clone(), s.budget.clone());
     let (encoded, reservation) = tokio::task::spawn_blocking(move || {
         let mut reservation = budget.reservation();
         let estimate = 1024 + held.iter().map(Reservation::held).sum::<u64>();
-        let encoded = encode(&info, id, &results, &wanted, estimate, &mut reservation);
+        let encoded = encode(e.info(), id, &results, &wanted, estimate, &mut reservation);
         // The compact results go now; the answer's bytes stay held until sent.
         drop((results, held));
         (encoded, reservation)
