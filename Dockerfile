@@ -1,8 +1,14 @@
 # segserve container image: `docker build -t segserve .` then
 # `docker run --rm -p 5000:5000 segserve` (see README, "Container image").
+# For NVIDIA GPUs: `docker build --build-arg DEVICE=cuda -t segserve:0.1.0-cuda .`, then
+# `docker run --gpus all ...` (docs/gpu.md). Same stages; the GPU build of ONNX Runtime and
+# NVIDIA's CUDA 13 + cuDNN 9 runtime image replace the CPU library and Debian slim.
 #
 # Needs models/yolov8n-seg-320.onnx in the build context: `make setup` puts it there.
 # `make container` builds this same file on a machine that cannot pull images.
+
+# cpu (default) or cuda: picks the ONNX Runtime build and the runtime base image below.
+ARG DEVICE=cpu
 
 # ---- build: the release binary -----------------------------------------------------------
 FROM docker.io/library/rust:1.95-bookworm AS builder
@@ -31,23 +37,45 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # (PEP 668) but downloads fine, and a download is all we need.
 FROM docker.io/library/rust:1.95-bookworm AS ort
 ARG ORT_VERSION=1.31.1
+ARG DEVICE
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip unzip \
  && rm -rf /var/lib/apt/lists/*
-RUN python3 -m pip download --no-cache-dir --no-deps --only-binary=:all: \
-      --platform manylinux_2_28_x86_64 --python-version 3.11 -d /tmp/wheel "onnxruntime==${ORT_VERSION}" \
+# The GPU build is the onnxruntime-gpu wheel (CUDA 13): the library plus the provider
+# libraries it loads from its own folder (CUDA; TensorRT, used only with TensorRT present).
+# $libs is a word list on purpose.
+# hadolint ignore=SC2086
+RUN if [ "$DEVICE" = cuda ]; then \
+      wheel=onnxruntime-gpu; \
+      libs="libonnxruntime.so.${ORT_VERSION} libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so libonnxruntime_providers_tensorrt.so"; \
+    else \
+      wheel=onnxruntime; libs="libonnxruntime.so.${ORT_VERSION}"; \
+    fi \
+ && python3 -m pip download --no-cache-dir --no-deps --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 -d /tmp/wheel "${wheel}==${ORT_VERSION}" \
  && mkdir -p /opt/onnxruntime \
- && unzip -j /tmp/wheel/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}" -d /opt/onnxruntime \
+ && for f in $libs; do unzip -j /tmp/wheel/*.whl "onnxruntime/capi/$f" -d /opt/onnxruntime; done \
  && rm -rf /tmp/wheel
 
 # ---- runtime -----------------------------------------------------------------------------
-FROM docker.io/library/debian:bookworm-slim
+FROM docker.io/library/debian:bookworm-slim AS runtime-cpu
+
+# NVIDIA's runtime image with cuDNN: the CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 that the
+# CUDA provider needs (Ubuntu 24.04: glibc 2.39, newer than the builder's, as it must be).
+# The GPU reaches the container through the NVIDIA container toolkit (`--gpus all`).
+FROM docker.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS runtime-cuda
+# A GPU image that quietly ran on the CPU would surprise: ask for the GPU, fail if absent.
+ENV SEGSERVE_DEVICE=cuda
+
+# hadolint ignore=DL3006
+FROM runtime-${DEVICE}
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 segserve \
  && useradd --system --uid 10001 --gid segserve --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin segserve
-COPY --from=ort /opt/onnxruntime/libonnxruntime.so.1.31.1 /opt/onnxruntime/libonnxruntime.so.1.31.1
+# The whole folder: one library for the CPU, plus the provider libraries for CUDA.
+COPY --from=ort /opt/onnxruntime/ /opt/onnxruntime/
 COPY --from=builder /usr/local/bin/segserve /usr/local/bin/segserve
 COPY models/yolov8n-seg-320.onnx /models/yolov8n-seg-320.onnx
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \

@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 export ORT_DISABLE_TELEMETRY := 1
 export RUST_LOG ?= info,ort=warn
-export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
+# DEVICE=cuda (`make setup DEVICE=cuda`, `make run DEVICE=cuda`): the GPU build of ONNX
+# Runtime in .ort/gpu/ and `--device cuda`; see docs/gpu.md.
+DEVICE ?= cpu
+export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/$(if $(filter cpu,$(DEVICE)),,gpu/)libonnxruntime.so.1.31.1
 
 .PHONY: setup setup-test build run test soak fuzz lint clean bench container
 
@@ -18,7 +21,7 @@ build: setup
 	cargo build --release --locked
 
 run: build
-	./target/release/segserve serve --host 0.0.0.0 --port 5000
+	./target/release/segserve serve --host 0.0.0.0 --port 5000 $(if $(filter cpu,$(DEVICE)),,--device $(DEVICE))
 
 # Release mode: the parity and load-bearing tests run real inference, which debug builds
 # make ~20x slower.

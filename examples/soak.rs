@@ -1,10 +1,11 @@
-//! Overload and soak driver (issue 6), run by `scripts/soak.sh` against a release server.
+//! Overload and soak driver, run by `scripts/soak.sh` against a release server.
 //!
 //! Keeps `--concurrency` requests in flight for `--duration` seconds, cycling through a mix
-//! of good uploads and bad requests, and checks every answer: good ones 200, bad ones their
+//! of good uploads, bad requests and resource attacks, and checks every answer: good ones 200, bad ones their
 //! 4xx, and the only 5xx allowed is a shed 503 that carries `Retry-After`. It samples the
 //! server's RSS (`/proc/<pid>/status` VmRSS) once a second and compares the start of the run
-//! with its end. Exits non-zero on any violation. A load tool like `oha` sends one request
+//! with its end, and (with `--budget-mib`) its peak with the idle RSS plus the memory
+//! budget. Exits non-zero on any violation. A load tool like `oha` sends one request
 //! shape; this sends a mix and checks each answer, which is the point.
 //!
 //! `cargo run --release --example soak -- --url http://127.0.0.1:5000 --pid <server pid>`
@@ -25,6 +26,8 @@ struct Shape {
     ctype: Option<String>,
     body: Bytes,
     want: u16,
+    /// Another acceptable answer (e.g. 413 where the memory budget may never fit it).
+    or: Option<u16>,
 }
 
 #[derive(Default)]
@@ -43,6 +46,8 @@ struct Args {
     concurrency: usize,
     pid: Option<u32>,
     photos: Vec<std::path::PathBuf>,
+    /// The server's --memory-budget, in MiB: peak RSS must stay within idle + this.
+    budget_mib: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +57,7 @@ fn parse_args() -> Args {
         concurrency: 64,
         pid: None,
         photos: Vec::new(),
+        budget_mib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +68,7 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = value().parse().expect("a count"),
             "--pid" => a.pid = Some(value().parse().expect("a pid")),
             "--photo" => a.photos.push(value().into()),
+            "--budget-mib" => a.budget_mib = Some(value().parse().expect("MiB")),
             other => panic!("unknown flag {other}; see the module docs"),
         }
     }
@@ -94,6 +101,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", p),
             want: 200,
+            or: None,
         });
         v.push(Shape {
             name: "pixellib photo",
@@ -102,6 +110,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", p),
             want: 200,
+            or: None,
         });
         v.push(Shape {
             name: "raw photo, no masks",
@@ -110,6 +119,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: Some("image/jpeg".into()),
             body: Bytes::from(p.clone()),
             want: 200,
+            or: None,
         });
     }
     let truncated = Bytes::from(photos[0][..photos[0].len() / 2].to_vec());
@@ -131,6 +141,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", &truncated),
             want: 422,
+            or: None,
         },
         Shape {
             name: "text as image",
@@ -139,6 +150,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", b"not a photo"),
             want: 415,
+            or: None,
         },
         Shape {
             name: "huge png header",
@@ -147,14 +159,18 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", &huge),
             want: 413,
+            or: None,
         },
         Shape {
-            name: "wrong field",
+            name: "no file in the form",
             method: Method::POST,
             path: "/segmentapi",
             ctype: mp.clone(),
-            body: form("file", b"x"),
+            body: Bytes::from(
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--{BOUNDARY}--\r\n"),
+            ),
             want: 400,
+            or: None,
         },
         Shape {
             name: "no boundary",
@@ -163,6 +179,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: Some("multipart/form-data".into()),
             body: Bytes::from_static(b"--x--"),
             want: 400,
+            or: None,
         },
         Shape {
             name: "bad query",
@@ -171,6 +188,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: mp.clone(),
             body: form("image", &photos[0]),
             want: 400,
+            or: None,
         },
         Shape {
             name: "json body",
@@ -179,6 +197,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: Some("application/json".into()),
             body: Bytes::from_static(b"{}"),
             want: 415,
+            or: None,
         },
         Shape {
             name: "models",
@@ -187,6 +206,7 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: None,
             body: Bytes::new(),
             want: 200,
+            or: None,
         },
         Shape {
             name: "readyz",
@@ -195,9 +215,90 @@ fn shapes(photos: &[Vec<u8>]) -> Vec<Shape> {
             ctype: None,
             body: Bytes::new(),
             want: 200,
+            or: None,
         },
     ]);
+    v.extend(attacks(&photos[0]));
     v
+}
+
+/// The attack share of the mix: valid-looking requests that ask for too much work or
+/// memory. The memory budget answers them (413 when they can never fit, a shed 503 when
+/// not now), and the rest of the mix must not notice.
+fn attacks(photo: &[u8]) -> Vec<Shape> {
+    let img = image::load_from_memory(photo)
+        .expect("the first --photo decodes")
+        .to_rgb8();
+    // The photo tiled 2 x 2 at 24 MP: four times its objects, and dense PixelLib masks for
+    // it would be gigabytes.
+    let tile = image::imageops::resize(&img, 3000, 2000, image::imageops::FilterType::Nearest);
+    let mut big = image::RgbImage::new(6000, 4000);
+    for (x, y) in [(0, 0), (3000, 0), (0, 2000), (3000, 2000)] {
+        image::imageops::replace(&mut big, &tile, x, y);
+    }
+    let mut big_jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(big)
+        .write_to(
+            &mut std::io::Cursor::new(&mut big_jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    // 16-bit RGBA, 12 MP: 8 bytes a pixel before conversion.
+    let deep = image::ImageBuffer::from_fn(4000, 3000, |x, y| {
+        image::Rgba([(x * 13) as u16, (y * 7) as u16, 30_000u16, 65_535u16])
+    });
+    let mut deep_png = Vec::new();
+    image::DynamicImage::ImageRgba16(deep)
+        .write_to(
+            &mut std::io::Cursor::new(&mut deep_png),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    // A KServe body whose parameters hold a quarter of a million numbers.
+    let mut bomb = br#"{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES","data":["aGk="]}],"parameters":{"conf":["#.to_vec();
+    for _ in 0..250_000 {
+        bomb.extend_from_slice(b"1234567,");
+    }
+    bomb.extend_from_slice(b"1]}}");
+    let mp = Some(format!("multipart/form-data; boundary={BOUNDARY}"));
+    vec![
+        Shape {
+            name: "attack: dense masks of a 24 MP photo",
+            method: Method::POST,
+            path: "/segmentapi?mask_values=true",
+            ctype: mp,
+            body: form("image", &big_jpeg),
+            want: 413,
+            or: None,
+        },
+        Shape {
+            name: "attack: 1000 masks, no suppression",
+            method: Method::POST,
+            path: "/v1/segment?conf=0.01&iou=1&max_det=1000",
+            ctype: Some("image/jpeg".into()),
+            body: Bytes::from(big_jpeg.clone()),
+            want: 200,
+            or: Some(413),
+        },
+        Shape {
+            name: "attack: 16-bit RGBA 12 MP",
+            method: Method::POST,
+            path: "/v1/segment?masks=none",
+            ctype: Some("image/png".into()),
+            body: Bytes::from(deep_png),
+            want: 200,
+            or: None,
+        },
+        Shape {
+            name: "attack: KServe parameter bomb",
+            method: Method::POST,
+            path: "/v2/models/yolov8n-seg-320/infer",
+            ctype: Some("application/json".into()),
+            body: Bytes::from(bomb),
+            want: 400,
+            or: None,
+        },
+    ]
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -275,7 +376,7 @@ async fn main() {
                         let retry_after = resp.headers().contains_key("retry-after");
                         if status == 503 && retry_after {
                             t.shed += 1;
-                        } else if status == s.want {
+                        } else if status == s.want || Some(status) == s.or {
                             t.ok += 1;
                         } else {
                             t.errors.push(format!(
@@ -367,6 +468,17 @@ async fn main() {
         if growth >= 10.0 {
             println!("  FAIL: RSS grew {growth:.1}% (limit 10%)");
             failed = true;
+        }
+        // The first sample is the idle server; the budget is what requests may add to it.
+        if let Some(budget) = args.budget_mib {
+            let limit = samples[0].1 / 1024 + budget;
+            if peak / 1024 > limit {
+                println!(
+                    "  FAIL: peak RSS {} MiB over idle + budget ({limit} MiB)",
+                    peak / 1024
+                );
+                failed = true;
+            }
         }
     }
     if failed {

@@ -25,7 +25,7 @@ t0=$SECONDS
 since() { echo "$((SECONDS - t0)) s"; }
 
 [ "$(id -u)" = 0 ] || { echo "make container needs root (debootstrap, podman, chroot)" >&2; exit 1; }
-if ! grep -q "^FROM ${RUST_BASE} " Dockerfile || ! grep -q "^FROM ${SLIM_BASE}\$" Dockerfile; then
+if ! grep -q "^FROM ${RUST_BASE} " Dockerfile || ! grep -Eq "^FROM ${SLIM_BASE}( AS runtime-cpu)?\$" Dockerfile; then
   echo "the Dockerfile's base images changed; update RUST_BASE/SLIM_BASE here" >&2
   exit 1
 fi

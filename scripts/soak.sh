@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Overload and soak test (issue 6): starts the release server on 127.0.0.1 (a free port),
-# drives it with examples/soak.rs at concurrency 64 with a mix of good and bad requests,
+# Overload and soak test: starts the release server on 127.0.0.1 (a free port) with the
+# memory budget a 2 GiB pod gets by default (1 GiB), drives it with examples/soak.rs at
+# concurrency 64 with a mix of good, bad and resource-hungry (attack) requests,
 # and fails on any 5xx other than a shed 503 with Retry-After, any connection error or
-# unanswered request, or RSS growth of 10% or more between the start and end of the run.
+# unanswered request, RSS growth of 10% or more between the start and end of the run, or
+# a peak RSS above the idle RSS plus the memory budget.
 #
 #   scripts/soak.sh                  # 2 minutes
 #   scripts/soak.sh --duration 600   # longer
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 duration=120
 concurrency=64
+budget_mib=1024
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -28,7 +31,7 @@ log=$(mktemp)
 # Warnings only: the soak sends thousands of requests, and per-request info lines would
 # make the log itself the memory and disk hog.
 RUST_LOG=warn "$target/release/segserve" serve --host 127.0.0.1 --port "$port" \
-  --shutdown-drain-ms 0 >"$log" 2>&1 &
+  --memory-budget "${budget_mib}MiB" --shutdown-drain-ms 0 >"$log" 2>&1 &
 server=$!
 cleanup() {
   kill -TERM "$server" 2>/dev/null || true
@@ -41,7 +44,7 @@ photos=()
 for p in ../shared/testdata/*.jpg ../shared/testdata/*.png; do photos+=(--photo "$p"); done
 status=0
 "$target/release/examples/soak" --url "http://127.0.0.1:$port" --pid "$server" \
-  --duration "$duration" --concurrency "$concurrency" "${photos[@]}" || status=$?
+  --duration "$duration" --concurrency "$concurrency" --budget-mib "$budget_mib" "${photos[@]}" || status=$?
 if ! kill -0 "$server" 2>/dev/null; then
   echo "soak: the server died; its log:" >&2
   cat "$log" >&2

@@ -12,7 +12,15 @@
 //! memory (the idle RSS) come on top, which is why the default is a fraction of the limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// After this many bytes have been given back, the allocator is asked to return its free
+/// pages to the OS (see `crate::alloc::trim`).
+const TRIM_AFTER_BYTES: u64 = 32 << 20;
+/// A trim waits this long first, so one trim follows a burst of releases.
+const TRIM_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,19 +53,37 @@ pub struct MemoryBudget {
     limit: u64,
     used: AtomicU64,
     gauge: metrics::Gauge,
+    /// Bytes given back since the last trim.
+    released: AtomicU64,
+    /// Wakes the trimmer thread (a full channel means a trim is already due).
+    trimmer: Option<SyncSender<()>>,
 }
 
 impl MemoryBudget {
     /// A budget of `limit` bytes, reported as `segserve_memory_reserved_bytes` (and the limit
     /// as `segserve_memory_budget_bytes`).
+    /// A thread of its own returns freed memory to the OS after large releases, so RSS
+    /// follows the reservations rather than the high-water mark.
     pub fn new(limit: u64) -> Arc<Self> {
         metrics::gauge!("segserve_memory_budget_bytes").set(limit as f64);
         let gauge = metrics::gauge!("segserve_memory_reserved_bytes");
         gauge.set(0.0);
+        let (tx, rx) = sync_channel::<()>(1);
+        let spawned = std::thread::Builder::new()
+            .name("segserve-trim".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    std::thread::sleep(TRIM_DEBOUNCE);
+                    crate::alloc::trim();
+                }
+            });
         Arc::new(MemoryBudget {
             limit,
             used: AtomicU64::new(0),
             gauge,
+            released: AtomicU64::new(0),
+            // Without the thread the budget still works; memory just returns later.
+            trimmer: spawned.ok().map(|_| tx),
         })
     }
 
@@ -67,6 +93,8 @@ impl MemoryBudget {
             limit: u64::MAX,
             used: AtomicU64::new(0),
             gauge: metrics::Gauge::noop(),
+            released: AtomicU64::new(0),
+            trimmer: None,
         })
     }
 
@@ -126,6 +154,13 @@ impl MemoryBudget {
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         debug_assert!(before >= bytes, "released more than was reserved");
         self.gauge.set(before.saturating_sub(bytes) as f64);
+        if let Some(tx) = &self.trimmer {
+            let released = self.released.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            if released >= TRIM_AFTER_BYTES {
+                self.released.store(0, Ordering::Relaxed);
+                let _ = tx.try_send(());
+            }
+        }
     }
 }
 

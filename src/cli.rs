@@ -168,7 +168,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
     let rt = args
         .runtime
         .clone()
-        .into_config(64, Duration::from_secs(3600))?;
+        .into_config(Some(64), Duration::from_secs(3600))?;
     let registry = crate::load_models(&rt).await?;
     let engine = registry.get(None)?.clone();
     // The options' errors name the parameter; here it is a flag.

@@ -3,6 +3,7 @@
 //! `run` wires it together: load the models in the background (readiness stays 503 until
 //! they are warm), serve the router, and shut down gracefully on the given signal.
 
+pub mod alloc;
 pub mod api;
 pub mod budget;
 pub mod cli;
@@ -28,8 +29,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::api::AppState;
-use crate::config::{RuntimeConfig, ServeConfig};
-use crate::engine::{session, Engine, Registry};
+use crate::config::{ModelSpec, RuntimeConfig, ServeConfig};
+use crate::engine::{device, session, Device, DeviceChoice, Engine, Registry};
 
 /// Installs the process-wide Prometheus recorder once and returns its handle
 /// (a process has one recorder; tests start several servers in one process).
@@ -116,6 +117,10 @@ fn describe_metrics() {
         Unit::Bytes,
         "the memory budget requests reserve from"
     );
+    describe_gauge!(
+        "segserve_model_device",
+        "1 for the device (cpu, cuda, tensorrt) each model runs on"
+    );
 }
 
 /// Loads every configured model (runtime library first) and warms each one up.
@@ -124,13 +129,16 @@ pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
     let rt2 = rt.clone();
     let engines = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Engine>> {
         session::init_runtime(&rt2.ort_dylib)?;
+        let devices = device::usable(&rt2.device, &rt2.ort_dylib)?;
         rt2.models
             .iter()
             .map(|m| {
                 let t = Instant::now();
-                let e = Engine::load(&m.path, &m.name, rt2.pool.clone())?;
+                let e = load_engine(m, &rt2, &devices)?;
                 metrics::gauge!("segserve_model_load_seconds", "model" => m.name.clone())
                     .set(t.elapsed().as_secs_f64());
+                metrics::gauge!("segserve_model_device", "model" => m.name.clone(), "device" => e.device().as_str())
+                    .set(1.0);
                 Ok(e)
             })
             .collect()
@@ -144,7 +152,7 @@ pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
         let info = e.info();
         tracing::info!(
             model = %info.name, task = info.task.as_str(), input = ?info.input_hw, classes = info.names.len(),
-            sessions = e.pool().sessions, threads = e.pool().threads, "model ready"
+            device = %e.device(), sessions = e.pool().sessions, threads = e.pool().threads, "model ready"
         );
     }
     tracing::info!(
@@ -157,6 +165,30 @@ pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
 /// How often histogram upkeep runs: the exporter folds recorded samples into buckets only
 /// when it renders or upkeeps, so without it samples pile up between scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Loads one model on the first of `devices` that works. Only `auto` passes more than one:
+/// a GPU that passed its checks can still fail to build a session (out of memory, say),
+/// and then the next device is tried, with a warning that says why.
+fn load_engine(m: &ModelSpec, rt: &RuntimeConfig, devices: &[Device]) -> anyhow::Result<Engine> {
+    let mut failed = None;
+    for &d in devices {
+        match Engine::load_on(&m.path, &m.name, rt.pool_for(d).clone(), d, &rt.device) {
+            Ok(e) => {
+                if rt.device.choice == DeviceChoice::Auto {
+                    tracing::info!(model = %m.name, device = %d, "device auto: using {d}");
+                }
+                return Ok(e);
+            }
+            Err(e) if d != Device::Cpu && devices.len() > 1 => {
+                tracing::warn!(model = %m.name, device = %d, error = %e,
+                    "device auto: cannot load on {d}, trying the next device");
+                failed = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(failed.expect("the device list is never empty").into())
+}
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness goes 503 at once,
 /// the listener stays open for `shutdown_drain` (so load balancers stop routing here; answers

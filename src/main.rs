@@ -31,27 +31,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// glibc malloc gives each thread that allocates concurrently its own arena; with the
-/// blocking pool's thread churn that grew RSS for minutes under the soak test. Two arenas keep
-/// it flat (measured with scripts/soak.sh; mimalloc was worse: 396 MB peak). And a fixed mmap
-/// threshold: glibc otherwise raises it after each large free (up to 32 MiB), so decoded
-/// photos land on the heap and their pages stay resident after they are freed; at 1 MiB every
-/// photo-sized buffer is mapped and unmapped, and RSS follows the memory budget.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() {
-    // SAFETY: called first thing, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
-/// Other allocators (macOS, musl) have neither knob.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
-
 fn main() -> anyhow::Result<ExitCode> {
-    tune_malloc();
+    segserve::alloc::tune();
     // Before any thread exists: ONNX Runtime reads this when the library loads.
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let cli = Cli::parse();

@@ -16,11 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const LIMIT: usize = 4 << 20;
 const BOUNDARY: &str = "XyZzy0123456789";
 
-// Crate roots look for modules beside themselves; the makers live in their own folder.
-#[path = "bad_inputs/craft.rs"]
-mod craft;
-
-use craft::*;
+use common::craft::*;
 
 // ---------------------------------------------------------------- request makers
 

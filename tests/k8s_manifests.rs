@@ -1,7 +1,9 @@
 //! The Kubernetes manifests in `k8s/` (and the Dockerfile they run) checked against the code:
 //! they parse into the real API types with no unknown fields, the ports are the server's
 //! default port, the probe paths answer 200 on a ready server, every environment variable is
-//! one the binary reads, and the shutdown timings fit the pod's grace period.
+//! one the binary reads, and the shutdown timings fit the pod's grace period. The GPU overlay
+//! in `k8s-gpu/` is rendered onto them (kustomize's strategic merge, for the parts it uses)
+//! and goes through the same checks, plus its own: a GPU per pod, `--device cuda`.
 
 mod common;
 
@@ -16,9 +18,19 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use segserve::config::{Cli, Command};
+use segserve::engine::DeviceChoice;
 
 fn k8s_dir() -> PathBuf {
     common::repo().join("k8s")
+}
+
+fn gpu_dir() -> PathBuf {
+    common::repo().join("k8s-gpu")
+}
+
+fn read_yaml(path: &std::path::Path) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Parses `k8s/<file>` into `T`, and fails on any field the API type does not know: the
@@ -28,9 +40,14 @@ fn load<T>(file: &str) -> T
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let path = k8s_dir().join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let raw: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    typed(file, read_yaml(&k8s_dir().join(file)))
+}
+
+/// [`load`]'s check on YAML already read (and, for the overlay, patched).
+fn typed<T>(file: &str, raw: serde_yaml::Value) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
     let typed: T = serde_yaml::from_value(raw.clone()).unwrap_or_else(|e| {
         panic!(
             "{file} does not parse as {}: {e}",
@@ -61,6 +78,159 @@ fn manifests() -> Manifests {
         pdb: load("pdb.yaml"),
         config: load("configmap.yaml"),
     }
+}
+
+/// The list fields kustomize merges item by item, and each one's merge key (from the
+/// Kubernetes API's `patchMergeKey`); every other list in a patch replaces the base's.
+const MERGE_KEYS: [(&str, &str); 6] = [
+    ("containers", "name"),
+    ("initContainers", "name"),
+    ("env", "name"),
+    ("volumes", "name"),
+    ("volumeMounts", "mountPath"),
+    ("ports", "containerPort"),
+];
+
+/// Strategic merge of `patch` into `base`, as far as our overlay uses it: maps merge key by
+/// key (null deletes), merge-keyed lists merge item by item (`$patch: delete` removes one),
+/// anything else is replaced. Any other `$` directive fails, so the test cannot silently
+/// diverge from kustomize.
+fn strategic_merge(base: &mut serde_yaml::Value, patch: &serde_yaml::Value, field: &str) {
+    use serde_yaml::Value;
+    match (base, patch) {
+        (Value::Mapping(b), Value::Mapping(p)) => {
+            for (k, pv) in p {
+                let key = k.as_str().expect("string keys");
+                assert!(
+                    !key.starts_with('$'),
+                    "patch directive {key} is not supported here"
+                );
+                match (b.get_mut(k), pv) {
+                    (_, Value::Null) => {
+                        b.remove(k);
+                    }
+                    (Some(bv), _) => strategic_merge(bv, pv, key),
+                    (None, _) => {
+                        b.insert(k.clone(), pv.clone());
+                    }
+                }
+            }
+        }
+        (Value::Sequence(b), Value::Sequence(p)) if MERGE_KEYS.iter().any(|(f, _)| *f == field) => {
+            let merge_key = MERGE_KEYS.iter().find(|(f, _)| *f == field).unwrap().1;
+            for item in p {
+                let id = &item[merge_key];
+                assert!(!id.is_null(), "{field} item without its {merge_key}");
+                let pos = b.iter().position(|x| &x[merge_key] == id);
+                let mut item = item.clone();
+                let delete = item
+                    .as_mapping_mut()
+                    .and_then(|m| m.remove("$patch"))
+                    .map(|d| {
+                        assert_eq!(d.as_str(), Some("delete"), "only $patch: delete");
+                        true
+                    })
+                    .unwrap_or(false);
+                match (pos, delete) {
+                    (Some(i), true) => {
+                        b.remove(i);
+                    }
+                    (None, true) => panic!("$patch: delete of a {field} item the base lacks"),
+                    (Some(i), false) => strategic_merge(&mut b[i], &item, field),
+                    (None, false) => b.push(item),
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// `k8s-gpu/` rendered as kustomize renders it: the base's objects, each patch merged into
+/// the object of the same kind and name, and the overlay's image tag.
+fn gpu_manifests() -> Manifests {
+    let k = read_yaml(&gpu_dir().join("kustomization.yaml"));
+    let resources: Vec<&str> = k["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(resources, ["../k8s"], "the overlay builds on k8s/");
+    let base: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut objects: BTreeMap<(String, String), (String, serde_yaml::Value)> = BTreeMap::new();
+    for file in base["resources"].as_sequence().unwrap() {
+        let file = file.as_str().unwrap();
+        let v = read_yaml(&k8s_dir().join(file));
+        let id = (
+            v["kind"].as_str().unwrap().to_string(),
+            v["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        objects.insert(id, (file.to_string(), v));
+    }
+    for patch in k["patches"].as_sequence().expect("patches") {
+        let file = patch["path"].as_str().expect("patches by path");
+        let p = read_yaml(&gpu_dir().join(file));
+        let id = (
+            p["kind"].as_str().unwrap().to_string(),
+            p["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        let (_, target) = objects
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("{file} patches {id:?}, which k8s/ does not have"));
+        strategic_merge(target, &p, "");
+    }
+    // images: the base's image name gets the overlay's tag.
+    let [image] = k["images"].as_sequence().unwrap().as_slice() else {
+        panic!("one image in k8s-gpu/kustomization.yaml")
+    };
+    let (name, tag) = (
+        image["name"].as_str().unwrap(),
+        image["newTag"].as_str().unwrap(),
+    );
+    let (_, d) = objects
+        .get_mut(&("Deployment".to_string(), "segserve".to_string()))
+        .unwrap();
+    let c = &mut d["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(
+        c.as_str(),
+        Some(name),
+        "images[].name is the Deployment's image"
+    );
+    *c = serde_yaml::Value::String(format!("{name}:{tag}"));
+    let mut take = |kind: &str| {
+        let key = objects
+            .keys()
+            .find(|(k, _)| k == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone();
+        let (file, v) = objects.remove(&key).unwrap();
+        (format!("{file} + k8s-gpu"), v)
+    };
+    let (f, v) = take("Deployment");
+    let deployment = typed(&f, v);
+    let (f, v) = take("Service");
+    let service = typed(&f, v);
+    let (f, v) = take("HorizontalPodAutoscaler");
+    let hpa = typed(&f, v);
+    let (f, v) = take("PodDisruptionBudget");
+    let pdb = typed(&f, v);
+    let (f, v) = take("ConfigMap");
+    let config = typed(&f, v);
+    Manifests {
+        deployment,
+        service,
+        hpa,
+        pdb,
+        config,
+    }
+}
+
+/// The CPU manifests and the GPU overlay rendered onto them, for checks both must pass.
+fn both() -> [(&'static str, Manifests); 2] {
+    [("k8s/", manifests()), ("k8s-gpu/", gpu_manifests())]
 }
 
 fn container(d: &Deployment) -> &Container {
@@ -164,97 +334,129 @@ fn manifests_parse_and_kustomization_lists_them_all() {
 
 #[test]
 fn selectors_match_the_pods() {
-    let m = manifests();
-    let labels = pod_labels(&m.deployment);
-    let spec = &m.deployment.spec;
-    let deploy_sel = spec.selector.match_labels.clone().unwrap();
-    assert!(is_subset(&deploy_sel, &labels), "Deployment selector");
-    let svc_sel = m.service.spec.as_ref().unwrap().selector.clone().unwrap();
-    assert!(is_subset(&svc_sel, &labels), "Service selector");
-    let pdb_sel = m.pdb.spec.as_ref().unwrap().selector.as_ref().unwrap();
-    assert!(
-        is_subset(pdb_sel.match_labels.as_ref().unwrap(), &labels),
-        "PDB selector"
-    );
-    let target = &m.hpa.spec.scale_target_ref;
-    assert_eq!(
-        (target.kind.as_str(), target.name.as_str()),
-        ("Deployment", m.deployment.metadata.name.as_deref().unwrap())
-    );
+    for (which, m) in both() {
+        println!("checking {which}");
+        let labels = pod_labels(&m.deployment);
+        let spec = &m.deployment.spec;
+        let deploy_sel = spec.selector.match_labels.clone().unwrap();
+        assert!(is_subset(&deploy_sel, &labels), "Deployment selector");
+        let svc_sel = m.service.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert!(is_subset(&svc_sel, &labels), "Service selector");
+        let pdb_sel = m.pdb.spec.as_ref().unwrap().selector.as_ref().unwrap();
+        assert!(
+            is_subset(pdb_sel.match_labels.as_ref().unwrap(), &labels),
+            "PDB selector"
+        );
+        let target = &m.hpa.spec.scale_target_ref;
+        assert_eq!(
+            (target.kind.as_str(), target.name.as_str()),
+            ("Deployment", m.deployment.metadata.name.as_deref().unwrap())
+        );
+    }
 }
 
 #[test]
 fn ports_are_the_servers_default_port() {
-    let m = manifests();
-    let port = i32::from(default_serve_args().port);
-    let c = container(&m.deployment);
-    let ports = c.ports.as_ref().unwrap();
-    assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0].container_port, port, "containerPort");
-    let svc = m.service.spec.as_ref().unwrap();
-    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
-    let sp = &svc.ports.as_ref().unwrap()[0];
-    assert_eq!(sp.port, 80, "the seed's Service answers on port 80");
-    match sp.target_port.as_ref().unwrap() {
-        IntOrString::Int(p) => assert_eq!(*p, port, "targetPort"),
-        IntOrString::String(name) => assert_eq!(ports[0].name.as_deref(), Some(name.as_str())),
+    for (which, m) in both() {
+        println!("checking {which}");
+        let port = i32::from(default_serve_args().port);
+        let c = container(&m.deployment);
+        let ports = c.ports.as_ref().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].container_port, port, "containerPort");
+        let svc = m.service.spec.as_ref().unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+        let sp = &svc.ports.as_ref().unwrap()[0];
+        assert_eq!(sp.port, 80, "the seed's Service answers on port 80");
+        match sp.target_port.as_ref().unwrap() {
+            IntOrString::Int(p) => assert_eq!(*p, port, "targetPort"),
+            IntOrString::String(name) => assert_eq!(ports[0].name.as_deref(), Some(name.as_str())),
+        }
+        // The Dockerfile exposes the same port.
+        let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+        assert!(
+            dockerfile
+                .lines()
+                .any(|l| l.trim() == format!("EXPOSE {port}")),
+            "Dockerfile EXPOSE {port}"
+        );
     }
-    // The Dockerfile exposes the same port.
-    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
-    assert!(
-        dockerfile
-            .lines()
-            .any(|l| l.trim() == format!("EXPOSE {port}")),
-        "Dockerfile EXPOSE {port}"
-    );
 }
 
 #[test]
 fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
-    let m = manifests();
-    let known = env_names();
-    let mut env: BTreeMap<String, String> = m.config.data.clone().unwrap();
-    for e in container(&m.deployment).env.as_deref().unwrap_or_default() {
-        if let Some(v) = &e.value {
-            env.insert(e.name.clone(), v.clone());
-        } else {
-            assert!(
-                known.contains(&e.name),
-                "{} is not read by segserve",
-                e.name
-            );
-        }
-    }
-    for name in env.keys() {
-        assert!(
-            known.contains(name),
-            "{name} is not read by segserve (known: {known:?})"
-        );
-    }
-    let a = parse_env_as_flags(&env);
-    assert_eq!(
-        a.log_format,
-        segserve::config::LogFormat::Json,
-        "JSON logs in the cluster"
-    );
-    // The Deployment's envFrom names this ConfigMap.
-    let from = container(&m.deployment).env_from.as_ref().unwrap();
-    assert!(from
-        .iter()
-        .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
-            == m.config.metadata.name.as_deref()));
-    // So does every SEGSERVE_ variable the Dockerfile sets.
-    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
-    for word in dockerfile.split_whitespace() {
-        if let Some((name, _)) = word.split_once('=') {
-            if name.starts_with("SEGSERVE_") || name.starts_with("ORT_DYLIB") {
+    for (which, m) in both() {
+        println!("checking {which}");
+        let known = env_names();
+        let mut env: BTreeMap<String, String> = m.config.data.clone().unwrap();
+        for e in container(&m.deployment).env.as_deref().unwrap_or_default() {
+            if let Some(v) = &e.value {
+                env.insert(e.name.clone(), v.clone());
+            } else {
                 assert!(
-                    known.contains(name),
-                    "Dockerfile sets {name}, which segserve does not read"
+                    known.contains(&e.name),
+                    "{} is not read by segserve",
+                    e.name
                 );
             }
         }
+        for name in env.keys() {
+            assert!(
+                known.contains(name),
+                "{name} is not read by segserve (known: {known:?})"
+            );
+        }
+        let a = parse_env_as_flags(&env);
+        assert_eq!(
+            a.log_format,
+            segserve::config::LogFormat::Json,
+            "JSON logs in the cluster"
+        );
+        // The Deployment's envFrom names this ConfigMap.
+        let from = container(&m.deployment).env_from.as_ref().unwrap();
+        assert!(from
+            .iter()
+            .any(|f| f.config_map_ref.as_ref().map(|r| r.name.as_str())
+                == m.config.metadata.name.as_deref()));
+        // So does every SEGSERVE_ variable the Dockerfile sets.
+        let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+        for word in dockerfile.split_whitespace() {
+            if let Some((name, _)) = word.split_once('=') {
+                if name.starts_with("SEGSERVE_") || name.starts_with("ORT_DYLIB") {
+                    assert!(
+                        known.contains(name),
+                        "Dockerfile sets {name}, which segserve does not read"
+                    );
+                }
+            }
+        }
     }
+}
+
+/// The memory budget is half of SEGSERVE_MEMORY_LIMIT, which must be the container's own
+/// memory limit in bytes (what the kernel will OOM-kill at).
+#[test]
+fn the_memory_budget_follows_the_memory_limit() {
+    let m = manifests();
+    let c = container(&m.deployment);
+    let env = c.env.as_ref().unwrap();
+    let limit = env
+        .iter()
+        .find(|e| e.name == "SEGSERVE_MEMORY_LIMIT")
+        .expect("SEGSERVE_MEMORY_LIMIT is set");
+    let field = limit
+        .value_from
+        .as_ref()
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .expect("SEGSERVE_MEMORY_LIMIT comes from a resourceFieldRef");
+    assert_eq!(field.resource, "limits.memory");
+    assert_eq!(field.container_name.as_deref(), Some(c.name.as_str()));
+    // Bytes, which is what --memory-limit reads without a unit.
+    assert_eq!(field.divisor.as_ref().map(|q| q.0.as_str()), Some("1"));
+    assert!(
+        env.iter().all(|e| e.name != "SEGSERVE_MEMORY_BUDGET"),
+        "a fixed budget would not follow the limit"
+    );
 }
 
 #[test]
@@ -303,56 +505,60 @@ fn sessions_follow_the_cpu_limit() {
 
 #[test]
 fn pods_are_locked_down() {
-    let m = manifests();
-    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
-    let psc = pod.security_context.as_ref().unwrap();
-    assert_eq!(psc.run_as_non_root, Some(true));
-    // The uid is the image's USER, so runAsNonRoot can be verified.
-    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
-    let user = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("Dockerfile USER");
-    let uid: i64 = user
-        .split(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("numeric USER");
-    assert_eq!(psc.run_as_user, Some(uid));
-    let sc = container(&m.deployment).security_context.as_ref().unwrap();
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(false));
-    let drop = sc.capabilities.as_ref().unwrap().drop.clone().unwrap();
-    assert_eq!(drop, vec!["ALL".to_string()]);
+    for (which, m) in both() {
+        println!("checking {which}");
+        let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        // The uid is the image's USER, so runAsNonRoot can be verified.
+        let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+        let user = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix("USER "))
+            .expect("Dockerfile USER");
+        let uid: i64 = user
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .expect("numeric USER");
+        assert_eq!(psc.run_as_user, Some(uid));
+        let sc = container(&m.deployment).security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let drop = sc.capabilities.as_ref().unwrap().drop.clone().unwrap();
+        assert_eq!(drop, vec!["ALL".to_string()]);
+    }
 }
 
 #[test]
 fn grace_period_covers_drain_and_shutdown_timeout() {
-    let m = manifests();
-    let a = parse_env_as_flags(&m.config.data.clone().unwrap());
-    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
-    let grace_ms = pod
-        .termination_grace_period_seconds
-        .expect("set explicitly")
-        * 1000;
-    let needed = (a.shutdown_drain_ms + a.shutdown_timeout_ms) as i64;
-    assert!(
-        grace_ms > needed,
-        "terminationGracePeriodSeconds ({grace_ms} ms) must exceed drain + shutdown timeout ({needed} ms)"
-    );
-    assert!(
-        a.shutdown_drain_ms > 0,
-        "a drain delay lets endpoints drop the pod first"
-    );
-    // Two replicas, and a disruption budget that still lets a node drain proceed.
-    let replicas = m.deployment.spec.replicas.unwrap();
-    assert_eq!(replicas, 2);
-    assert_eq!(m.hpa.spec.min_replicas, Some(replicas));
-    match m.pdb.spec.as_ref().unwrap().min_available.as_ref().unwrap() {
-        IntOrString::Int(n) => assert!(*n < replicas),
-        IntOrString::String(s) => panic!("use an absolute minAvailable, got {s}"),
+    for (which, m) in both() {
+        println!("checking {which}");
+        let a = parse_env_as_flags(&m.config.data.clone().unwrap());
+        let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+        let grace_ms = pod
+            .termination_grace_period_seconds
+            .expect("set explicitly")
+            * 1000;
+        let needed = (a.shutdown_drain_ms + a.shutdown_timeout_ms) as i64;
+        assert!(
+            grace_ms > needed,
+            "terminationGracePeriodSeconds ({grace_ms} ms) must exceed drain + shutdown timeout ({needed} ms)"
+        );
+        assert!(
+            a.shutdown_drain_ms > 0,
+            "a drain delay lets endpoints drop the pod first"
+        );
+        // Two replicas, and a disruption budget that still lets a node drain proceed.
+        let replicas = m.deployment.spec.replicas.unwrap();
+        assert_eq!(replicas, 2);
+        assert_eq!(m.hpa.spec.min_replicas, Some(replicas));
+        match m.pdb.spec.as_ref().unwrap().min_available.as_ref().unwrap() {
+            IntOrString::Int(n) => assert!(*n < replicas),
+            IntOrString::String(s) => panic!("use an absolute minAvailable, got {s}"),
+        }
     }
 }
 
@@ -388,4 +594,96 @@ async fn probe_paths_answer_200_on_a_ready_server() {
     assert_eq!(path(c.readiness_probe.as_ref()), "/readyz");
     assert_eq!(path(c.startup_probe.as_ref()), "/readyz");
     assert_eq!(path(c.liveness_probe.as_ref()), "/healthz");
+}
+
+#[test]
+fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
+    let k = read_yaml(&gpu_dir().join("kustomization.yaml"));
+    let listed: BTreeSet<String> = k["patches"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(gpu_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(
+        listed, on_disk,
+        "k8s-gpu/kustomization.yaml patches vs files"
+    );
+
+    let m = gpu_manifests();
+    let c = container(&m.deployment);
+    let res = c.resources.as_ref().unwrap();
+    let one = Quantity("1".into());
+    let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
+    assert_eq!(lim.get("nvidia.com/gpu"), Some(&one), "one GPU per pod");
+    assert_eq!(
+        req.get("nvidia.com/gpu"),
+        Some(&one),
+        "extended resources need request = limit"
+    );
+    // Sessions come from the ConfigMap: on a GPU they no longer follow the CPU limit.
+    assert!(
+        c.env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .all(|e| e.name != "SEGSERVE_SESSIONS"),
+        "the Deployment's SEGSERVE_SESSIONS (from limits.cpu) would override the ConfigMap"
+    );
+    let a = parse_env_as_flags(&m.config.data.clone().unwrap());
+    assert_eq!(
+        a.runtime.device,
+        DeviceChoice::Cuda,
+        "no silent CPU fallback"
+    );
+    assert_eq!((a.runtime.sessions, a.runtime.threads), (Some(2), Some(1)));
+    let pod = m.deployment.spec.template.spec.as_ref().unwrap();
+    assert!(
+        pod.tolerations
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("nvidia.com/gpu")),
+        "tolerates the usual GPU node taint"
+    );
+    // A rollout must not need a spare GPU.
+    let ru = m
+        .deployment
+        .spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .unwrap();
+    assert_eq!(ru.max_surge, Some(IntOrString::Int(0)));
+    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(1)));
+    // Probes: the same endpoints as the CPU pods, with more time to start (CUDA, cuDNN).
+    let base = manifests();
+    let bc = container(&base.deployment);
+    for (g, b) in [
+        (&c.startup_probe, &bc.startup_probe),
+        (&c.readiness_probe, &bc.readiness_probe),
+        (&c.liveness_probe, &bc.liveness_probe),
+    ] {
+        let (g, b) = (g.as_ref().unwrap(), b.as_ref().unwrap());
+        assert_eq!(g.http_get, b.http_get);
+    }
+    let sp = c.startup_probe.as_ref().unwrap();
+    assert!(sp.period_seconds.unwrap() * sp.failure_threshold.unwrap() >= 300);
+    // The image is the CUDA build of the Dockerfile.
+    let image = c.image.as_deref().unwrap();
+    assert!(image.ends_with("-cuda"), "{image}");
+    let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    for needle in [
+        "ARG DEVICE=cpu",
+        " AS runtime-cuda",
+        "FROM runtime-${DEVICE}",
+    ] {
+        assert!(dockerfile.contains(needle), "Dockerfile lacks {needle:?}");
+    }
+    assert!(m.hpa.spec.max_replicas >= m.hpa.spec.min_replicas.unwrap());
 }

@@ -216,7 +216,7 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     for (k, v) in config.data.unwrap() {
         assert_eq!(env.get(&k), Some(&v), "{k} differs from k8s/configmap.yaml");
     }
-    // Sessions follow this container's CPU limit, as in the Deployment.
+    // Sessions follow this container's CPU limit.
     let sessions = c
         .env
         .iter()
@@ -231,6 +231,31 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     let d: Deployment = serde_yaml::from_value(yaml("k8s/deployment.yaml")).unwrap();
     let dpod = d.spec.template.spec.unwrap();
     let dc = &dpod.containers[0];
+    // Every variable the Deployment takes from its container's resources, this one takes
+    // from its own (SEGSERVE_SESSIONS from the CPU limit, the memory limit, ...).
+    for de in dc.env.iter().flatten() {
+        let Some(want) = de
+            .value_from
+            .as_ref()
+            .and_then(|v| v.resource_field_ref.as_ref())
+        else {
+            continue;
+        };
+        let got = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == de.name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.resource_field_ref.as_ref())
+            .unwrap_or_else(|| panic!("{} is not taken from the container's resources", de.name));
+        assert_eq!(
+            (&got.resource, &got.divisor, got.container_name.as_deref()),
+            (&want.resource, &want.divisor, Some(CONTAINER)),
+            "{}",
+            de.name
+        );
+    }
     assert_eq!(c.resources, dc.resources);
     assert_eq!(c.security_context, dc.security_context);
     assert_eq!(i.pod.security_context, dpod.security_context);

@@ -66,6 +66,12 @@ async fn check_drain(addr: std::net::SocketAddr, held: Vec<HeldUpload>, trigger:
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a request during the drain is served");
+    // ... and told not to reuse the connection, so the client's next request goes elsewhere.
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "answers during the drain carry Connection: close"
+    );
     wait_listener_closed(addr).await;
     // The requests that were in flight all along still complete.
     for h in held {

@@ -64,7 +64,10 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
             .all()
             .iter()
             .enumerate()
-            .map(|(i, e)| ModelCard::new(e.info(), i == 0))
+            .map(|(i, e)| ModelCard {
+                device: Some(e.device().as_str().to_string()),
+                ..ModelCard::new(e.info(), i == 0)
+            })
             .collect(),
     }))
 }

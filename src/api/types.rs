@@ -206,6 +206,9 @@ pub struct ModelCard {
     /// What the model outputs: `raw` (NMS done here), `nms` (NMS inside the graph) or
     /// `end2end` (an NMS-free head); see docs/models.md.
     pub layout: String,
+    /// Where it runs: cpu, cuda or tensorrt (absent when describing a file, not a server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl ModelCard {
@@ -219,6 +222,7 @@ impl ModelCard {
             class_names: info.names.clone(),
             default,
             layout: info.layout.as_str().to_string(),
+            device: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! bounded queue, plus output decoding. It knows tensors and detections, not HTTP or
 //! image files (`imageio` makes the input tensor, `api` shapes the replies).
 
+pub mod device;
 pub mod layout;
 pub mod masks;
 pub mod metadata;
@@ -21,6 +22,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::budget::{BudgetError, Reservation};
 use crate::geometry::Letterbox;
 use crate::mask::BoxMask;
+pub use device::{Device, DeviceChoice, DeviceConfig, DeviceError};
 pub use layout::OutputLayout;
 pub use metadata::Task;
 pub use postprocess::FilterOptions;
@@ -50,6 +52,9 @@ pub enum EngineError {
     /// No model by that name is loaded.
     #[error("no model named {0:?} is loaded")]
     UnknownModel(String),
+    /// The requested GPU device cannot be used here.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// The loaded models, the default first.
@@ -158,6 +163,7 @@ pub(crate) struct Job {
 pub(crate) struct Inner {
     info: ModelInfo,
     pool: PoolConfig,
+    device: Device,
     jobs: crossbeam_channel::Sender<Job>,
     admission: Arc<Semaphore>,
     /// Requests allowed to hold decoded pixels and tensors at once (see [`Engine::slot`]).
@@ -188,24 +194,59 @@ pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 const STAGE_PER_SESSION: usize = 2;
 
 impl Engine {
-    /// Loads `path` into `pool.sessions` sessions and starts their threads.
+    /// Loads `path` into `pool.sessions` CPU sessions and starts their threads.
     /// The ONNX Runtime library must have been initialised with [`session::init_runtime`].
     pub fn load(path: &Path, name: &str, pool: PoolConfig) -> Result<Engine, EngineError> {
+        Self::load_on(path, name, pool, Device::Cpu, &DeviceConfig::default())
+    }
+
+    /// Loads `path` into `pool.sessions` sessions on `device` and starts their threads.
+    /// On a GPU every session is warmed up, for every batch size, before this returns.
+    pub fn load_on(
+        path: &Path,
+        name: &str,
+        pool: PoolConfig,
+        device: Device,
+        device_cfg: &DeviceConfig,
+    ) -> Result<Engine, EngineError> {
         let sessions = pool.sessions.max(1);
+        let providers = match device {
+            Device::Cpu => Vec::new(),
+            // TensorRT needs the input's shape range up front; a one-thread CPU session
+            // reads it from the model (cheap next to an engine build).
+            Device::TensorRt => {
+                let probe = session::inspect(&session::build_session(path, 1)?, name)?;
+                let profile = device::TrtProfile::for_model(&probe, pool.max_batch);
+                device::execution_providers(device, device_cfg, profile.as_ref())
+            }
+            Device::Cuda => device::execution_providers(device, device_cfg, None),
+        };
         let mut built = Vec::with_capacity(sessions);
         for _ in 0..sessions {
-            built.push(session::build_session(path, pool.threads.max(1))?);
+            built.push(session::build_session_with(
+                path,
+                pool.threads.max(1),
+                &providers,
+            )?);
         }
         let info = session::inspect(&built[0], name)?;
+        // On a GPU the session threads leave the cores free, so every core may decode and
+        // letterbox while the GPU computes; on the CPU they would compete with inference.
+        let decoders = if device.is_gpu() {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            0
+        };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
             // Enough to fill a batch while the previous one computes.
             stage: Arc::new(Semaphore::new(
-                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1),
+                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1) + decoders,
             )),
             pool,
+            device,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
             output_bytes: Default::default(),
@@ -215,15 +256,48 @@ impl Engine {
         for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT, SHED_MEMORY] {
             shed_counter(name, reason).absolute(0);
         }
-        for (i, s) in built.into_iter().enumerate() {
+        // On a GPU each session is warmed up on the thread that will run it (the CUDA
+        // provider keeps its cuBLAS and cuDNN handles per thread), one session at a time
+        // (cuDNN's exhaustive search times the candidate kernels; two searches at once
+        // would time each other).
+        let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
+        let one_at_a_time = Arc::new(Mutex::new(()));
+        for (i, mut s) in built.into_iter().enumerate() {
             let rx = rx.clone();
             let weak = Arc::downgrade(&inner);
+            let warm = device.is_gpu().then(|| {
+                let info = inner.info.clone();
+                let max_batch = inner.pool.max_batch;
+                (warm_tx.clone(), one_at_a_time.clone(), info, max_batch)
+            });
             std::thread::Builder::new()
                 .name(format!("segserve-infer-{name}-{i}"))
-                .spawn(move || worker::run(s, rx, weak))
+                .spawn(move || {
+                    if let Some((report, lock, info, max_batch)) = warm {
+                        let outcome = {
+                            let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
+                            worker::warm_up(&mut s, &info, max_batch)
+                        };
+                        let failed = outcome.is_err();
+                        let _ = report.send(outcome);
+                        if failed {
+                            return;
+                        }
+                    }
+                    worker::run(s, rx, weak)
+                })
                 .map_err(|e| {
                     EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
                 })?;
+        }
+        drop(warm_tx);
+        if device.is_gpu() {
+            for _ in 0..sessions {
+                // A failed warm-up drops `inner` on return, which stops the other workers.
+                warm_rx.recv().map_err(|_| {
+                    EngineError::ModelLoad("an inference thread died during warm-up".into())
+                })??;
+            }
         }
         Ok(Engine { inner })
     }
@@ -251,6 +325,11 @@ impl Engine {
     /// Pool configuration in force.
     pub fn pool(&self) -> &PoolConfig {
         &self.inner.pool
+    }
+
+    /// Where this model's sessions run.
+    pub fn device(&self) -> Device {
+        self.inner.device
     }
 
     /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
+use ort::ep::ExecutionProviderDispatch;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::ValueType;
 
@@ -109,11 +110,26 @@ fn tensor_dims(t: &ValueType) -> Option<Vec<i64>> {
     }
 }
 
-/// Builds one session with explicit intra-op threads and spinning off: spinning threads
+/// Builds one CPU session with explicit intra-op threads and spinning off: spinning threads
 /// burn the cores other sessions and the HTTP runtime need.
 pub fn build_session(path: &Path, threads: usize) -> Result<Session, EngineError> {
+    build_session_with(path, threads, &[])
+}
+
+/// Builds one session on the given execution providers (none: the CPU), see
+/// `device::execution_providers`. A provider that cannot register fails the build: with
+/// ONNX Runtime's default the model would quietly run on the CPU instead.
+pub fn build_session_with(
+    path: &Path,
+    threads: usize,
+    providers: &[ExecutionProviderDispatch],
+) -> Result<Session, EngineError> {
     let load = |e: ort::Error| EngineError::ModelLoad(format!("{}: {e}", path.display()));
-    let mut builder = Session::builder(environment()?)
+    let names = || {
+        let v: Vec<&str> = providers.iter().map(|p| p.name()).collect();
+        v.join(" + ")
+    };
+    let builder = Session::builder(environment()?)
         .map_err(load)?
         // Memory: weights outside the arena and no memory-pattern pre-planning; measured
         // together ~20 MB less peak RSS per process under load at the same speed.
@@ -131,7 +147,24 @@ pub fn build_session(path: &Path, threads: usize) -> Result<Session, EngineError
         .map_err(|e| load(e.into()))?
         .with_inter_op_spinning(false)
         .map_err(|e| load(e.into()))?;
-    builder.commit_from_file(path).map_err(load)
+    let mut builder = if providers.is_empty() {
+        builder
+    } else {
+        builder.with_execution_providers(providers).map_err(|e| {
+            EngineError::ModelLoad(format!(
+                "{}: ONNX Runtime could not register {}: {e}",
+                path.display(),
+                names()
+            ))
+        })?
+    };
+    builder.commit_from_file(path).map_err(|e| {
+        if providers.is_empty() {
+            load(e)
+        } else {
+            EngineError::ModelLoad(format!("{} on {}: {e}", path.display(), names()))
+        }
+    })
 }
 
 /// Reads and validates the metadata and I/O signature of a loaded session.

@@ -188,3 +188,26 @@ fn run_batch(
         })
         .collect())
 }
+
+/// Runs `session` once for every batch size the pool can send it, on a grey canvas. On a
+/// GPU the first run with a new input shape is the slow one (cuDNN's exhaustive algorithm
+/// search, TensorRT's engine build: seconds), so this happens before the server reports
+/// ready instead of on a client's request.
+pub(crate) fn warm_up(
+    session: &mut Session,
+    info: &ModelInfo,
+    max_batch: usize,
+) -> Result<(), EngineError> {
+    let (h, w) = info.input_hw;
+    let canvas = vec![114.0f32 / 255.0; 3 * h * w];
+    let largest = if info.dynamic_batch {
+        max_batch.max(1)
+    } else {
+        1
+    };
+    for n in 1..=largest {
+        let inputs = vec![canvas.as_slice(); n];
+        run_batch(session, info, (h, w), &inputs)?;
+    }
+    Ok(())
+}

@@ -89,6 +89,8 @@ pub struct Probe<'a> {
     limits: DecodeLimits,
     /// Bytes of the decoder's native output (`total_bytes()`: size x sample type).
     native_bytes: u64,
+    /// Whether that output is already RGB8 (no conversion copy).
+    native_rgb8: bool,
     /// Decoder-internal buffers of image size: JPEG coefficient arrays, TIFF's own copy,
     /// WebP planes, a GIF frame that differs from the screen.
     internal_bytes: u64,
@@ -136,6 +138,7 @@ pub fn probe<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Probe<'a>, Im
     check_dimensions(width, height, limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let native_bytes = decoder.total_bytes();
+    let native_rgb8 = decoder.color_type() == image::ColorType::Rgb8;
     let pixels = u64::from(width) * u64::from(height);
     internal_bytes += match format {
         ImageFormat::Jpeg => headers::jpeg_coefficient_bytes(bytes).unwrap_or(0),
@@ -154,6 +157,7 @@ pub fn probe<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Probe<'a>, Im
         orientation,
         limits: *limits,
         native_bytes,
+        native_rgb8,
         internal_bytes,
     })
 }
@@ -204,7 +208,7 @@ impl Probe<'_> {
             self.native_bytes
         };
         let decoding = self.internal_bytes + native;
-        let converting = if self.format == ImageFormat::Jpeg {
+        let converting = if self.format == ImageFormat::Jpeg || self.native_rgb8 {
             0
         } else {
             native + rgb

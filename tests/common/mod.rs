@@ -2,6 +2,8 @@
 //! `spawn_server()` which runs the real server on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

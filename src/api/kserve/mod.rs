@@ -131,7 +131,10 @@ pub async fn model_metadata(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelMetadata>, AppError> {
-    Ok(Json(ModelMetadata::new(s.engine(Some(&name))?.info())))
+    let engine = s.engine(Some(&name))?;
+    Ok(Json(
+        ModelMetadata::new(engine.info()).with_device(engine.device().as_str()),
+    ))
 }
 
 /// `POST /v2/models/{name}/infer`: detect (and segment) the objects in one or more images.

@@ -75,6 +75,10 @@ pub struct ModelMetadata {
     pub inputs: Vec<TensorMetadata>,
     /// Outputs, one row per detection (`masks` only for segmentation models).
     pub outputs: Vec<TensorMetadata>,
+    /// `{"device": "cpu" | "cuda" | "tensorrt"}`: where the model runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Parameters>,
 }
 
 impl ModelMetadata {
@@ -102,7 +106,16 @@ impl ModelMetadata {
             platform: PLATFORM.into(),
             inputs: vec![t(INPUT_NAME, "BYTES", &[-1])],
             outputs,
+            parameters: None,
         }
+    }
+
+    /// Adds where the model runs, as the `device` parameter.
+    pub fn with_device(mut self, device: &str) -> Self {
+        self.parameters
+            .get_or_insert_with(Parameters::new)
+            .insert("device".into(), ParamValue::from(device));
+        self
     }
 }
 
@@ -120,8 +133,10 @@ pub struct ReadyBody {
 /// Most entries a list in a request may have (inputs, outputs, parameters, image elements).
 pub const MAX_LIST: usize = 64;
 
-/// One `$parameter` value: the protocol allows a bool, a number or a string.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// One `$parameter` value: the protocol allows a bool, a number or a string. Deserialised
+/// by hand: serde's `untagged` would first buffer whatever comes (a list of millions of
+/// numbers included) and only then find that it matches no variant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ParamValue {
     /// `true` / `false`.
@@ -130,6 +145,38 @@ pub enum ParamValue {
     Number(serde_json::Number),
     /// A string.
     String(String),
+}
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a bool, a number or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ParamValue, E> {
+                Ok(ParamValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ParamValue, E> {
+                Ok(ParamValue::Number(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ParamValue, E> {
+                Ok(ParamValue::Number(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ParamValue, E> {
+                serde_json::Number::from_f64(v)
+                    .map(ParamValue::Number)
+                    .ok_or_else(|| E::custom("a parameter is not a finite number"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ParamValue, E> {
+                Ok(ParamValue::String(v.to_string()))
+            }
+            // Lists and objects fall to the default visit_seq / visit_map, which refuse
+            // them before reading their first element.
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl From<u32> for ParamValue {

@@ -1,5 +1,5 @@
-//! Image makers for `bad_inputs`: odd, broken and hostile files built in code, so the
-//! corpus needs no fixtures. Each returns the file's bytes.
+//! Image makers for the hostile-input and resource-attack tests: odd, broken, huge and
+//! hostile files built in code, so the tests need no fixtures. Each returns the file's bytes.
 
 use std::io::{Cursor, Write};
 

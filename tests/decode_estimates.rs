@@ -1,0 +1,137 @@
+//! The memory budget is only as honest as its estimates: here each kind of image is
+//! decoded while the process's peak RSS is measured (the kernel's VmHWM, reset through
+//! /proc/self/clear_refs), and the measured growth must stay within what
+//! `Probe::peak_bytes` reserved, and not be far below it (a budget that over-reserves
+//! many times over would turn away work it could do).
+
+mod common;
+
+use common::craft;
+use image::{DynamicImage, ImageFormat, RgbImage};
+use segserve::budget::MemoryBudget;
+use segserve::imageio::{self, DecodeLimits};
+
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Decodes `bytes` and returns (estimated peak, measured peak growth) in bytes.
+fn measure(bytes: &[u8]) -> (u64, u64) {
+    let limits = DecodeLimits::default();
+    let probe = imageio::probe(bytes, &limits).unwrap();
+    let estimate = probe.peak_bytes();
+    std::fs::write("/proc/self/clear_refs", "5").expect("peak RSS reset (Linux >= 4.0)");
+    let before = status_kib("VmRSS:");
+    let mut r = MemoryBudget::unlimited().reservation();
+    let img = probe.decode(&mut r).unwrap();
+    let peak = status_kib("VmHWM:");
+    drop(img);
+    (estimate, (peak - before) * 1024)
+}
+
+#[test]
+fn decode_estimates_cover_what_decoding_takes() {
+    // As the server runs: photo-sized buffers are mapped and unmapped, so RSS follows them.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+    let photo = |w, h| craft::noise(w, h);
+    let rotated_png16 = {
+        let img = image::ImageBuffer::from_fn(3000, 2000, |x, y| {
+            image::Rgba([(x * 13) as u16, (y * 7) as u16, 30_000u16, 65_535u16])
+        });
+        craft::png(DynamicImage::ImageRgba16(img))
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "baseline JPEG 12 MP",
+            craft::encode(
+                &DynamicImage::ImageRgb8(photo(4000, 3000)),
+                ImageFormat::Jpeg,
+            ),
+        ),
+        (
+            "progressive JPEG 12 MP",
+            craft::mozjpeg(4000, 3000, mozjpeg::ColorSpace::JCS_RGB, true),
+        ),
+        (
+            "JPEG 12 MP, EXIF quarter turn",
+            craft::with_exif_orientation(
+                &craft::mozjpeg(4000, 3000, mozjpeg::ColorSpace::JCS_RGB, false),
+                6,
+            ),
+        ),
+        (
+            "RGB PNG 12 MP",
+            craft::png(DynamicImage::ImageRgb8(photo(4000, 3000))),
+        ),
+        ("RGBA 16-bit PNG 6 MP", rotated_png16),
+        (
+            "grey PNG 24 MP",
+            craft::png(DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
+                6000,
+                4000,
+                image::Luma([77]),
+            ))),
+        ),
+        (
+            "WebP lossless 6 MP",
+            craft::encode(
+                &DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(photo(3000, 2000)).to_rgba8()),
+                ImageFormat::WebP,
+            ),
+        ),
+        (
+            "GIF 6 MP",
+            craft::encode(
+                &DynamicImage::ImageRgba8(
+                    DynamicImage::ImageRgb8(RgbImage::from_pixel(
+                        3000,
+                        2000,
+                        image::Rgb([1, 2, 3]),
+                    ))
+                    .to_rgba8(),
+                ),
+                ImageFormat::Gif,
+            ),
+        ),
+        (
+            "TIFF 12 MP",
+            craft::encode(
+                &DynamicImage::ImageRgb8(photo(4000, 3000)),
+                ImageFormat::Tiff,
+            ),
+        ),
+        (
+            "BMP 12 MP",
+            craft::encode(
+                &DynamicImage::ImageRgb8(photo(4000, 3000)),
+                ImageFormat::Bmp,
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes) in &cases {
+        let (estimate, measured) = measure(bytes);
+        println!(
+            "{name:<32} estimate {:>6.1} MiB  measured {:>6.1} MiB  ({:.2}x)",
+            estimate as f64 / 1048576.0,
+            measured as f64 / 1048576.0,
+            estimate as f64 / measured.max(1) as f64
+        );
+        // A page-rounding and allocator allowance below, a 1.5x ceiling above.
+        if measured > estimate + (4 << 20) {
+            failures.push(format!(
+                "{name}: measured {measured} over the estimate {estimate}"
+            ));
+        }
+        if 2 * estimate > 3 * measured + (8 << 20) {
+            failures.push(format!(
+                "{name}: estimate {estimate} is over 1.5x the measured {measured}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -1,0 +1,625 @@
+//! Resource attacks on the release binary: requests that are valid, or nearly, but ask for
+//! far more work or memory than one request should get. The server runs with a 512 MiB
+//! memory budget; for each attack a thread samples its RSS from /proc and a client probes
+//! /healthz every 100 ms. Each attack must leave peak RSS under the budget plus the idle
+//! RSS, /healthz answering within a second throughout, no status but the documented ones
+//! (503 only with Retry-After, never another 5xx), no reservation left behind, and the
+//! server ready afterwards. What each attack did before the budget existed is in the README
+//! ("Memory budget"); this suite is how those numbers stay history.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::craft;
+use image::{DynamicImage, ImageFormat, RgbImage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BUDGET_MIB: u64 = 512;
+const HEADER_TIMEOUT_MS: u64 = 2000;
+
+/// The release binary, started as a pod runs it.
+struct Server {
+    child: Child,
+    base: String,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts this build's binary, or `SEGSERVE_ATTACK_BIN` (an older build, to measure
+    /// the attacks without the limits it lacks: its missing flags are left out).
+    async fn start() -> Server {
+        let bin = std::env::var("SEGSERVE_ATTACK_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_segserve").to_string());
+        let help = Command::new(&bin)
+            .args(["serve", "--help"])
+            .output()
+            .unwrap();
+        let knows = |flag: &str| String::from_utf8_lossy(&help.stdout).contains(flag);
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+        ]);
+        if knows("--memory-budget") {
+            cmd.args(["--memory-budget", &format!("{BUDGET_MIB}MiB")])
+                .args(["--header-timeout-ms", &HEADER_TIMEOUT_MS.to_string()]);
+        }
+        cmd.args(["--sessions", "2", "--shutdown-drain-ms", "0"])
+            .arg("--model")
+            .arg(common::model("yolov8n-seg-320"))
+            .env("ORT_DISABLE_TELEMETRY", "1")
+            .env("RUST_LOG", "warn,segserve=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            cmd.env(
+                "ORT_DYLIB_PATH",
+                common::repo()
+                    .join(".ort")
+                    .join(segserve::config::ORT_LIB_NAME),
+            );
+        }
+        let mut child = cmd.spawn().expect("start target/release/segserve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["message"] == "listening" {
+                    let _ = tx.send(v["addr"].as_str().unwrap().parse().unwrap());
+                } else if v["level"] == "ERROR" {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server printed its address");
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id()).expect("the server is running")
+    }
+
+    async fn wait_ready(&self) {
+        let c = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = c.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    /// Bytes reserved now, from /metrics (0 from a build without the gauge).
+    async fn reserved(&self) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("segserve_memory_reserved_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                assert!(report_only(), "no segserve_memory_reserved_bytes gauge");
+                0.0
+            })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What the watchers saw while an attack ran.
+struct Seen {
+    peak_rss_kib: u64,
+    health_worst: Duration,
+    health_failures: usize,
+}
+
+/// Samples RSS every 5 ms on a thread and probes /healthz every 100 ms (a fresh connection
+/// each time, as a kubelet does) until the attack ends.
+async fn watched<F: std::future::Future>(server: &Server, attack: F) -> (F::Output, Seen) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let pid = server.child.id();
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let health = {
+        let (stop, url) = (stop.clone(), server.url("/healthz"));
+        tokio::spawn(async move {
+            let (mut worst, mut failures) = (Duration::ZERO, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let c = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                let t = Instant::now();
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => worst = worst.max(t.elapsed()),
+                    _ => failures += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (worst, failures)
+        })
+    };
+    let out = attack.await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let (health_worst, health_failures) = health.await.unwrap();
+    let seen = Seen {
+        peak_rss_kib: peak.load(Ordering::Relaxed),
+        health_worst,
+        health_failures,
+    };
+    (out, seen)
+}
+
+/// A status and whether it carried Retry-After.
+type Answer = (u16, bool);
+
+async fn post(url: String, ctype: &str, body: Vec<u8>) -> Answer {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = c
+        .post(url)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .expect("a well-formed request gets an answer, not a broken connection");
+    let status = r.status().as_u16();
+    let retry = r.headers().contains_key("retry-after");
+    // Read the whole answer (a streamed one too), as a client would.
+    let _ = r.bytes().await;
+    (status, retry)
+}
+
+const BOUNDARY: &str = "attack-boundary-42";
+
+fn form(bytes: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\n"
+    )
+    .into_bytes();
+    v.extend_from_slice(bytes);
+    v.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    v
+}
+
+fn multipart() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+/// Runs `attack` and waits for the work it left behind to finish (nothing reserved any
+/// more), watching all along; then checks the budget, the probes, the statuses and that the
+/// server is ready, and prints one line for the record. With `SEGSERVE_ATTACK_REPORT=1`
+/// it only prints (to measure another binary, see [`Server::start`]).
+async fn check<F>(server: &Server, idle_kib: u64, name: &str, allowed: &[u16], attack: F)
+where
+    F: std::future::Future<Output = Vec<Answer>>,
+{
+    let started = Instant::now();
+    let settle = async {
+        let answers = attack.await;
+        // Abandoned work finishes on its own; then nothing may stay reserved.
+        let mut reserved = server.reserved().await;
+        for _ in 0..400 {
+            if reserved == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            reserved = server.reserved().await;
+        }
+        (answers, reserved)
+    };
+    let ((answers, reserved), seen) = watched(server, settle).await;
+    let mut counts = std::collections::BTreeMap::new();
+    for (status, _) in &answers {
+        *counts.entry(*status).or_insert(0) += 1;
+    }
+    let limit_kib = idle_kib + BUDGET_MIB * 1024;
+    println!(
+        "attack {name:<36} {:>5.1} s  peak RSS {:>4} MiB (limit {} MiB)  /healthz worst {:>4} ms  answers {counts:?}",
+        started.elapsed().as_secs_f64(),
+        seen.peak_rss_kib / 1024,
+        limit_kib / 1024,
+        seen.health_worst.as_millis()
+    );
+    if report_only() {
+        return;
+    }
+    for (status, retry) in &answers {
+        assert!(
+            allowed.contains(status),
+            "{name}: status {status} is not one of {allowed:?}"
+        );
+        if *status == 503 {
+            assert!(retry, "{name}: a 503 without Retry-After");
+        }
+    }
+    assert!(
+        seen.peak_rss_kib <= limit_kib,
+        "{name}: peak RSS {} KiB over the budget plus idle ({limit_kib} KiB)",
+        seen.peak_rss_kib
+    );
+    assert_eq!(seen.health_failures, 0, "{name}: /healthz failed");
+    assert!(
+        seen.health_worst < Duration::from_secs(1),
+        "{name}: /healthz took {:?}",
+        seen.health_worst
+    );
+    assert_eq!(reserved, 0.0, "{name}: reservations left behind");
+    server.wait_ready().await;
+}
+
+fn report_only() -> bool {
+    std::env::var_os("SEGSERVE_ATTACK_REPORT").is_some()
+}
+
+/// bus.jpg tiled 2 x 2 and scaled to `w` x `h`: a real photo's content (16 objects), big.
+fn mosaic(w: u32, h: u32) -> RgbImage {
+    let bus =
+        image::load_from_memory(&std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap())
+            .unwrap()
+            .to_rgb8();
+    let (bw, bh) = (w / 2, h / 2);
+    let tile = image::imageops::resize(&bus, bw, bh, image::imageops::FilterType::Triangle);
+    let mut out = RgbImage::new(w, h);
+    for (dx, dy) in [(0, 0), (bw, 0), (0, bh), (bw, bh)] {
+        image::imageops::replace(&mut out, &tile, dx as i64, dy as i64);
+    }
+    out
+}
+
+fn jpeg_of(img: RgbImage) -> Vec<u8> {
+    craft::encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
+}
+
+/// A 16-bit RGBA PNG whose eXIf chunk turns it a quarter: the decoder's 8 bytes a pixel,
+/// the RGB8 copy and the rotated copy.
+fn png16_rotated(w: u32, h: u32) -> Vec<u8> {
+    let img = image::ImageBuffer::from_fn(w, h, |x, y| {
+        image::Rgba([(x * 13) as u16, (y * 7) as u16, 30_000u16, 65_535u16])
+    });
+    let png = craft::png(DynamicImage::ImageRgba16(img));
+    // eXIf: a TIFF header with one Orientation entry (6: rotate 90 clockwise).
+    let mut exif = b"MM\0*".to_vec();
+    exif.extend(8u32.to_be_bytes());
+    exif.extend(1u16.to_be_bytes());
+    exif.extend(0x0112u16.to_be_bytes());
+    exif.extend(3u16.to_be_bytes());
+    exif.extend(1u32.to_be_bytes());
+    exif.extend(6u16.to_be_bytes());
+    exif.extend([0, 0]);
+    exif.extend(0u32.to_be_bytes());
+    let ihdr_end = 8 + 8 + 13 + 4;
+    let mut out = png[..ihdr_end].to_vec();
+    craft::png_chunk(&mut out, b"eXIf", &exif);
+    out.extend_from_slice(&png[ihdr_end..]);
+    out
+}
+
+/// A GIF whose logical screen is 1x1 but whose first frame is `w` x `h`.
+fn gif_big_frame(w: u16, h: u16) -> Vec<u8> {
+    let mut g = b"GIF89a".to_vec();
+    g.extend(1u16.to_le_bytes());
+    g.extend(1u16.to_le_bytes());
+    g.extend([0x80, 0, 0]); // global colour table of 2 entries
+    g.extend([0, 0, 0, 255, 255, 255]);
+    g.extend([0x2C, 0, 0, 0, 0]);
+    g.extend(w.to_le_bytes());
+    g.extend(h.to_le_bytes());
+    g.push(0);
+    // LZW minimum code size 2, one sub-block: clear, one pixel, end.
+    g.extend([2, 2, 0x4C, 0x01, 0]);
+    g.push(0x3B);
+    g
+}
+
+/// A progressive JPEG whose last scan is repeated until it has `scans` of them.
+fn many_scans(scans: usize) -> Vec<u8> {
+    let jpg = craft::mozjpeg(256, 256, mozjpeg::ColorSpace::JCS_RGB, true);
+    let sos = jpg.windows(2).rposition(|m| m == [0xFF, 0xDA]).unwrap();
+    let eoi = jpg.len() - 2;
+    let mut out = jpg[..eoi].to_vec();
+    for _ in 0..scans {
+        out.extend_from_slice(&jpg[sos..eoi]);
+    }
+    out.extend_from_slice(&jpg[eoi..]);
+    out
+}
+
+/// A KServe body of `bytes` whose one output's parameters hold a list of numbers.
+fn kserve_parameter_bomb(bytes: usize) -> Vec<u8> {
+    let mut v = br#"{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES","data":["aGk="]}],"outputs":[{"name":"boxes","parameters":{"x":["#.to_vec();
+    while v.len() < bytes {
+        v.extend_from_slice(b"1234567,");
+    }
+    v.extend_from_slice(b"1]}}]}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_budget_holds_under_every_attack() {
+    let server = Server::start().await;
+    // Idle, warmed: one ordinary request has run (ONNX Runtime's arena, the decoders).
+    let bus = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
+    let (status, _) = post(server.url("/v1/segment"), "image/jpeg", bus.clone()).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = server.rss_kib();
+    println!("idle RSS {} MiB, budget {BUDGET_MIB} MiB", idle / 1024);
+
+    // PixelLib's dense masks for a 31.5 MP photo: 4860 x 6480 x 16 cells. Before the budget:
+    // a 3.45 GB answer and 3.4 GB of RSS.
+    let big = jpeg_of(mosaic(4860, 6480));
+    check(
+        &server,
+        idle,
+        "dense mask_values, 31.5 MP",
+        &[413, 503],
+        async {
+            let (url, f, ct) = (
+                server.url("/segmentapi?mask_values=true"),
+                form(&big),
+                multipart(),
+            );
+            futures_util::future::join_all((0..2).map(|_| post(url.clone(), &ct, f.clone()))).await
+        },
+    )
+    .await;
+
+    // The same masks for bus.jpg are served, streamed, and parse as H x W x N.
+    let c = reqwest::Client::new();
+    let r = c
+        .post(server.url("/segmentapi"))
+        .header("content-type", multipart())
+        .body(form(&bus))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    if !report_only() {
+        assert_eq!(v["mask_values"].as_array().unwrap().len(), 1080);
+    }
+
+    // Drawn PNGs of a 31.5 MP photo, six at once. Before: 1.45 GB.
+    check(
+        &server,
+        idle,
+        "6 x /v1/render png, 31.5 MP",
+        &[200, 503],
+        async {
+            let url = server.url("/v1/render?format=png");
+            futures_util::future::join_all(
+                (0..6).map(|_| post(url.clone(), "image/jpeg", big.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+
+    // Masks for a thousand boxes: conf 0.01, no suppression, on the big photo.
+    check(
+        &server,
+        idle,
+        "1000 masks of a 31.5 MP photo",
+        &[200, 413, 503],
+        async {
+            let url = server.url("/v1/segment?conf=0.01&iou=1&max_det=1000");
+            futures_util::future::join_all(
+                (0..3).map(|_| post(url.clone(), "image/jpeg", big.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+    drop(big);
+
+    // Flat 39 MP PNGs (a few hundred kB each) whose clients leave 0.3 s after sending.
+    // Before: the permits went with the client and 1.05 GB of decodes piled up.
+    let flat = craft::png(DynamicImage::ImageRgb8(RgbImage::from_pixel(
+        7200,
+        5400,
+        image::Rgb([90, 90, 90]),
+    )));
+    check(&server, idle, "24 abandoned 39 MP PNG decodes", &[], async {
+        let req = {
+            let body = form(&flat);
+            let mut r = format!(
+                "POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+                multipart(),
+                body.len()
+            )
+            .into_bytes();
+            r.extend(body);
+            r
+        };
+        let tasks = (0..24).map(|_| {
+            let (req, addr) = (req.clone(), server.addr);
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(&req).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(s);
+            })
+        });
+        futures_util::future::join_all(tasks).await;
+        Vec::new()
+    })
+    .await;
+
+    // 16-bit RGBA with a quarter turn in its EXIF: 8 bytes a pixel, plus copies.
+    let deep = png16_rotated(5000, 4000);
+    check(
+        &server,
+        idle,
+        "4 x 16-bit RGBA 20 MP, rotated",
+        &[200, 503],
+        async {
+            let url = server.url("/v1/segment?masks=none");
+            futures_util::future::join_all(
+                (0..4).map(|_| post(url.clone(), "image/png", deep.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+
+    // Malformed-but-expensive files: refused before or while decoding, cheaply.
+    let gif_huge = gif_big_frame(20_000, 20_000);
+    let gif_big = gif_big_frame(6_000, 6_000);
+    let scans = many_scans(2_000);
+    check(
+        &server,
+        idle,
+        "GIF frames > screen, 2000-scan JPEG",
+        &[200, 413, 415, 422, 503],
+        async {
+            let url = server.url("/v1/segment");
+            vec![
+                post(url.clone(), "image/gif", gif_huge.clone()).await,
+                post(url.clone(), "image/gif", gif_big.clone()).await,
+                post(url.clone(), "image/jpeg", scans.clone()).await,
+            ]
+        },
+    )
+    .await;
+    if !report_only() {
+        let (status, _) = post(server.url("/v1/segment"), "image/gif", gif_huge).await;
+        assert_eq!(
+            status, 413,
+            "a GIF frame over the size limits is refused by its own size"
+        );
+        let (status, _) = post(server.url("/v1/segment"), "image/jpeg", scans).await;
+        assert_eq!(status, 422, "more than 100 scans is refused");
+    }
+
+    // 18 MiB KServe bodies whose parameters hold millions of numbers, three at once.
+    // Before: 755 MB while parsing.
+    let bomb = kserve_parameter_bomb(18 << 20);
+    check(
+        &server,
+        idle,
+        "3 x 18 MiB KServe parameter bombs",
+        &[400, 503],
+        async {
+            let url = server.url("/v2/models/yolov8n-seg-320/infer");
+            futures_util::future::join_all(
+                (0..3).map(|_| post(url.clone(), "application/json", bomb.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+    drop(bomb);
+
+    // 200 connections that send a request line, then a header byte a second: closed after
+    // the header timeout, while a normal client is served. Before: never closed.
+    check(
+        &server,
+        idle,
+        "200 slow-header connections",
+        &[200],
+        async {
+            let slow = (0..200).map(|_| {
+                let addr = server.addr;
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                        .await
+                        .unwrap();
+                    let t = Instant::now();
+                    let mut buf = [0u8; 256];
+                    loop {
+                        if s.write_all(b"a").await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            Ok(Ok(_)) => {} // an error answer; the close follows
+                            Err(_) => {}
+                        }
+                        if t.elapsed() > Duration::from_secs(10) {
+                            break; // still open: the check below reports it
+                        }
+                    }
+                    t.elapsed()
+                })
+            });
+            let normal = post(
+                server.url("/v1/segment?masks=none"),
+                "image/jpeg",
+                bus.clone(),
+            )
+            .await;
+            let held: Vec<Duration> = futures_util::future::join_all(slow)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            let longest = held.iter().max().unwrap();
+            println!("  slow-header connections held open for up to {longest:?}");
+            assert!(
+                report_only() || *longest < Duration::from_millis(HEADER_TIMEOUT_MS + 2_500),
+                "slow headers held a connection for {longest:?}"
+            );
+            vec![normal]
+        },
+    )
+    .await;
+    let _ = std::io::stdout().flush();
+}
