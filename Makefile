@@ -7,10 +7,15 @@ export RUST_LOG ?= info,ort=warn
 DEVICE ?= cpu
 export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/$(if $(filter cpu,$(DEVICE)),,gpu/)libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test soak fuzz lint clean bench container
+.PHONY: setup setup-test build run test soak fuzz lint clean bench container
 
+# What running needs (ONNX Runtime, the models, the build's system packages).
 setup:
 	@scripts/setup.sh
+
+# What only the tests add: Chromium + chromedriver, and the Python venv (.venv/).
+setup-test: setup
+	@scripts/setup-test.sh
 
 build: setup
 	cargo build --release --locked
@@ -20,10 +25,12 @@ run: build
 
 # Release mode: the parity and load-bearing tests run real inference, which debug builds
 # make ~20x slower.
-# Then the overload/soak run, 60 s: shorter windows measure allocator warm-up, not growth
+# Then the Python clients (tritonclient, the PixelLib README's) against the release server,
+# then the overload/soak run, 60 s: shorter windows measure allocator warm-up, not growth
 # (25 s runs gave +3.5..7.9% against +4.7% over 60 s). `make soak` runs 2 minutes.
-test: setup
+test: setup-test
 	cargo test --release --locked -- --test-threads=2
+	scripts/python-tests.sh
 	scripts/soak.sh --duration 60
 
 soak: setup

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-time setup, safe to re-run: system packages for the build, the ONNX Runtime library
-# (from the onnxruntime PyPI wheel) into .ort/, and the models into models/ with sha256
-# checks. Everything lands in git-ignored folders.
+# One-time setup, safe to re-run: what building and running the server needs (`make run`):
+# system packages for the build, the ONNX Runtime library (from the onnxruntime PyPI wheel)
+# into .ort/, and the models into models/ with sha256 checks. Everything lands in git-ignored
+# folders. What only the tests need is scripts/setup-test.sh (`make test`).
 # DEVICE=cuda (`make setup DEVICE=cuda`; tensorrt and auto alike) also puts the GPU build of ONNX Runtime (the
 # onnxruntime-gpu wheel: the library and its CUDA/TensorRT provider libraries) into
 # .ort/gpu/ and says whether the CUDA 13 / cuDNN 9 libraries it needs can be found.
@@ -26,8 +27,6 @@ need_pkgs=()
 command -v nasm >/dev/null || need_pkgs+=(nasm)
 command -v cc >/dev/null || need_pkgs+=(gcc)
 command -v unzip >/dev/null || command -v python3 >/dev/null || need_pkgs+=(unzip)
-# Headless Chromium and its WebDriver for tests/browser.rs (the upload page, end to end).
-command -v chromedriver >/dev/null || need_pkgs+=(chromium chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -196,8 +196,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SEGSERVE_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
-    /// Port to listen on.
-    #[arg(long, env = "SEGSERVE_PORT", default_value_t = 5000)]
+    /// Port to listen on. Default: `PORT` when it is set (the port Knative, KServe's
+    /// serverless mode and Cloud Run assign), else 5000; `--port` and `SEGSERVE_PORT` win over
+    /// `PORT`.
+    #[arg(long, env = "SEGSERVE_PORT", default_value_t = default_port())]
     pub port: u16,
     /// Model and runtime settings.
     #[command(flatten)]
@@ -236,7 +238,8 @@ pub struct ServeArgs {
     /// Bearer API key required on every route but the probes (unset: no authentication).
     #[arg(long, env = "SEGSERVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Require the API key on /healthz, /readyz and /metrics too (kubelet probes then need it).
+    /// Require the API key on /healthz, /readyz, /metrics and /v2/health/{live,ready} too
+    /// (kubelet probes then need it).
     #[arg(long, env = "SEGSERVE_AUTH_PROBES")]
     pub auth_probes: bool,
     /// Browser origins allowed to call the API (comma-separated, e.g.
@@ -376,6 +379,29 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+}
+
+/// The port `serve` listens on when no `--port` or `SEGSERVE_PORT` is given and `PORT` is unset.
+pub const DEFAULT_PORT: u16 = 5000;
+
+/// `PORT`, the serverless platforms' contract (Knative sets it to the container's port and
+/// requires the server to listen there); `Err` when it is set but not a port number.
+fn platform_port() -> Result<Option<u16>, String> {
+    match std::env::var("PORT") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("PORT is set to {v:?}, which is not a port number (0-65535)")),
+        _ => Ok(None),
+    }
+}
+
+/// `serve`'s port when neither `--port` nor `SEGSERVE_PORT` is given: `PORT`, else
+/// [`DEFAULT_PORT`]. An explicit setting of ours is the more specific one, so it wins over
+/// the platform's variable (on Knative, leave both unset and `PORT` is used).
+pub fn default_port() -> u16 {
+    platform_port().ok().flatten().unwrap_or(DEFAULT_PORT)
 }
 
 /// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use
@@ -577,6 +603,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: ServeArgs) -> anyhow::Result<Self> {
+        // A malformed PORT fell back to the default port above; say so rather than listen
+        // somewhere the platform does not expect.
+        platform_port().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             a.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"

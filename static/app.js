@@ -1,7 +1,9 @@
 // The upload page: choose or drop a photo, preview it, send it to /v1/segment (detections,
 // COCO RLE masks) and /v1/render (the drawn picture) in parallel, then show both. Clicking a
 // table row highlights that instance on a canvas laid over the picture, decoded from its RLE.
-// Loaded as a file (no inline script), so the page works under a strict CSP.
+// Loaded as a file (no inline script), so the page works under a strict CSP. When the server
+// wants an API key (it answers 401), an API key field appears; the key is kept in this tab's
+// sessionStorage and sent as `Authorization: Bearer` on every call.
 'use strict';
 
 // Ultralytics' palette, the same as PALETTE in src/render/mod.rs: table swatches match the
@@ -23,6 +25,34 @@ let resultUrl = null;
 let current = null; // the last /v1/segment reply
 
 function setStatus(text) { $('status').textContent = text; }
+
+const KEY_STORE = 'segserve.apiKey';
+let typedKey = ''; // the key as typed, in case session storage is off
+
+function apiKey() {
+  try { return sessionStorage.getItem(KEY_STORE) || typedKey; } catch (_) { return typedKey; }
+}
+
+// The request headers, with the key when there is one.
+function withKey(headers) {
+  const key = apiKey();
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+function showKeyField() {
+  $('key-box').hidden = false;
+}
+
+$('api-key').value = apiKey();
+if (apiKey()) showKeyField();
+$('api-key').addEventListener('input', () => {
+  typedKey = $('api-key').value.trim();
+  try {
+    if (typedKey) sessionStorage.setItem(KEY_STORE, typedKey); else sessionStorage.removeItem(KEY_STORE);
+  } catch (_) { /* storage off: typedKey still serves this page */ }
+});
+// A new key may unlock the model list.
+$('api-key').addEventListener('change', () => loadModels());
 
 function showError(title, detail, type) {
   $('error-title').textContent = title;
@@ -53,6 +83,10 @@ function explain(status, body) {
       return ['The upload took too long.', detail];
     case 'bad_request':
       return ['Please check the options.', detail];
+    case 'unauthorized':
+      return apiKey()
+        ? ['The API key was not accepted.', 'Check the key in the API key field and try again.']
+        : ['This server needs an API key.', 'Enter it in the API key field and press Segment again.'];
     default:
       return ['Something went wrong on the server.', detail || `HTTP ${status}`];
   }
@@ -133,7 +167,8 @@ function query(extra) {
 async function post(path, file, accept) {
   const body = new FormData();
   body.append('image', file);
-  const res = await fetch(path, { method: 'POST', body, headers: { Accept: accept } });
+  const res = await fetch(path, { method: 'POST', body, headers: withKey({ Accept: accept }) });
+  if (res.status === 401) showKeyField();
   if (!res.ok) throw await failure(res);
   return res;
 }
@@ -168,6 +203,7 @@ form.addEventListener('submit', async (e) => {
     setStatus('');
     if (err instanceof ApiError) {
       showError(err.message, err.detail, err.type);
+      if (err.type === 'unauthorized') $('api-key').focus();
     } else {
       showError('Could not reach the server.',
         'The connection failed or was closed (a very large file is refused before it is read).',
@@ -331,18 +367,27 @@ function drawHighlight(d) {
   ctx.strokeRect(x1 - 2 * lw, y1 - 2 * lw, x2 - x1 + 4 * lw, y2 - y1 + 4 * lw);
 }
 
-// The model name and its class names (for the class filter's suggestions).
-fetch('/v1/models')
-  .then((r) => (r.ok ? r.json() : null))
-  .then((m) => {
-    const model = m && m.models.find((x) => x.default);
-    if (!model) return;
-    $('model-name').textContent = `Model: ${model.name} (${model.task}, ${model.class_names.length} classes)`;
-    const list = $('class-names');
-    for (const name of model.class_names) {
-      const o = document.createElement('option');
-      o.value = name;
-      list.append(o);
-    }
-  })
-  .catch(() => { /* the page still works; the model name shows after the first result */ });
+// The model name and its class names (for the class filter's suggestions). A 401 here is
+// how the page learns that the server wants a key.
+function loadModels() {
+  return fetch('/v1/models', { headers: withKey({}) })
+    .then((r) => {
+      if (r.status === 401) showKeyField();
+      return r.ok ? r.json() : null;
+    })
+    .then((m) => {
+      const model = m && m.models.find((x) => x.default);
+      if (!model) return;
+      $('model-name').textContent = `Model: ${model.name} (${model.task}, ${model.class_names.length} classes)`;
+      const list = $('class-names');
+      list.replaceChildren();
+      for (const name of model.class_names) {
+        const o = document.createElement('option');
+        o.value = name;
+        list.append(o);
+      }
+    })
+    .catch(() => { /* the page still works; the model name shows after the first result */ });
+}
+
+loadModels();

@@ -1,8 +1,10 @@
 //! End to end in a real browser: the server on 127.0.0.1:0, Debian's chromedriver on a free
 //! port, headless Chromium driven over WebDriver (fantoccini). A person's path: open the page,
 //! choose ../shared/testdata/bus.jpg, press Segment, read the table, pick a row; then try a
-//! text file and read the error. Screenshots land in target/ for a human to look at.
-//! `make setup` installs chromium and chromium-driver (scripts/setup.sh).
+//! text file and read the error. Then, against a server started with `--api-key`: the page
+//! asks for the key, refuses to work without it, keeps it in the tab's session storage and
+//! sends it. Screenshots land in target/ for a human to look at.
+//! `make test` installs chromium and chromium-driver (scripts/setup-test.sh).
 
 mod common;
 
@@ -315,6 +317,83 @@ async fn walk_through(c: &Client, base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key the `--api-key` server wants.
+const KEY: &str = "s3cret-key";
+
+/// The person's path through the page of a server that wants an API key.
+async fn walk_through_with_key(c: &Client, base: &str) -> anyhow::Result<()> {
+    c.goto(&format!("{base}/")).await?;
+    // /v1/models answered 401, so the page shows the key field.
+    c.wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#key-box:not([hidden])"))
+        .await
+        .context("no API key field on a server that wants a key")?;
+    let kind = js(c, "return document.getElementById('api-key').type").await?;
+    ensure!(
+        kind == json!("password"),
+        "the key field is {kind}, not a password field"
+    );
+    let bus = common::shared().join("testdata/bus.jpg").canonicalize()?;
+    choose_file(c, &bus).await?;
+
+    // No key, then a wrong one: refused, and the page says why.
+    for (key, says) in [("", "needs an API key"), ("wrong-key", "not accepted")] {
+        let field = c.find(Locator::Css("#api-key")).await?;
+        field.clear().await?;
+        if !key.is_empty() {
+            field.send_keys(key).await?;
+        }
+        c.find(Locator::Css("#segment")).await?.click().await?;
+        let error = c
+            .wait()
+            .at_most(STEP)
+            .for_element(Locator::Css("#error[data-error-type='unauthorized']"))
+            .await
+            .with_context(|| format!("no 'unauthorized' message with key {key:?}"))?;
+        let message = error.text().await?;
+        ensure!(
+            message.contains(says),
+            "error with key {key:?}: {message:?}"
+        );
+        js(c, "document.getElementById('error').dataset.errorType = ''").await?;
+    }
+
+    // The right key: the photo is segmented, and the model list unlocks.
+    let field = c.find(Locator::Css("#api-key")).await?;
+    field.clear().await?;
+    field.send_keys(KEY).await?;
+    c.find(Locator::Css("#segment")).await?.click().await?;
+    c.wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#output[data-state='done']"))
+        .await
+        .context("no result with the right key")?;
+    let classes = js(c, "return [...document.querySelectorAll('#detections tbody th')].map(e => e.textContent.trim())").await?;
+    ensure!(
+        classes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == "bus")),
+        "table lists no bus: {classes}"
+    );
+    let stored = js(c, "return sessionStorage.getItem('segserve.apiKey')").await?;
+    ensure!(stored == json!(KEY), "session storage holds {stored}");
+    screenshot(c, "browser-screenshot-api-key.png").await?;
+
+    // A reload in the same tab keeps the key: the field is filled and the model list loads.
+    c.goto(&format!("{base}/")).await?;
+    c.wait()
+        .at_most(STEP)
+        .for_element(Locator::XPath(
+            "//p[@id='model-name'][contains(., 'yolov8n-seg-320')]",
+        ))
+        .await
+        .context("the stored key was not sent after a reload")?;
+    let value = js(c, "return document.getElementById('api-key').value").await?;
+    ensure!(value == json!(KEY), "key field after reload: {value}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_page_segments_a_photo_in_headless_chromium() {
     let server = common::spawn_server(&["--max-body-bytes", "1000000"]).await;
@@ -323,7 +402,13 @@ async fn upload_page_segments_a_photo_in_headless_chromium() {
     let _ = std::fs::remove_dir_all(&profile);
     let client = connect(&driver, &profile).await;
     let base = server.url("");
-    let outcome = walk_through(&client, &base).await;
+    let mut outcome = walk_through(&client, &base).await;
+    if outcome.is_ok() {
+        // The same browser, against a server that wants a key (another origin, so a fresh
+        // session storage).
+        let keyed = common::spawn_server(&["--sessions", "1", "--api-key", KEY]).await;
+        outcome = walk_through_with_key(&client, &keyed.url("")).await;
+    }
     if outcome.is_err() {
         let _ = screenshot(&client, "browser-screenshot-failure.png").await;
     }

@@ -151,5 +151,8 @@ mod tests {
         assert!(!INDEX_HTML.contains("onclick"));
         assert!(INDEX_HTML.contains(r#"<script src="/static/app.js" defer></script>"#));
         assert!(!CSP.contains("unsafe"));
+        // The API key field starts hidden, as a password field; app.js shows it on a 401.
+        assert!(INDEX_HTML.contains(r#"<div id="key-box" class="field key" hidden>"#));
+        assert!(INDEX_HTML.contains(r#"<input id="api-key" type="password""#));
     }
 }

@@ -16,8 +16,15 @@ use crate::config::SecurityConfig;
 use crate::error::AppError;
 
 /// Routes that stay open without the API key (unless `--auth-probes`): kubelet probes and
-/// Prometheus scrapes usually carry no credentials.
-pub const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Prometheus scrapes usually carry no credentials. KServe points its probes at the
+/// protocol's own health routes, so those are probes too.
+pub const PROBES: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
+];
 
 /// Routes that never need the key: the page, its assets and the API docs hold no data and
 /// run no model; every API call they make still carries (or lacks) the key itself.

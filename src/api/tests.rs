@@ -177,3 +177,32 @@ async fn the_request_deadline_answers_503_with_retry_after() {
     assert_eq!(headers["retry-after"], "1");
     assert!(body.contains("\"timeout\""), "{body}");
 }
+
+#[tokio::test]
+async fn kserve_health_routes_are_probes_but_the_protocol_is_not() {
+    // KServe points its kubelet probes at the protocol's health routes, which carry no key.
+    let app = router(state(&["--api-key", "k3y"]));
+    for open in ["/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(
+            call(app.clone(), get_req(open)).await.0,
+            StatusCode::OK,
+            "{open}"
+        );
+    }
+    for closed in [
+        "/v2",
+        "/v2/models/yolov8n-seg-320",
+        "/v2/models/yolov8n-seg-320/ready",
+    ] {
+        assert_eq!(
+            call(app.clone(), get_req(closed)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{closed}"
+        );
+    }
+    let probes_closed = router(state(&["--api-key", "k3y", "--auth-probes"]));
+    assert_eq!(
+        call(probes_closed, get_req("/v2/health/ready")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

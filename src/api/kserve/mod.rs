@@ -1,33 +1,47 @@
 //! The Open Inference Protocol (KServe v2, Triton) over REST: health, metadata and
 //! inference for each loaded model, so clients written for those servers work unchanged.
 //!
-//! The image travels as one `BYTES` element. The protocol's JSON form carries BYTES as a
-//! string, so we take base64 (what KServe's and Triton's image examples send); the binary
-//! tensor extension is not implemented. Errors are `{"error": "..."}` as the protocol asks
-//! (our bodies add `error_type`). Per the protocol, a "not ready" answer is a 4xx, not 503.
+//! The photos travel in one `BYTES` input, `image`, of shape `[N]` (1 to [`wire::MAX_IMAGES`]):
+//! as base64 strings in the JSON (what KServe's and Triton's image examples send), or as raw
+//! bytes through Triton's binary tensor data extension (what `tritonclient` sends by default;
+//! framing in `binary`). Each photo is its own pipeline run, with its own place in the queue
+//! and its own memory reservation; their detections come back concatenated, photo by photo,
+//! with an `image_index` output saying which photo each row belongs to. Outputs come back as
+//! JSON, or as binary data when the request asks (`binary_data`, `binary_data_output`).
+//! Errors are `{"error": "..."}` as the protocol asks (our bodies add `error_type`). Per the
+//! protocol, a "not ready" answer is a 4xx, not 503.
 
+pub mod binary;
 pub mod tensors;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{body, reply, AppState, NOT_READY};
+use crate::budget::{MemoryBudget, Reservation};
+use crate::engine::ModelInfo;
 use crate::error::{AppError, ErrorBody};
 use crate::options::SegmentOptions;
 use crate::pipeline::{self, PipelineError, SegmentRequest, Ticket};
-use tensors::{image_bytes, option_error, outputs, parameter_pairs, wanted_outputs};
+use binary::{Framing, HEADER_LENGTH};
+use tensors::{
+    binary_data_size, flag, image_count, images, option_error, parameter_pairs, wanted_outputs,
+    Image, ImageResult, Wanted,
+};
 use wire::{
-    InferRequest, InferResponse, ModelMetadata, Parameters, ReadyBody, ServerMetadata,
-    MODEL_VERSION,
+    InferRequest, InferResponse, ModelMetadata, Parameters, ReadyBody, ServerMetadata, EXTENSIONS,
+    MODEL_VERSION, OUTPUTS,
 };
 
 /// The protocol's routes, registered with their OpenAPI entries.
@@ -60,7 +74,7 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
         name: "segserve".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: vec![],
+        extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
     })
 }
 
@@ -123,17 +137,20 @@ pub async fn model_metadata(
     ))
 }
 
-/// `POST /v2/models/{name}/infer`: detect (and segment) the objects in one image.
+/// `POST /v2/models/{name}/infer`: detect (and segment) the objects in one or more images.
 #[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve",
     params(("name" = String, Path, description = "Model name (file stem)")),
-    request_body(content = InferRequest, description = "One BYTES input `image` holding the base64 of a JPEG/PNG/WebP/BMP/GIF/TIFF file; parameters conf, iou, max_det, classes at request or input level"),
+    request_body(content(
+        (InferRequest = "application/json"),
+        (Vec<u8> = "application/octet-stream")),
+        description = "One BYTES input `image` of shape [N] (1 to 16 photos, JPEG/PNG/WebP/BMP/GIF/TIFF files): base64 strings in `data`, or the binary tensor data extension (a JSON header of `Inference-Header-Content-Length` bytes, then each photo as a 4-byte little-endian length and its bytes; the input's `binary_data_size` gives their total). Parameters conf, iou, max_det, classes at request or input level; `binary_data_output` (request) or `binary_data` (output) for binary outputs"),
     responses(
-        (status = 200, description = "Output tensors boxes [N,4] FP32, scores [N] FP32, class_ids [N] INT64, class_names [N] BYTES, masks [N] BYTES (COCO RLE; segmentation models)", body = InferResponse),
-        (status = 400, description = "Malformed request, bad input or parameter", body = ErrorBody),
+        (status = 200, description = "Output tensors, detections of every photo concatenated: boxes [N,4] FP32, scores [N] FP32, class_ids [N] INT64, class_names [N] BYTES, masks [N] BYTES (COCO RLE; segmentation models), image_index [N] INT64 (which photo), image_sizes [images,2] INT64 (height, width). Binary outputs follow the JSON (`Inference-Header-Content-Length` gives its length; `application/octet-stream`)", body = InferResponse),
+        (status = 400, description = "Malformed request, bad input, parameter or binary framing", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 413, description = "Body or image over a limit", body = ErrorBody),
         (status = 408, description = "Body not received in time", body = ErrorBody),
-        (status = 415, description = "Not JSON, or an unsupported image format", body = ErrorBody),
+        (status = 415, description = "Not JSON or the binary extension, compressed, or an unsupported image format", body = ErrorBody),
         (status = 422, description = "Corrupt image", body = ErrorBody),
         (status = 503, description = "Overloaded or not ready; retry", body = ErrorBody)))]
 pub async fn infer(
@@ -143,71 +160,262 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response, AppError> {
     let engine = s.engine(Some(&name))?;
-    check_json(&headers)?;
+    let framing = binary::framing(&headers, s.config.max_body_bytes)?;
     let mut reservation = s.budget.reservation();
     let raw = body::read_limited(body, &headers, s.body_limits(), &mut reservation).await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
     // blocking pool, under a place in the engine's stage, with the parsed copy reserved.
     let ticket = Ticket::take(&engine).await?;
+    let json_len = match framing {
+        Framing::Json => raw.len(),
+        Framing::Binary { header } => header.min(raw.len()),
+        Framing::Raw => 0,
+    };
     reservation
-        .grow(raw.len() as u64)
+        .grow(json_len as u64)
         .map_err(body::budget_refusal)?;
-    let e = engine.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        let parse = || -> Result<_, AppError> {
-            let req: InferRequest = serde_json::from_slice(&raw)
-                .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
-            drop(raw);
-            let [input] = req.inputs.as_slice() else {
-                return Err(AppError::BadRequest(format!(
-                    "expected exactly one input (`image`), got {}",
-                    req.inputs.len()
-                )));
-            };
-            // Request-level options first, then the input's: later pairs win.
-            let mut pairs = parameter_pairs(req.parameters.as_ref())?;
-            pairs.extend(parameter_pairs(input.parameters.as_ref())?);
-            let options = SegmentOptions::parse(&pairs, &e.info().names).map_err(option_error)?;
-            let wanted = wanted_outputs(&req, e.info())?;
-            let image = image_bytes(input)?;
-            Ok((req.id, options, wanted, image))
-        };
-        let out = parse();
-        (out, ticket, reservation)
+    let (e, budget) = (engine.clone(), s.budget.clone());
+    let (parsed, ticket) = tokio::task::spawn_blocking(move || {
+        (parse(raw, framing, reservation, e.info(), &budget), ticket)
     })
     .await
     .map_err(|e| AppError::internal("parsing an inference request", e))?;
-    let (result, ticket, mut reservation) = parsed;
-    let (id, options, wanted, image) = result?;
-    // Only the decoded image is left of the body.
-    let _ = reservation.set(image.len() as u64);
-    let req = SegmentRequest {
-        bytes: Bytes::from(image),
-        reservation,
-        filter: options.filter,
-        masks: wanted.contains(&"masks"),
-        keep_image: false,
-        ticket: Some(ticket),
-    };
-    let e = engine.clone();
-    let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {
-        let estimate =
-            super::types::SegmentResponse::size_estimate(&seg, crate::options::MaskFormat::Rle);
-        let resp = InferResponse {
-            model_name: e.info().name.clone(),
-            model_version: MODEL_VERSION.into(),
-            id,
-            parameters: Parameters::from([
-                ("image_width".to_string(), seg.width.into()),
-                ("image_height".to_string(), seg.height.into()),
-            ]),
-            outputs: outputs(e.info(), &seg, &wanted),
+    let Parsed {
+        id,
+        options,
+        wanted,
+        images,
+    } = parsed?;
+
+    // Each photo is its own run; at most as many at once as the compute stage takes, so a
+    // request of many photos holds few places in the queue while it waits.
+    let n = images.len();
+    let masks = wanted.iter().any(|w| w.name == "masks");
+    let limits = s.config.runtime.limits;
+    // Two per session: the engine's compute stage (one computing, one being decoded).
+    let at_once = (engine.pool().sessions * 2).max(1);
+    let mut first = Some(ticket);
+    let runs = images.into_iter().enumerate().map(|(i, image)| {
+        let req = SegmentRequest {
+            bytes: image.bytes,
+            reservation: image.reservation,
+            filter: options.filter.clone(),
+            masks,
+            keep_image: false,
+            ticket: first.take(),
         };
-        reply::to_json(&resp, estimate, res)
+        let engine = engine.clone();
+        async move {
+            pipeline::segment(&engine, limits, req, ImageResult::new)
+                .await
+                .map_err(|e: PipelineError| about_image(AppError::from(e), i, n))
+        }
+    });
+    let done: Vec<_> = futures_util::stream::iter(runs)
+        .buffered(at_once)
+        .try_collect()
+        .await?;
+
+    let (results, held): (Vec<ImageResult>, Vec<Reservation>) =
+        done.into_iter().map(|f| (f.value, f.reservation)).unzip();
+    let (e, budget) = (engine.clone(), s.budget.clone());
+    let (encoded, reservation) = tokio::task::spawn_blocking(move || {
+        let mut reservation = budget.reservation();
+        let estimate = 1024 + held.iter().map(Reservation::held).sum::<u64>();
+        let encoded = encode(e.info(), id, &results, &wanted, estimate, &mut reservation);
+        // The compact results go now; the answer's bytes stay held until sent.
+        drop((results, held));
+        (encoded, reservation)
     })
     .await
-    .map_err(|e: PipelineError| AppError::from(e))?;
-    Ok(reply::json(done.value, done.reservation))
+    .map_err(|e| AppError::internal("encoding an inference answer", e))?;
+    let (bytes, header_len) = encoded.map_err(AppError::from)?;
+    Ok(match header_len {
+        None => reply::json(bytes, reservation),
+        Some(len) => {
+            let mut resp = reply::bytes(bytes, "application/octet-stream", reservation);
+            resp.headers_mut()
+                .insert(HEADER_LENGTH.clone(), HeaderValue::from(len));
+            resp
+        }
+    })
+}
+
+/// What the parse step makes of a request.
+struct Parsed {
+    id: Option<String>,
+    options: SegmentOptions,
+    wanted: Vec<Wanted>,
+    images: Vec<Image>,
+}
+
+/// A received body that carries its memory reservation: slices of it (the photos of a
+/// binary request) keep both alive, and the last one to go releases both.
+struct HeldBody {
+    bytes: Bytes,
+    _reservation: Reservation,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn held(bytes: Bytes, mut reservation: Reservation) -> Bytes {
+    // The parsed copy is gone by now; the body itself is what stays.
+    let _ = reservation.set(bytes.len() as u64);
+    Bytes::from_owner(HeldBody {
+        bytes,
+        _reservation: reservation,
+    })
+}
+
+/// Parses a request body of any framing into options, outputs and photos. `reservation`
+/// holds the body and its parsed copy; it ends with the body's slices (binary) or here.
+fn parse(
+    raw: Bytes,
+    framing: Framing,
+    reservation: Reservation,
+    info: &ModelInfo,
+    budget: &Arc<MemoryBudget>,
+) -> Result<Parsed, AppError> {
+    let header = match framing {
+        Framing::Json => raw.len(),
+        Framing::Binary { header } => header,
+        Framing::Raw => {
+            // No JSON: the body is the one photo, and every output comes back binary (the
+            // extension's raw binary request).
+            let body = held(raw, reservation);
+            let wanted = OUTPUTS
+                .into_iter()
+                .filter(|n| *n != "masks" || info.task == crate::engine::Task::Segment)
+                .map(|name| Wanted { name, binary: true })
+                .collect();
+            return Ok(Parsed {
+                id: None,
+                options: SegmentOptions::default(),
+                wanted,
+                images: vec![Image {
+                    bytes: binary::raw_element(&body),
+                    reservation: budget.reservation(),
+                }],
+            });
+        }
+    };
+    let (json, _) = binary::split(&raw, header)?;
+    let req: InferRequest = serde_json::from_slice(&json)
+        .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
+    drop(json);
+    let [input] = req.inputs.as_slice() else {
+        return Err(AppError::BadRequest(format!(
+            "expected exactly one input (`image`), got {}",
+            req.inputs.len()
+        )));
+    };
+    // Request-level options first, then the input's: later pairs win.
+    let mut pairs = parameter_pairs(req.parameters.as_ref())?;
+    pairs.extend(parameter_pairs(input.parameters.as_ref())?);
+    let options = SegmentOptions::parse(&pairs, &info.names).map_err(option_error)?;
+    let binary_output = flag(req.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+    let wanted = wanted_outputs(&req, info, binary_output)?;
+    image_count(input)?;
+    let after_json = raw.len() - header;
+    let images = match (binary_data_size(input)?, framing) {
+        (Some(size), Framing::Binary { .. }) => {
+            if size != after_json as u64 {
+                return Err(AppError::BadRequest(format!(
+                    "input `image` has binary_data_size {size} but {after_json} bytes follow the JSON header"
+                )));
+            }
+            let body = held(raw, reservation);
+            images(input, Some(body.slice(header..)), budget)?
+        }
+        (Some(_), _) => {
+            return Err(AppError::BadRequest(
+                "input `image` has binary_data_size but the request has no Inference-Header-Content-Length \
+                 header; send it with the length of the JSON part"
+                    .into(),
+            ))
+        }
+        (None, _) if after_json > 0 => {
+            return Err(AppError::BadRequest(format!(
+                "{after_json} bytes follow the JSON header but no input has binary_data_size"
+            )))
+        }
+        (None, _) => {
+            let images = images(input, None, budget)?;
+            // The decoded photos hold their own reservations; the body and its parse go.
+            drop((raw, reservation));
+            images
+        }
+    };
+    Ok(Parsed {
+        id: req.id,
+        options,
+        wanted,
+        images,
+    })
+}
+
+/// Serialises the answer: the JSON, then (if any output is binary) each binary output's
+/// data; returns the body and the JSON's length when binary data follows it.
+fn encode(
+    info: &ModelInfo,
+    id: Option<String>,
+    images: &[ImageResult],
+    wanted: &[Wanted],
+    estimate: u64,
+    reservation: &mut Reservation,
+) -> Result<(Vec<u8>, Option<usize>), PipelineError> {
+    let (outputs, binary_data) = tensors::outputs(info, images, wanted);
+    let mut parameters = Parameters::new();
+    if let [one] = images {
+        parameters.insert("image_width".into(), one.width.into());
+        parameters.insert("image_height".into(), one.height.into());
+    }
+    let resp = InferResponse {
+        model_name: info.name.clone(),
+        model_version: MODEL_VERSION.into(),
+        id,
+        parameters,
+        outputs,
+    };
+    let mut buf = reply::to_json(&resp, estimate, reservation)?;
+    if binary_data.is_empty() {
+        return Ok((buf, None));
+    }
+    let header_len = buf.len();
+    let extra: usize = binary_data.iter().map(binary::encoded_size).sum();
+    reservation
+        .grow(extra as u64)
+        .map_err(|error| PipelineError::Budget {
+            what: "the binary answer".into(),
+            advice: "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+            error,
+        })?;
+    buf.reserve_exact(extra);
+    for d in &binary_data {
+        binary::encode(d, &mut buf);
+    }
+    Ok((buf, Some(header_len)))
+}
+
+/// Names the photo an error is about, when the request has several.
+fn about_image(e: AppError, i: usize, n: usize) -> AppError {
+    if n == 1 {
+        return e;
+    }
+    let tag = |m: String| format!("image {i} (image_index {i} of {n}): {m}");
+    match e {
+        AppError::BadRequest(m) => AppError::BadRequest(tag(m)),
+        AppError::PayloadTooLarge(m) => AppError::PayloadTooLarge(tag(m)),
+        AppError::UnsupportedMediaType(m) => AppError::UnsupportedMediaType(tag(m)),
+        AppError::InvalidImage(m) => AppError::InvalidImage(tag(m)),
+        AppError::Overloaded(m) => AppError::Overloaded(tag(m)),
+        AppError::ServerTimeout(m) => AppError::ServerTimeout(tag(m)),
+        other => other,
+    }
 }
 
 /// The protocol's optional `/versions/{version}` paths name the one version we serve.
@@ -275,22 +483,4 @@ pub async fn model_version_infer(
 ) -> Result<Response, AppError> {
     check_version(&version)?;
     infer(State(s), Path(name), headers, body).await
-}
-
-/// Inference requests are JSON (the binary tensor extension is not implemented).
-fn check_json(headers: &HeaderMap) -> Result<(), AppError> {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let is_json = ctype
-        .parse::<mime::Mime>()
-        .is_ok_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
-    if is_json {
-        Ok(())
-    } else {
-        Err(AppError::UnsupportedMediaType(format!(
-            "content type {ctype:?} is not supported; send application/json (the binary tensor extension is not implemented)"
-        )))
-    }
 }

@@ -1,16 +1,23 @@
 //! Conversions between the protocol's tensors and ours: the request's `parameters` into
-//! segmentation options, the `image` input into encoded bytes, detections into output
-//! tensors.
+//! segmentation options and output choices, the `image` input into encoded photos (base64
+//! strings in the JSON, or BYTES elements of the binary tensor data extension), and each
+//! photo's detections into the concatenated output tensors.
 
-use serde_json::Value;
+use std::sync::Arc;
 
+use bytes::Bytes;
+
+use super::binary;
 use super::wire::{
-    InferRequest, ParamValue, Parameters, RequestInput, ResponseOutput, INPUT_NAME, OUTPUTS,
+    InferRequest, OutputData, ParamValue, Parameters, RequestInput, ResponseOutput, INPUT_NAME,
+    MAX_IMAGES, OUTPUTS,
 };
+use crate::api::types::SegmentResponse;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::engine::{ModelInfo, Task};
 use crate::error::AppError;
-use crate::options::OptionError;
-use crate::pipeline::Segmentation;
+use crate::options::{MaskFormat, OptionError};
+use crate::pipeline::{PipelineError, Segmentation};
 
 /// A bad option, worded as a protocol parameter.
 pub fn option_error(e: OptionError) -> AppError {
@@ -21,30 +28,29 @@ fn bad(msg: impl Into<String>) -> AppError {
     AppError::BadRequest(msg.into())
 }
 
-/// Transport parameters some clients always send; they do not change our answer.
-const IGNORED_PARAMETERS: [&str; 3] = ["binary_data_size", "content_type", "headers"];
+/// Transport parameters some clients send; they do not change our answer.
+const IGNORED_PARAMETERS: [&str; 2] = ["content_type", "headers"];
+/// Parameters of the binary tensor data extension, read where they apply.
+const BINARY_PARAMETERS: [&str; 3] = ["binary_data", "binary_data_output", "binary_data_size"];
 /// Parameters that tune detection; everything else is refused so typos do not go unnoticed.
 const OPTIONS: [&str; 4] = ["conf", "iou", "max_det", "classes"];
 
 /// Turns `$parameters` into `key=value` pairs for `SegmentOptions::parse`, refusing unknown
-/// keys and the binary tensor extension (which we do not implement).
+/// keys and features we do not have (shared memory).
 pub fn parameter_pairs(p: Option<&Parameters>) -> Result<Vec<(String, String)>, AppError> {
     let mut pairs = Vec::new();
     for (k, v) in p.into_iter().flatten() {
-        if k == "binary_data" || k == "binary_data_output" {
-            if *v == ParamValue::Bool(true) {
-                return Err(bad(
-                    "the binary tensor data extension is not supported; send JSON tensors",
-                ));
-            }
+        if BINARY_PARAMETERS.contains(&k.as_str()) || IGNORED_PARAMETERS.contains(&k.as_str()) {
             continue;
         }
-        if IGNORED_PARAMETERS.contains(&k.as_str()) {
-            continue;
+        if k.starts_with("shared_memory_") {
+            return Err(bad(format!(
+                "parameter `{k}`: the shared-memory extension is not supported; send the data in the body"
+            )));
         }
         if !OPTIONS.contains(&k.as_str()) {
             return Err(bad(format!(
-                "unknown parameter `{k}`; supported: conf, iou, max_det, classes"
+                "unknown parameter `{k}`; supported: conf, iou, max_det, classes, binary_data_output"
             )));
         }
         let s = match v {
@@ -61,9 +67,40 @@ pub fn parameter_pairs(p: Option<&Parameters>) -> Result<Vec<(String, String)>, 
     Ok(pairs)
 }
 
-/// Checks the one `image` input and decodes its base64 payload.
-pub fn image_bytes(input: &RequestInput) -> Result<Vec<u8>, AppError> {
-    use base64::Engine as _;
+/// A boolean parameter (`binary_data`, `binary_data_output`), if given.
+pub fn flag(p: Option<&Parameters>, key: &str) -> Result<Option<bool>, AppError> {
+    match p.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(ParamValue::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(bad(format!(
+            "parameter `{key}` must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// An input's `binary_data_size`, if given.
+pub fn binary_data_size(input: &RequestInput) -> Result<Option<u64>, AppError> {
+    match input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+    {
+        None => Ok(None),
+        Some(ParamValue::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            bad(format!(
+                "input `{}`: binary_data_size must be a byte count, got {n}",
+                input.name
+            ))
+        }),
+        Some(other) => Err(bad(format!(
+            "input `{}`: binary_data_size must be a byte count, got {other:?}",
+            input.name
+        ))),
+    }
+}
+
+/// Checks that `input` is the `image` input and returns how many images its shape holds.
+pub fn image_count(input: &RequestInput) -> Result<usize, AppError> {
     if input.name != INPUT_NAME {
         return Err(bad(format!(
             "unknown input `{}`; the model has one input, `{INPUT_NAME}`",
@@ -76,17 +113,102 @@ pub fn image_bytes(input: &RequestInput) -> Result<Vec<u8>, AppError> {
             input.datatype
         )));
     }
-    let elems = &input.data.0;
-    let declared: i64 = input.shape.iter().product();
-    if input.shape.is_empty() || declared != 1 || elems.len() != 1 {
+    let shape = &input.shape;
+    let mut n: usize = 1;
+    for &d in shape {
+        n = usize::try_from(d)
+            .ok()
+            .and_then(|d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_IMAGES)
+            .ok_or_else(|| {
+                bad(format!(
+                    "input `{INPUT_NAME}` has shape {shape:?}; it holds 1 to {MAX_IMAGES} images, e.g. [1] or [3]"
+                ))
+            })?;
+    }
+    if shape.is_empty() || n == 0 {
         return Err(bad(format!(
-            "input `{INPUT_NAME}` must hold exactly one image (shape [1]); got shape {:?} with {} elements",
-            input.shape,
-            elems.len()
+            "input `{INPUT_NAME}` has shape {shape:?}; it holds 1 to {MAX_IMAGES} images, e.g. [1] or [3]"
         )));
     }
-    let text = &elems[0];
-    // Standard alphabet first (what clients send), then the URL-safe one; padding optional.
+    Ok(n)
+}
+
+/// One photo of a request: its encoded bytes and the reservation for what it holds beyond
+/// them (a slice of a binary body carries the body's own reservation with it).
+#[derive(Debug)]
+pub struct Image {
+    /// The encoded file.
+    pub bytes: Bytes,
+    /// The memory reservation the pipeline grows from here.
+    pub reservation: Reservation,
+}
+
+/// The photos of the `image` input, from its binary data (`Some`: its `binary_data_size`
+/// bytes of the body) or from the base64 strings of its JSON `data`.
+pub fn images(
+    input: &RequestInput,
+    binary: Option<Bytes>,
+    budget: &Arc<MemoryBudget>,
+) -> Result<Vec<Image>, AppError> {
+    let n = image_count(input)?;
+    if let Some(data) = binary {
+        if input.data.is_some() {
+            return Err(bad(format!(
+                "input `{INPUT_NAME}` has both `data` and binary_data_size; send one"
+            )));
+        }
+        let elements = binary::bytes_elements(&data, n).map_err(|e| {
+            bad(format!(
+                "input `{INPUT_NAME}`: its binary data (BYTES, each element a 4-byte little-endian length, then the bytes) {e}"
+            ))
+        })?;
+        return Ok(elements
+            .into_iter()
+            .map(|bytes| Image {
+                bytes,
+                reservation: budget.reservation(),
+            })
+            .collect());
+    }
+    let Some(data) = &input.data else {
+        return Err(bad(format!(
+            "input `{INPUT_NAME}` has no `data`; send base64 strings there, or the images as binary data \
+             (binary_data_size and the Inference-Header-Content-Length header)"
+        )));
+    };
+    if data.0.len() != n {
+        return Err(bad(format!(
+            "input `{INPUT_NAME}` has shape {:?} but {} element(s) in `data`",
+            input.shape,
+            data.0.len()
+        )));
+    }
+    data.0
+        .iter()
+        .map(|text| {
+            let mut reservation = budget.reservation();
+            reservation
+                .grow(text.len() as u64 / 4 * 3 + 3)
+                .map_err(|error| {
+                    AppError::from(PipelineError::Budget {
+                        what: "decoding the base64 images".into(),
+                        advice: "send fewer or smaller images per request",
+                        error,
+                    })
+                })?;
+            Ok(Image {
+                bytes: Bytes::from(base64_image(text)?),
+                reservation,
+            })
+        })
+        .collect()
+}
+
+/// Standard alphabet first (what clients send), then the URL-safe one; padding and
+/// whitespace optional.
+fn base64_image(text: &str) -> Result<Vec<u8>, AppError> {
+    use base64::Engine as _;
     let cleaned: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let trimmed = cleaned.trim_end_matches('=');
     base64::engine::general_purpose::STANDARD_NO_PAD
@@ -95,133 +217,256 @@ pub fn image_bytes(input: &RequestInput) -> Result<Vec<u8>, AppError> {
         .map_err(|e| bad(format!("the image is not valid base64: {e}")))
 }
 
-/// The output names a request asks for, checked against what the model produces.
-pub fn wanted_outputs(req: &InferRequest, info: &ModelInfo) -> Result<Vec<&'static str>, AppError> {
+/// An output to send, and whether as binary data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// One of [`OUTPUTS`].
+    pub name: &'static str,
+    /// After the JSON, as binary tensor data.
+    pub binary: bool,
+}
+
+/// The outputs a request asks for, checked against what the model produces; all of them
+/// when it lists none. `binary_default` is the request's `binary_data_output`, which each
+/// output's own `binary_data` overrides.
+pub fn wanted_outputs(
+    req: &InferRequest,
+    info: &ModelInfo,
+    binary_default: bool,
+) -> Result<Vec<Wanted>, AppError> {
     let available: Vec<&'static str> = OUTPUTS
         .into_iter()
         .filter(|n| *n != "masks" || info.task == Task::Segment)
         .collect();
     let Some(asked) = &req.outputs else {
-        return Ok(available);
+        return Ok(available
+            .into_iter()
+            .map(|name| Wanted {
+                name,
+                binary: binary_default,
+            })
+            .collect());
     };
-    let mut out = Vec::new();
+    let mut out: Vec<Wanted> = Vec::new();
     for o in asked {
-        parameter_pairs_for_output(o.parameters.as_ref())?;
-        let name = available.iter().find(|n| **n == o.name).ok_or_else(|| {
-            bad(format!(
-                "unknown output `{}`; this model has {}",
-                o.name,
-                available.join(", ")
-            ))
-        })?;
-        if !out.contains(name) {
-            out.push(*name);
+        let p = o.parameters.as_ref();
+        for unsupported in ["classification", "shared_memory_region"] {
+            if p.is_some_and(|p| p.contains_key(unsupported)) {
+                return Err(bad(format!(
+                    "output `{}`: parameter `{unsupported}` is not supported",
+                    o.name
+                )));
+            }
+        }
+        let binary = flag(p, "binary_data")?.unwrap_or(binary_default);
+        let name = available
+            .iter()
+            .copied()
+            .find(|n| *n == o.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "unknown output `{}`; this model has {}",
+                    o.name,
+                    available.join(", ")
+                ))
+            })?;
+        if !out.iter().any(|w| w.name == name) {
+            out.push(Wanted { name, binary });
         }
     }
     Ok(out)
 }
 
-fn parameter_pairs_for_output(p: Option<&Parameters>) -> Result<(), AppError> {
-    let binary = p.and_then(|p| p.get("binary_data"));
-    if binary == Some(&ParamValue::Bool(true)) {
-        return Err(bad(
-            "the binary tensor data extension is not supported; send JSON tensors",
-        ));
-    }
-    Ok(())
+/// One detection, as the outputs need it.
+#[derive(Debug)]
+struct Row {
+    bbox: [f32; 4],
+    score: f32,
+    class_id: usize,
+    /// COCO RLE counts, when masks were asked for.
+    rle: Option<String>,
 }
 
-/// FP32 values as JSON numbers with f32's shortest digits (`0.88074893`), not the f64
-/// widening's (`0.8807489275932312`): the same values, a third shorter.
-fn fp32(values: impl Iterator<Item = f32>) -> Value {
-    Value::Array(
-        values
-            .map(|v| {
-                let short: f64 = v.to_string().parse().expect("a float's Display parses");
-                serde_json::Number::from_f64(short).map_or(Value::Null, Value::Number)
+/// One photo's detections, kept compact (masks already run-length encoded) until every
+/// photo of the request is done.
+#[derive(Debug)]
+pub struct ImageResult {
+    /// Upright width.
+    pub width: u32,
+    /// Upright height.
+    pub height: u32,
+    rows: Vec<Row>,
+}
+
+impl ImageResult {
+    /// Encodes the masks of `seg` as COCO RLE (on the blocking pool, in the pipeline's
+    /// `finish`), with the reservation holding its estimated size from here on.
+    pub fn new(seg: Segmentation, reservation: &mut Reservation) -> Result<Self, PipelineError> {
+        let estimate = SegmentResponse::size_estimate(&seg, MaskFormat::Rle);
+        reservation
+            .grow(estimate)
+            .map_err(|error| PipelineError::Budget {
+                what: "the answer".into(),
+                advice:
+                    "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+                error,
+            })?;
+        let rows = seg
+            .detections
+            .iter()
+            .map(|d| Row {
+                bbox: d.bbox,
+                score: d.score,
+                class_id: d.class_id,
+                rle: d.mask.as_ref().map(|m| m.to_coco_rle()),
             })
-            .collect(),
-    )
+            .collect();
+        let result = ImageResult {
+            width: seg.width,
+            height: seg.height,
+            rows,
+        };
+        // The decoded masks go with `seg`; only the estimate of this result stays held.
+        drop(seg);
+        let _ = reservation.set(estimate);
+        Ok(result)
+    }
+
+    /// Detections found.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
-/// Shapes detections as the protocol's output tensors.
-pub fn outputs(info: &ModelInfo, seg: &Segmentation, wanted: &[&str]) -> Vec<ResponseOutput> {
-    let dets = &seg.detections;
-    let n = dets.len();
-    wanted
+/// The `name` tensor over every photo, detections concatenated photo by photo.
+fn tensor(
+    name: &str,
+    info: &ModelInfo,
+    images: &[ImageResult],
+) -> (Vec<usize>, OutputData, Option<Parameters>) {
+    let rows = || images.iter().flat_map(|i| i.rows.iter());
+    let n = rows().count();
+    match name {
+        "boxes" => (
+            vec![n, 4],
+            OutputData::Fp32(rows().flat_map(|r| r.bbox).collect()),
+            None,
+        ),
+        "scores" => (
+            vec![n],
+            OutputData::Fp32(rows().map(|r| r.score).collect()),
+            None,
+        ),
+        "class_ids" => (
+            vec![n],
+            OutputData::Int64(rows().map(|r| r.class_id as i64).collect()),
+            None,
+        ),
+        "class_names" => (
+            vec![n],
+            OutputData::Bytes(rows().map(|r| info.names[r.class_id].clone()).collect()),
+            None,
+        ),
+        "masks" => {
+            let mut p = Parameters::from([("format".to_string(), ParamValue::from("coco_rle"))]);
+            // One photo: its size says how to decode the masks. Several: see image_sizes.
+            if let [one] = images {
+                p.insert("height".into(), one.height.into());
+                p.insert("width".into(), one.width.into());
+            }
+            let rles = rows().map(|r| r.rle.clone().unwrap_or_default()).collect();
+            (vec![n], OutputData::Bytes(rles), Some(p))
+        }
+        "image_index" => (
+            vec![n],
+            OutputData::Int64(
+                images
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, img)| std::iter::repeat_n(i as i64, img.len()))
+                    .collect(),
+            ),
+            None,
+        ),
+        "image_sizes" => (
+            vec![images.len(), 2],
+            OutputData::Int64(
+                images
+                    .iter()
+                    .flat_map(|i| [i64::from(i.height), i64::from(i.width)])
+                    .collect(),
+            ),
+            None,
+        ),
+        other => unreachable!("output {other} was checked by wanted_outputs"),
+    }
+}
+
+/// The output tensors, in the order asked for; a binary output's values are returned
+/// beside it (to follow the JSON, in the same order) and its `data` left out.
+pub fn outputs(
+    info: &ModelInfo,
+    images: &[ImageResult],
+    wanted: &[Wanted],
+) -> (Vec<ResponseOutput>, Vec<OutputData>) {
+    let mut binary = Vec::new();
+    let outputs = wanted
         .iter()
-        .map(|&name| {
-            let (shape, datatype, data, parameters) = match name {
-                "boxes" => (
-                    vec![n, 4],
-                    "FP32",
-                    fp32(dets.iter().flat_map(|d| d.bbox)),
-                    None,
-                ),
-                "scores" => (vec![n], "FP32", fp32(dets.iter().map(|d| d.score)), None),
-                "class_ids" => (
-                    vec![n],
-                    "INT64",
-                    Value::from(dets.iter().map(|d| d.class_id as i64).collect::<Vec<_>>()),
-                    None,
-                ),
-                "class_names" => (
-                    vec![n],
-                    "BYTES",
-                    Value::from(
-                        dets.iter()
-                            .map(|d| info.names[d.class_id].clone())
-                            .collect::<Vec<_>>(),
-                    ),
-                    None,
-                ),
-                "masks" => (
-                    vec![n],
-                    "BYTES",
-                    Value::from(
-                        dets.iter()
-                            .map(|d| d.mask.as_ref().map(|m| m.to_coco_rle()).unwrap_or_default())
-                            .collect::<Vec<_>>(),
-                    ),
-                    Some(Parameters::from([
-                        ("format".to_string(), ParamValue::from("coco_rle")),
-                        ("height".to_string(), ParamValue::from(seg.height)),
-                        ("width".to_string(), ParamValue::from(seg.width)),
-                    ])),
-                ),
-                other => unreachable!("output {other} was checked by wanted_outputs"),
+        .map(|w| {
+            let (shape, data, mut parameters) = tensor(w.name, info, images);
+            let datatype = data.datatype().to_string();
+            let data = if w.binary {
+                let size = binary::encoded_size(&data) as u64;
+                parameters
+                    .get_or_insert_with(Parameters::new)
+                    .insert("binary_data_size".into(), size.into());
+                binary.push(data);
+                None
+            } else {
+                Some(data)
             };
             ResponseOutput {
-                name: name.to_string(),
+                name: w.name.to_string(),
                 shape,
-                datatype: datatype.to_string(),
+                datatype,
                 parameters,
                 data,
             }
         })
-        .collect()
+        .collect();
+    (outputs, binary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn input(v: Value) -> RequestInput {
         serde_json::from_value(v).unwrap()
     }
 
+    fn decoded(v: Value) -> Result<Vec<Vec<u8>>, AppError> {
+        let budget = MemoryBudget::new(1 << 20);
+        images(&input(v), None, &budget).map(|v| v.into_iter().map(|i| i.bytes.to_vec()).collect())
+    }
+
     #[test]
-    fn base64_image_input_is_decoded() {
-        let i = input(
+    fn base64_image_inputs_are_decoded() {
+        let got = decoded(
             json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}),
         );
-        assert_eq!(image_bytes(&i).unwrap(), b"hello");
-        // Nested data, no padding, URL-safe alphabet.
-        let i = input(
-            json!({"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [["_-8"]]}),
+        assert_eq!(got.unwrap(), vec![b"hello".to_vec()]);
+        // Nested data, no padding, URL-safe alphabet; two images.
+        let got = decoded(
+            json!({"name": "image", "shape": [2, 1], "datatype": "BYTES", "data": [["_-8"], ["aGk"]]}),
         );
-        assert_eq!(image_bytes(&i).unwrap(), vec![0xff, 0xef]);
+        assert_eq!(got.unwrap(), vec![vec![0xff, 0xef], b"hi".to_vec()]);
     }
 
     #[test]
@@ -229,12 +474,40 @@ mod tests {
         for v in [
             json!({"name": "input0", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}),
             json!({"name": "image", "shape": [1], "datatype": "FP32", "data": ["aGk="]}),
-            json!({"name": "image", "shape": [2], "datatype": "BYTES", "data": ["aGk=", "aGk="]}),
+            json!({"name": "image", "shape": [2], "datatype": "BYTES", "data": ["aGk="]}),
+            json!({"name": "image", "shape": [17], "datatype": "BYTES", "data": ["aGk="]}),
+            json!({"name": "image", "shape": [0], "datatype": "BYTES", "data": []}),
+            json!({"name": "image", "shape": [-1], "datatype": "BYTES", "data": ["aGk="]}),
+            json!({"name": "image", "shape": [], "datatype": "BYTES", "data": ["aGk="]}),
+            json!({"name": "image", "shape": [1], "datatype": "BYTES"}),
             json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not base64!"]}),
         ] {
-            let e = image_bytes(&input(v.clone())).unwrap_err();
+            let e = decoded(v.clone()).unwrap_err();
             assert_eq!(e.status_and_type().0.as_u16(), 400, "{v}");
         }
+    }
+
+    #[test]
+    fn binary_inputs_are_bytes_elements_of_the_body() {
+        let budget = MemoryBudget::new(1 << 20);
+        let i = input(json!({"name": "image", "shape": [2], "datatype": "BYTES",
+                             "parameters": {"binary_data_size": 11}}));
+        assert_eq!(binary_data_size(&i).unwrap(), Some(11));
+        let data = Bytes::from_static(b"\x02\0\0\0ab\x01\0\0\0c");
+        let got = images(&i, Some(data), &budget).unwrap();
+        assert_eq!(
+            (&got[0].bytes[..], &got[1].bytes[..]),
+            (&b"ab"[..], &b"c"[..])
+        );
+        let short = Bytes::from_static(b"\x02\0\0\0ab");
+        let e = images(&i, Some(short), &budget).unwrap_err();
+        assert!(e.to_string().contains("shape says 2"), "{e}");
+        let both = input(json!({"name": "image", "shape": [1], "datatype": "BYTES",
+                                "data": ["aGk="], "parameters": {"binary_data_size": 6}}));
+        assert!(images(&both, Some(Bytes::from_static(b"\x02\0\0\0ab")), &budget).is_err());
+        let neg = input(json!({"name": "image", "shape": [1], "datatype": "BYTES",
+                               "parameters": {"binary_data_size": -6}}));
+        assert!(binary_data_size(&neg).is_err());
     }
 
     #[test]
@@ -247,6 +520,7 @@ mod tests {
             json!({"inputs": [], "outputs": [{"name": "boxes", "parameters": {"x": {"y": 1}}}]}),
             json!({"inputs": (0..100).map(|_| json!({"name": "image", "shape": [1], "datatype": "BYTES", "data": []})).collect::<Vec<_>>()}),
             json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [[[[["a"]]]]]}]}),
+            json!({"inputs": [{"name": "image", "shape": vec![1; 100], "datatype": "BYTES"}]}),
         ] {
             assert!(
                 serde_json::from_value::<InferRequest>(v.clone()).is_err(),
@@ -258,13 +532,16 @@ mod tests {
             "unknown": {"lots": [1, 2, 3, {"of": "stuff"}]}
         }))
         .unwrap();
-        assert_eq!(ok.inputs[0].data.0, vec!["aGk=".to_string()]);
+        assert_eq!(
+            ok.inputs[0].data.as_ref().unwrap().0,
+            vec!["aGk=".to_string()]
+        );
     }
 
     #[test]
     fn parameters_become_query_pairs() {
         let p: Parameters = serde_json::from_value(json!({
-            "conf": 0.5, "max_det": 3, "classes": "person,car", "binary_data_output": false
+            "conf": 0.5, "max_det": 3, "classes": "person,car", "binary_data_output": true
         }))
         .unwrap();
         let mut pairs = parameter_pairs(Some(&p)).unwrap();
@@ -277,13 +554,16 @@ mod tests {
                 ("max_det".into(), "3".into())
             ]
         );
+        assert_eq!(flag(Some(&p), "binary_data_output").unwrap(), Some(true));
         for bad in [
             json!({"confidence": 0.5}),
             json!({"conf": true}),
-            json!({"binary_data_output": true}),
+            json!({"shared_memory_region": "r"}),
         ] {
             let p: Parameters = serde_json::from_value(bad).unwrap();
             assert!(parameter_pairs(Some(&p)).is_err());
         }
+        let p: Parameters = serde_json::from_value(json!({"binary_data_output": "yes"})).unwrap();
+        assert!(flag(Some(&p), "binary_data_output").is_err());
     }
 }

@@ -12,7 +12,6 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::engine::{ModelInfo, Task};
@@ -23,8 +22,23 @@ pub const PLATFORM: &str = "onnxruntime_onnx";
 pub const MODEL_VERSION: &str = "1";
 /// Name of the one input tensor.
 pub const INPUT_NAME: &str = "image";
-/// Output tensors, in the order they are returned.
-pub const OUTPUTS: [&str; 5] = ["boxes", "scores", "class_ids", "class_names", "masks"];
+/// Output tensors, in the order they are returned. Detections of every image of a request
+/// are concatenated, image by image; `image_index` says which image each row belongs to, and
+/// `image_sizes` gives each image's upright `[height, width]`.
+pub const OUTPUTS: [&str; 7] = [
+    "boxes",
+    "scores",
+    "class_ids",
+    "class_names",
+    "masks",
+    "image_index",
+    "image_sizes",
+];
+/// Most images one request may carry (the `image` input's shape `[N]`). Each image is its
+/// own pipeline run, with its own place in the queue and its own memory reservation.
+pub const MAX_IMAGES: usize = 16;
+/// The protocol extensions we implement, as `GET /v2` lists them.
+pub const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
 
 /// `GET /v2`: server metadata.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -33,7 +47,7 @@ pub struct ServerMetadata {
     pub name: String,
     /// Server version.
     pub version: String,
-    /// Protocol extensions supported (none).
+    /// Protocol extensions supported (`binary_tensor_data`).
     pub extensions: Vec<String>,
 }
 
@@ -57,7 +71,7 @@ pub struct ModelMetadata {
     pub versions: Vec<String>,
     /// Framework (`onnxruntime_onnx`).
     pub platform: String,
-    /// Inputs: one BYTES tensor `image` holding an encoded photo.
+    /// Inputs: one BYTES tensor `image` holding up to 16 encoded photos.
     pub inputs: Vec<TensorMetadata>,
     /// Outputs, one row per detection (`masks` only for segmentation models).
     pub outputs: Vec<TensorMetadata>,
@@ -84,11 +98,13 @@ impl ModelMetadata {
         if info.task == Task::Segment {
             outputs.push(t("masks", "BYTES", &[-1]));
         }
+        outputs.push(t("image_index", "INT64", &[-1]));
+        outputs.push(t("image_sizes", "INT64", &[-1, 2]));
         ModelMetadata {
             name: info.name.clone(),
             versions: vec![MODEL_VERSION.into()],
             platform: PLATFORM.into(),
-            inputs: vec![t(INPUT_NAME, "BYTES", &[1])],
+            inputs: vec![t(INPUT_NAME, "BYTES", &[-1])],
             outputs,
             parameters: None,
         }
@@ -165,6 +181,12 @@ impl<'de> Deserialize<'de> for ParamValue {
 
 impl From<u32> for ParamValue {
     fn from(v: u32) -> Self {
+        ParamValue::Number(v.into())
+    }
+}
+
+impl From<u64> for ParamValue {
+    fn from(v: u64) -> Self {
         ParamValue::Number(v.into())
     }
 }
@@ -246,8 +268,9 @@ fn bounded_outputs<'de, D: Deserializer<'de>>(
 }
 
 /// An input's `data`: strings (base64 images), possibly nested as the protocol allows, at
-/// most [`MAX_LIST`] of them; anything else is refused where it starts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// most [`MAX_LIST`] of them; anything else is refused where it starts. Inputs sent through
+/// the binary tensor data extension have none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TensorData(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for TensorData {
@@ -294,17 +317,21 @@ impl<'de> Deserialize<'de> for TensorData {
 pub struct RequestInput {
     /// Must be `image`.
     pub name: String,
-    /// `[1]`: one image per request.
+    /// `[N]`: N images (1 to 16).
+    #[serde(deserialize_with = "bounded_list")]
     pub shape: Vec<i64>,
     /// Must be `BYTES`.
     pub datatype: String,
-    /// Per-input options (conf, iou, max_det, classes); override the request's.
+    /// Per-input options (conf, iou, max_det, classes), which override the request's;
+    /// `binary_data_size` when the images follow the JSON as binary data.
     #[serde(default, deserialize_with = "bounded_parameters")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Parameters>,
-    /// `["<base64 of the encoded image>"]` (nested arrays are flattened, as the protocol allows).
-    #[schema(value_type = Vec<String>)]
-    pub data: TensorData,
+    /// `["<base64 of the encoded image>", ...]` (nested arrays are flattened, as the protocol
+    /// allows); absent when the images are sent as binary data.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub data: Option<TensorData>,
 }
 
 /// A requested output.
@@ -312,7 +339,7 @@ pub struct RequestInput {
 pub struct RequestOutput {
     /// One of boxes, scores, class_ids, class_names, masks.
     pub name: String,
-    /// Ignored, except that binary output is refused.
+    /// `binary_data`: true to get this output as binary data after the JSON.
     #[serde(default, deserialize_with = "bounded_parameters")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Parameters>,
@@ -324,11 +351,12 @@ pub struct InferRequest {
     /// Echoed in the response.
     #[serde(default)]
     pub id: Option<String>,
-    /// Options: conf (0.25), iou (0.7), max_det (300), classes ("person,car" or an id).
+    /// Options: conf (0.25), iou (0.7), max_det (300), classes ("person,car" or an id);
+    /// `binary_data_output`: true to get every output as binary data.
     #[serde(default, deserialize_with = "bounded_parameters")]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Parameters>,
-    /// Exactly one input, `image`.
+    /// Exactly one input, `image`, of shape `[N]`.
     #[serde(deserialize_with = "bounded_list")]
     pub inputs: Vec<RequestInput>,
     /// Outputs wanted; all when absent.
@@ -336,8 +364,33 @@ pub struct InferRequest {
     pub outputs: Option<Vec<RequestOutput>>,
 }
 
+/// An output tensor's values, row-major. Serialised as a plain JSON array (FP32 with f32's
+/// shortest digits, `0.88074893`, not the f64 widening's `0.8807489275932312`); `binary`
+/// encodes them for the binary tensor data extension.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum OutputData {
+    /// FP32 values.
+    Fp32(Vec<f32>),
+    /// INT64 values.
+    Int64(Vec<i64>),
+    /// BYTES values (all of ours are UTF-8 text).
+    Bytes(Vec<String>),
+}
+
+impl OutputData {
+    /// The protocol's datatype name.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            OutputData::Fp32(_) => "FP32",
+            OutputData::Int64(_) => "INT64",
+            OutputData::Bytes(_) => "BYTES",
+        }
+    }
+}
+
 /// One output tensor of an inference response.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResponseOutput {
     /// Tensor name.
     pub name: String,
@@ -345,17 +398,19 @@ pub struct ResponseOutput {
     pub shape: Vec<usize>,
     /// FP32, INT64 or BYTES.
     pub datatype: String,
-    /// For `masks`: `format` = coco_rle, `height` and `width` of the masks.
+    /// For `masks`: `format` = coco_rle (and `height`, `width` for a one-image request);
+    /// `binary_data_size` when the data follows the JSON as binary data.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Parameters>,
-    /// Row-major flattened values.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Value,
+    /// Row-major flattened values; absent for a binary output.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub data: Option<OutputData>,
 }
 
 /// `POST /v2/models/{name}/infer` reply.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InferResponse {
     /// Model name.
     pub model_name: String,
@@ -364,7 +419,8 @@ pub struct InferResponse {
     /// The request's id, if it had one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<String>,
-    /// `image_width`, `image_height` of the upright photo.
+    /// `image_width`, `image_height` of the upright photo (one-image requests; see the
+    /// `image_sizes` output for several).
     #[schema(value_type = Object)]
     pub parameters: Parameters,
     /// The requested outputs.

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The Python tests (tests/python): the real tritonclient[http] from PyPI and the original
+# PixelLib README's two clients, against the release server, which the tests start on
+# 127.0.0.1 and a free port with default settings. Needs `make setup` and
+# scripts/setup-test.sh (the .venv/); `make test` runs all three. What the clients print is
+# saved in target/tritonclient-session.txt and target/pixellib-readme-clients.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ORT_DISABLE_TELEMETRY=1
+[ -x .venv/bin/python ] || { echo "no .venv/: run scripts/setup-test.sh (or make test)" >&2; exit 1; }
+cargo build --release --locked
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/python "$@"

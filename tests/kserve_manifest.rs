@@ -1,0 +1,312 @@
+//! `k8s/kserve/inferenceservice.yaml` checked against the code, as `tests/k8s_manifests.rs`
+//! checks the plain manifests. k8s-openapi has no KServe types, so the InferenceService is
+//! read as YAML: the fields KServe itself defines are checked by name, and everything the
+//! predictor shares with a Pod must parse into the real `PodSpec` with no field lost (a
+//! misspelt `readinesProbe` would otherwise pass). Then: the container port is the one the
+//! server listens on with this environment, the probe paths are served and stay open under
+//! `--api-key`, every variable is one the binary reads with a value it accepts, and the
+//! settings match k8s/deployment.yaml and k8s/configmap.yaml.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clap::CommandFactory;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use segserve::config::{Cli, Command, ServeArgs};
+use serde_yaml::Value;
+
+/// Fields of KServe's `ComponentExtensionSpec` (serving.kserve.io/v1beta1), which a predictor
+/// has besides its inline `PodSpec`.
+const EXTENSION_FIELDS: [&str; 14] = [
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "scaleMetricType",
+    "autoScaling",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+];
+
+/// The container KServe looks for in a custom predictor.
+const CONTAINER: &str = "kserve-container";
+
+fn yaml(path: &str) -> Value {
+    let p = common::repo().join(path);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_yaml::from_str(&text).expect("valid YAML")
+}
+
+/// Parses `raw` into `T`, failing on any field `T` does not know (the typed value, written
+/// back, must equal the YAML).
+fn typed<T>(raw: &Value, what: &str) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let t: T = serde_yaml::from_value(raw.clone())
+        .unwrap_or_else(|e| panic!("{what} does not parse: {e}"));
+    assert_eq!(
+        &serde_yaml::to_value(&t).unwrap(),
+        raw,
+        "{what}: fields lost in parsing (unknown or misspelt?)"
+    );
+    t
+}
+
+struct Isvc {
+    raw: Value,
+    /// The predictor without KServe's own fields.
+    pod: PodSpec,
+    /// KServe's fields of the predictor.
+    extension: BTreeMap<String, Value>,
+}
+
+fn isvc() -> Isvc {
+    let raw = yaml("k8s/kserve/inferenceservice.yaml");
+    assert_eq!(raw["apiVersion"], "serving.kserve.io/v1beta1");
+    assert_eq!(raw["kind"], "InferenceService");
+    let spec = raw["spec"].as_mapping().expect("spec");
+    let keys: Vec<&str> = spec.keys().filter_map(Value::as_str).collect();
+    assert_eq!(keys, ["predictor"], "only a predictor");
+    let mut pod = raw["spec"]["predictor"].as_mapping().unwrap().clone();
+    let mut extension = BTreeMap::new();
+    for f in EXTENSION_FIELDS {
+        if let Some(v) = pod.remove(f) {
+            extension.insert(f.to_string(), v);
+        }
+    }
+    let pod: PodSpec = typed(&Value::Mapping(pod), "spec.predictor (as a PodSpec)");
+    Isvc {
+        raw,
+        pod,
+        extension,
+    }
+}
+
+fn container(i: &Isvc) -> &Container {
+    assert_eq!(i.pod.containers.len(), 1, "one container");
+    let c = &i.pod.containers[0];
+    assert_eq!(
+        c.name, CONTAINER,
+        "KServe runs the container named {CONTAINER}"
+    );
+    c
+}
+
+/// Every environment variable the binary reads (clap's `env` names for `serve`, plus
+/// `RUST_LOG` for tracing's filter).
+fn env_names() -> BTreeSet<String> {
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
+    let mut names: BTreeSet<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    names.insert("RUST_LOG".into());
+    names
+}
+
+/// The container's literal environment.
+fn env_values(c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect()
+}
+
+/// `serve` with the given environment turned into the flags it mirrors: a value the binary
+/// would reject fails here.
+fn serve_args(env: &BTreeMap<String, String>) -> ServeArgs {
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").unwrap();
+    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
+    for (name, value) in env {
+        if let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+        {
+            argv.push(format!(
+                "--{}",
+                arg.get_long().expect("env args have long flags")
+            ));
+            argv.push(value.clone());
+        }
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the manifest's values are rejected by the binary: {e}"));
+    let Command::Serve(a) = cli.command else {
+        panic!("expected the serve command")
+    };
+    a
+}
+
+#[test]
+fn it_is_a_raw_deployment_with_a_kserve_container() {
+    let i = isvc();
+    let ann = &i.raw["metadata"]["annotations"];
+    assert_eq!(ann["serving.kserve.io/deploymentMode"], "RawDeployment");
+    assert_eq!(ann["serving.kserve.io/autoscalerClass"], "hpa");
+    let c = container(&i);
+    assert_eq!(c.args.as_deref(), Some(&["serve".to_string()][..]));
+    assert!(c
+        .image
+        .as_deref()
+        .is_some_and(|im| im.starts_with("segserve")));
+    // Scaling as k8s/hpa.yaml: CPU, 2 to 10 pods.
+    let hpa = yaml("k8s/hpa.yaml");
+    assert_eq!(i.extension["minReplicas"], hpa["spec"]["minReplicas"]);
+    assert_eq!(i.extension["maxReplicas"], hpa["spec"]["maxReplicas"]);
+    assert_eq!(i.extension["scaleMetric"], "cpu");
+    assert_eq!(
+        i.extension["scaleTarget"],
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
+    );
+}
+
+#[test]
+fn the_port_is_where_the_server_listens() {
+    let i = isvc();
+    let c = container(&i);
+    let ports = c.ports.as_deref().unwrap();
+    // KServe's Service targets the first port; Knative allows only one.
+    assert_eq!(ports.len(), 1);
+    // No port setting in the manifest: the server's default, which is also what Knative's
+    // PORT will say (it sets PORT to this containerPort).
+    let env = env_values(c);
+    assert!(!env.contains_key("PORT"), "Knative refuses a user-set PORT");
+    let listens = serve_args(&env).port;
+    let want = if env.contains_key("SEGSERVE_PORT") {
+        listens
+    } else {
+        segserve::config::DEFAULT_PORT
+    };
+    assert_eq!(ports[0].container_port, i32::from(want));
+    let annotations = &i.extension["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], want.to_string().as_str());
+}
+
+#[test]
+fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
+    let i = isvc();
+    let c = container(&i);
+    let known = env_names();
+    for e in c.env.iter().flatten() {
+        assert!(
+            known.contains(&e.name),
+            "{} is not read by segserve",
+            e.name
+        );
+    }
+    let env = env_values(c);
+    let a = serve_args(&env);
+    assert_eq!(a.log_format, segserve::config::LogFormat::Json);
+    // The same settings as the plain deployment's ConfigMap.
+    let config: ConfigMap = typed(&yaml("k8s/configmap.yaml"), "k8s/configmap.yaml");
+    for (k, v) in config.data.unwrap() {
+        assert_eq!(env.get(&k), Some(&v), "{k} differs from k8s/configmap.yaml");
+    }
+    // Sessions follow this container's CPU limit.
+    let sessions = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SEGSERVE_SESSIONS")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .expect("SEGSERVE_SESSIONS from a resourceFieldRef");
+    assert_eq!(sessions.resource, "limits.cpu");
+    assert_eq!(sessions.container_name.as_deref(), Some(CONTAINER));
+    // Resources, security and grace period as the Deployment's.
+    let d: Deployment = serde_yaml::from_value(yaml("k8s/deployment.yaml")).unwrap();
+    let dpod = d.spec.template.spec.unwrap();
+    let dc = &dpod.containers[0];
+    // Every variable the Deployment takes from its container's resources, this one takes
+    // from its own (SEGSERVE_SESSIONS from the CPU limit, the memory limit, ...).
+    for de in dc.env.iter().flatten() {
+        let Some(want) = de
+            .value_from
+            .as_ref()
+            .and_then(|v| v.resource_field_ref.as_ref())
+        else {
+            continue;
+        };
+        let got = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == de.name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.resource_field_ref.as_ref())
+            .unwrap_or_else(|| panic!("{} is not taken from the container's resources", de.name));
+        assert_eq!(
+            (&got.resource, &got.divisor, got.container_name.as_deref()),
+            (&want.resource, &want.divisor, Some(CONTAINER)),
+            "{}",
+            de.name
+        );
+    }
+    assert_eq!(c.resources, dc.resources);
+    assert_eq!(c.security_context, dc.security_context);
+    assert_eq!(i.pod.security_context, dpod.security_context);
+    assert_eq!(c.volume_mounts, dc.volume_mounts);
+    assert_eq!(i.pod.volumes, dpod.volumes);
+    let grace_ms = i.pod.termination_grace_period_seconds.expect("set") * 1000;
+    assert!(grace_ms > (a.shutdown_drain_ms + a.shutdown_timeout_ms) as i64);
+}
+
+fn probe_path<'a>(p: Option<&'a Probe>, port_name: &str, which: &str) -> &'a str {
+    let get = p
+        .and_then(|p| p.http_get.as_ref())
+        .unwrap_or_else(|| panic!("{which} is an httpGet probe"));
+    assert_eq!(
+        get.port,
+        IntOrString::String(port_name.to_string()),
+        "{which} port"
+    );
+    get.path.as_deref().expect("probe path")
+}
+
+#[tokio::test]
+async fn probes_use_the_protocol_health_routes_and_need_no_key() {
+    let i = isvc();
+    let c = container(&i);
+    let port = c.ports.as_ref().unwrap()[0].name.clone().unwrap();
+    let probes = [
+        (
+            "startupProbe",
+            probe_path(c.startup_probe.as_ref(), &port, "startupProbe"),
+        ),
+        (
+            "readinessProbe",
+            probe_path(c.readiness_probe.as_ref(), &port, "readinessProbe"),
+        ),
+        (
+            "livenessProbe",
+            probe_path(c.liveness_probe.as_ref(), &port, "livenessProbe"),
+        ),
+    ];
+    assert_eq!(probes[0].1, "/v2/health/ready");
+    assert_eq!(probes[1].1, "/v2/health/ready");
+    assert_eq!(probes[2].1, "/v2/health/live");
+    // Served, and open without the key on a server that requires one (kubelet sends none).
+    let server = common::spawn_server(&["--sessions", "1", "--api-key", "s3cret"]).await;
+    let client = reqwest::Client::new();
+    for (which, path) in probes {
+        let status = client.get(server.url(path)).send().await.unwrap().status();
+        assert_eq!(status, 200, "{which} {path}");
+    }
+    // While the key still guards the protocol itself.
+    let status = client.get(server.url("/v2")).send().await.unwrap().status();
+    assert_eq!(status, 401);
+}

@@ -1,0 +1,53 @@
+"""The examples of docs/protocols.md, run as written against the release server: every
+```python block, and the curl blocks of the protocol, with only the server's address and the
+photos' folder replaced (the docs use `make run`'s localhost:5000 and ../shared/testdata)."""
+
+import contextlib
+import io
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, SHARED
+
+DOC = REPO / "docs" / "protocols.md"
+
+
+def blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def localise(code, server):
+    return code.replace("localhost:5000", server).replace(
+        "../shared/testdata/", f"{SHARED / 'testdata'}/"
+    )
+
+
+PYTHON = blocks("python")
+
+
+def test_the_doc_has_examples():
+    assert len(PYTHON) >= 5
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON)))
+def test_python_example_runs(server, index):
+    code = localise(PYTHON[index], server)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"docs/protocols.md python block {index}", "exec"), {"__name__": "__main__"})
+    assert printed.getvalue().strip(), "the example prints nothing"
+
+
+def test_curl_examples_run(server, tmp_path):
+    shell = [b for b in blocks("bash") if "$URL/v2/models" in b]
+    assert len(shell) == 2
+    script = localise("set -euo pipefail\n" + "\n".join(shell), server)
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # The raw binary request's JSON part, then the JSON request's whole answer.
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2, out.stdout
+    assert '"binary_data_size"' in lines[0] and '"class_names"' in lines[0]
+    assert '"data":["bus","person","person","person"]' in lines[1]
