@@ -469,12 +469,14 @@ async fn main() {
             println!("  FAIL: RSS grew {growth:.1}% (limit 10%)");
             failed = true;
         }
-        // The first sample is the idle server; the budget is what requests may add to it.
+        // The first sample is the idle (warmed-up) server; the budget is what requests may
+        // add to it, and 5% more covers what it does not count: 64 connections' buffers and
+        // the allocator's slack between a release and its trim.
         if let Some(budget) = args.budget_mib {
-            let limit = samples[0].1 / 1024 + budget;
+            let limit = samples[0].1 / 1024 + budget * 105 / 100;
             if peak / 1024 > limit {
                 println!(
-                    "  FAIL: peak RSS {} MiB over idle + budget ({limit} MiB)",
+                    "  FAIL: peak RSS {} MiB over idle + budget + 5% ({limit} MiB)",
                     peak / 1024
                 );
                 failed = true;

@@ -1,17 +1,22 @@
 //! The process's allocator settings, in one place. We use glibc's malloc (mimalloc measured
 //! worse under the soak test); two settings and one habit keep its RSS close to what the
-//! memory budget says is in use:
+//! memory budget says is in use, without costing speed:
 //!
 //! - two arenas (`M_ARENA_MAX`): glibc otherwise gives each thread that allocates
 //!   concurrently its own arena, and the blocking pool's thread churn grew RSS for minutes;
-//! - a fixed mmap threshold of 1 MiB: glibc otherwise raises it after each large free (up
-//!   to 32 MiB), so photo-sized buffers land on the heap and their pages stay resident
-//!   after they are freed; fixed, every such buffer is mapped and unmapped;
-//! - [`trim`] after large releases: buffers under the threshold (masks, JSON, strings)
-//!   leave free holes inside the heap that glibc keeps resident; `malloc_trim` hands their
-//!   pages back. `crate::budget` calls it when requests have given back enough memory.
+//! - a fixed mmap threshold of 4 MiB: glibc otherwise raises it after each large free (up
+//!   to 32 MiB), so the buffers of big photos land on the heap and stay resident after
+//!   they are freed. At 4 MiB the buffers of ordinary photos (a 1 MP JPEG decodes to 3 MB)
+//!   stay on the heap, where the next request reuses them without page faults, and big
+//!   ones are mapped and unmapped (1 MiB, which maps every photo, cost 15% of throughput);
+//! - [`trim`] after a large release: `crate::budget` calls it when one request gives back
+//!   a lot, so the heap it grew is handed back too.
 //!
 //! Elsewhere (macOS, musl) these are no-ops: those allocators have neither knob.
+
+/// Allocations from this size up get their own mapping, returned to the OS when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: i32 = 4 << 20;
 
 /// Applies the settings. Call first thing in `main`, before any other thread exists.
 pub fn tune() {
@@ -19,7 +24,7 @@ pub fn tune() {
     // SAFETY: mallopt only sets allocator parameters; called before other threads exist.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

@@ -16,8 +16,8 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// After this many bytes have been given back, the allocator is asked to return its free
-/// pages to the OS (see `crate::alloc::trim`).
+/// A release at least this large asks the allocator to return its free pages to the OS
+/// (see `crate::alloc::trim`); smaller ones leave memory for the next request to reuse.
 const TRIM_AFTER_BYTES: u64 = 32 << 20;
 /// A trim waits this long first, so one trim follows a burst of releases.
 const TRIM_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -53,8 +53,6 @@ pub struct MemoryBudget {
     limit: u64,
     used: AtomicU64,
     gauge: metrics::Gauge,
-    /// Bytes given back since the last trim.
-    released: AtomicU64,
     /// Wakes the trimmer thread (a full channel means a trim is already due).
     trimmer: Option<SyncSender<()>>,
 }
@@ -62,7 +60,7 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `limit` bytes, reported as `segserve_memory_reserved_bytes` (and the limit
     /// as `segserve_memory_budget_bytes`).
-    /// A thread of its own returns freed memory to the OS after large releases, so RSS
+    /// A thread of its own returns freed memory to the OS after a large release, so RSS
     /// follows the reservations rather than the high-water mark.
     pub fn new(limit: u64) -> Arc<Self> {
         metrics::gauge!("segserve_memory_budget_bytes").set(limit as f64);
@@ -81,7 +79,6 @@ impl MemoryBudget {
             limit,
             used: AtomicU64::new(0),
             gauge,
-            released: AtomicU64::new(0),
             // Without the thread the budget still works; memory just returns later.
             trimmer: spawned.ok().map(|_| tx),
         })
@@ -93,7 +90,6 @@ impl MemoryBudget {
             limit: u64::MAX,
             used: AtomicU64::new(0),
             gauge: metrics::Gauge::noop(),
-            released: AtomicU64::new(0),
             trimmer: None,
         })
     }
@@ -154,12 +150,8 @@ impl MemoryBudget {
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         debug_assert!(before >= bytes, "released more than was reserved");
         self.gauge.set(before.saturating_sub(bytes) as f64);
-        if let Some(tx) = &self.trimmer {
-            let released = self.released.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            if released >= TRIM_AFTER_BYTES {
-                self.released.store(0, Ordering::Relaxed);
-                let _ = tx.try_send(());
-            }
+        if let Some(tx) = self.trimmer.as_ref().filter(|_| bytes >= TRIM_AFTER_BYTES) {
+            let _ = tx.try_send(());
         }
     }
 }

@@ -33,7 +33,7 @@ fn measure(bytes: &[u8]) -> (u64, u64) {
 
 #[test]
 fn decode_estimates_cover_what_decoding_takes() {
-    // As the server runs: photo-sized buffers are mapped and unmapped, so RSS follows them.
+    // Photo-sized buffers mapped and unmapped, so RSS follows each decode exactly.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
