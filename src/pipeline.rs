@@ -8,7 +8,6 @@
 //! a client that disconnects stops the pipeline between stages, but cannot free capacity
 //! or budget while a stage it started is still running.
 
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -145,11 +144,6 @@ fn input_bytes(engine: &Engine) -> u64 {
     (3 * h * w * 4) as u64
 }
 
-thread_local! {
-    // Resize scratch reused between calls; one per blocking thread avoids locking.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PipelineError> {
@@ -234,7 +228,7 @@ where
         let t1 = Instant::now();
         let lb = canvas.letterbox(img.width(), img.height());
         input.resize(lb.tensor_len(), 0.0);
-        SCRATCH.with(|r| imageio::letterbox_into(&img, &lb, &mut r.borrow_mut(), &mut input));
+        imageio::letterbox_into(&img, &lb, &mut input);
         // Only the renderer needs the pixels again; drop them (and the upload) before
         // waiting on inference, and hold only what is still alive.
         let img = keep_image.then_some(img);

@@ -52,9 +52,26 @@ pub fn resize_rgb8(
     dst_w: usize,
     dst_h: usize,
 ) {
+    assert_eq!(dst.len(), dst_w * dst_h * 3, "destination buffer size");
+    resize_rgb8_rows(src, src_w, src_h, dst_w, dst_h, |dy, row| {
+        dst[dy * row.len()..(dy + 1) * row.len()].copy_from_slice(row)
+    });
+}
+
+/// Resizes `src` (`src_w` x `src_h`, 3 channels, packed) to `dst_w` x `dst_h`, handing each
+/// output row (packed RGB8) to `row` as it is made, so a caller can convert it on the spot
+/// instead of storing the whole resized image first.
+pub fn resize_rgb8_rows(
+    src: &[u8],
+    src_w: usize,
+    src_h: usize,
+    dst_w: usize,
+    dst_h: usize,
+    mut row: impl FnMut(usize, &[u8]),
+) {
     const CN: usize = 3;
     assert_eq!(src.len(), src_w * src_h * CN, "source buffer size");
-    assert_eq!(dst.len(), dst_w * dst_h * CN, "destination buffer size");
+    let mut out = vec![0u8; dst_w * CN];
     let xt = x_taps(src_w, dst_w, CN);
     let scale_y = 1.0 / (dst_h as f64 / src_h as f64);
     let row_len = src_w * CN;
@@ -97,14 +114,14 @@ pub fn resize_rgb8(
                 }
             }
         }
-        let out = &mut dst[dy * dst_w * CN..(dy + 1) * dst_w * CN];
         let (s0, s1) = (&rows[0].1, &rows[1].1);
-        for i in 0..dst_w * CN {
+        for (o, (a, b)) in out.iter_mut().zip(s0.iter().zip(s1)) {
             // OpenCV's SSE2/AVX2 VResizeLinear: pre-shift by 4, 16x16 high multiply, round by 2.
-            let x0 = ((s0[i] >> 4) * b0) >> 16;
-            let x1 = ((s1[i] >> 4) * b1) >> 16;
-            out[i] = ((x0 + x1 + 2) >> 2).clamp(0, 255) as u8;
+            let x0 = ((a >> 4) * b0) >> 16;
+            let x1 = ((b >> 4) * b1) >> 16;
+            *o = ((x0 + x1 + 2) >> 2).clamp(0, 255) as u8;
         }
+        row(dy, &out);
     }
 }
 

@@ -339,44 +339,56 @@ fn unit_lut() -> &'static [f32; 256] {
 
 /// Letterboxes `img` into `out`, a planar [3, H, W] RGB tensor scaled to 0..1, padding with
 /// 114 (Ultralytics' grey). The resize is OpenCV's INTER_LINEAR, bit-exact (see `resize`);
-/// `scratch` holds the resized photo and is reused between calls.
-pub fn letterbox_into(img: &RgbImage, lb: &Letterbox, scratch: &mut Vec<u8>, out: &mut [f32]) {
+/// each resized row goes straight into the three planes, so no resized copy of the photo
+/// is ever stored.
+pub fn letterbox_into(img: &RgbImage, lb: &Letterbox, out: &mut [f32]) {
     let (cw, ch) = (lb.canvas_w as usize, lb.canvas_h as usize);
     assert_eq!(out.len(), 3 * cw * ch, "input buffer must be [3, H, W]");
     let (nw, nh) = (lb.new_w as usize, lb.new_h as usize);
-    let resized: &[u8] = if (img.width(), img.height()) == (lb.new_w, lb.new_h) {
-        img.as_raw()
-    } else {
-        scratch.resize(nw * nh * 3, 0);
-        crate::resize::resize_rgb8(
-            img.as_raw(),
-            img.width() as usize,
-            img.height() as usize,
-            scratch,
-            nw,
-            nh,
-        );
-        scratch
-    };
     let lut = unit_lut();
     let pad = lut[114];
     let plane = cw * ch;
     let (left, top) = (lb.left as usize, lb.top as usize);
-    for c in 0..3 {
-        let p = &mut out[c * plane..(c + 1) * plane];
+    // Padding: whole rows above and below, and the strips beside the photo.
+    for p in out.chunks_exact_mut(plane) {
         for y in 0..ch {
             let row = &mut p[y * cw..(y + 1) * cw];
             if y < top || y >= top + nh {
                 row.fill(pad);
-                continue;
-            }
-            row[..left].fill(pad);
-            row[left + nw..].fill(pad);
-            let src = &resized[(y - top) * nw * 3..(y - top + 1) * nw * 3];
-            for (o, px) in row[left..left + nw].iter_mut().zip(src.chunks_exact(3)) {
-                *o = lut[px[c] as usize];
+            } else {
+                row[..left].fill(pad);
+                row[left + nw..].fill(pad);
             }
         }
+    }
+    let mut put = |dy: usize, src: &[u8]| {
+        let at = (top + dy) * cw + left;
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        let (r, g, b) = (
+            &mut r[at..at + nw],
+            &mut g[at..at + nw],
+            &mut b[at..at + nw],
+        );
+        for (i, px) in src.chunks_exact(3).enumerate() {
+            r[i] = lut[px[0] as usize];
+            g[i] = lut[px[1] as usize];
+            b[i] = lut[px[2] as usize];
+        }
+    };
+    if (img.width(), img.height()) == (lb.new_w, lb.new_h) {
+        for (dy, row) in img.as_raw().chunks_exact(nw * 3).enumerate() {
+            put(dy, row);
+        }
+    } else {
+        crate::resize::resize_rgb8_rows(
+            img.as_raw(),
+            img.width() as usize,
+            img.height() as usize,
+            nw,
+            nh,
+            put,
+        );
     }
 }
 
@@ -481,7 +493,7 @@ mod tests {
         let img = RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 51]));
         let lb = Letterbox::new(4, 2, 4, 4);
         let mut out = vec![0.0; 3 * 16];
-        letterbox_into(&img, &lb, &mut Vec::new(), &mut out);
+        letterbox_into(&img, &lb, &mut out);
         assert_eq!((lb.top, lb.bottom), (1, 1));
         let pad = 114.0 / 255.0;
         assert_eq!(out[0], pad); // R plane, row 0
