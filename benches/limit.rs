@@ -1,7 +1,8 @@
-//! The floor: bare ONNX Runtime `Session::run` on the same model, no HTTP, no image work
-//! (issue 5). For each pool shape (sessions x intra-op threads) it runs the sessions in
-//! parallel on threads for a fixed time and prints p50 latency and images/s as a table
-//! and, last, one JSON line for scripts/bench.sh.
+//! The floor: bare ONNX Runtime `Session::run` on the same model with the same session
+//! options, no HTTP, no image work. For each pool shape (sessions x intra-op threads: 1x1,
+//! 1xN, Nx1 and NxN for N CPUs) it runs the sessions in parallel on threads for a fixed
+//! time and prints p50 latency and images/s as a table and, last, one JSON line for
+//! scripts/bench.sh, which compares the server with the best of them.
 //! `cargo bench --bench limit`; SEGSERVE_BENCH_SECONDS sets the time per shape (default 8).
 
 mod common;
@@ -19,10 +20,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
     let cpus = segserve::config::available_cpus();
-    let mut shapes = vec![(1usize, 1usize), (1, cpus)];
-    if cpus > 1 {
-        shapes.push((cpus, 1));
-    }
+    let mut shapes = vec![(1usize, 1usize), (1, cpus), (cpus, 1), (cpus, cpus)];
     shapes.dedup();
     println!("model {name}, {cpus} CPUs, {secs} s per shape");
     println!("| sessions x threads | p50 ms | p90 ms | images/s |");

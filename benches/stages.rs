@@ -21,7 +21,6 @@ fn stages(c: &mut Criterion) {
         PoolConfig {
             sessions: 1,
             threads: 1,
-            latency_threads: 0,
             queue_depth: 1,
             queue_timeout: Duration::from_secs(60),
             max_batch: 1,

@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         DeviceChoice::Auto => anyhow::bail!("measure one device: cpu, cuda or tensorrt"),
     };
     let lib = locate_ort_for(args.ort_dylib.as_deref(), args.device)?;
-    session::init_runtime(&lib)?;
+    session::init_runtime(&lib, segserve::config::available_cpus())?;
     // The same checks as the server, so a missing library is named here too.
     device::check(dev, &lib, args.device_id)?;
     let cfg = DeviceConfig {
@@ -76,7 +76,11 @@ fn main() -> anyhow::Result<()> {
     let t_build = Instant::now();
     let mut built = Vec::new();
     for _ in 0..args.sessions.max(1) {
-        let mut s = session::build_session_with(&args.model, args.threads.max(1), &providers)?;
+        let mut s = session::build_session_with(
+            &args.model,
+            session::Threads::Own(args.threads.max(1)),
+            &providers,
+        )?;
         for _ in 0..3 {
             run_session(&mut s, &info, &input)?;
         }

@@ -305,7 +305,7 @@ fn write_result(
 /// `segserve models`: name, task, input size, stride and classes of each file. Returns
 /// whether every file could be read.
 pub fn models(args: ModelsArgs) -> anyhow::Result<bool> {
-    session::init_runtime(&locate_ort(args.ort_dylib.as_deref())?)?;
+    session::init_runtime(&locate_ort(args.ort_dylib.as_deref())?, 1)?;
     let mut cards = Vec::new();
     let mut ok = true;
     for (i, path) in args.paths.iter().enumerate() {

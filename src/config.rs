@@ -162,14 +162,10 @@ pub struct RuntimeArgs {
     /// Let TensorRT use FP16 kernels: faster, but scores move further from the FP32 model.
     #[arg(long, env = "SEGSERVE_TRT_FP16")]
     pub trt_fp16: bool,
-    /// Intra-op threads per throughput session (default: 1, the most images/s under load).
+    /// Threads of ONNX Runtime's intra-op pool, which every session shares: a request alone
+    /// uses them all, concurrent ones split them (default: the CPUs this process may use).
     #[arg(long, env = "SEGSERVE_THREADS")]
     pub threads: Option<usize>,
-    /// Intra-op threads of the latency session, which runs a request that arrives while
-    /// nothing else is in flight, so a lone request uses every core; 0 = no latency
-    /// session (default: the CPUs this process may use, when more than one; none on a GPU).
-    #[arg(long, env = "SEGSERVE_LATENCY_THREADS")]
-    pub latency_threads: Option<usize>,
     /// Sessions per model, each on its own thread (default: the CPUs this process may use;
     /// on a GPU, 2).
     #[arg(long, env = "SEGSERVE_SESSIONS")]
@@ -524,13 +520,9 @@ impl RuntimeArgs {
             models.push(ModelSpec { name, path });
         }
         let cpus = available_cpus();
-        // Measured on 2 CPUs (docs/performance.md): one single-threaded session per CPU gives
-        // the most images/s under load, one session using every CPU the lowest latency for a
-        // lone request; the latency session gives each its best (see engine::Engine::infer).
-        let threads = self.threads.unwrap_or(1);
-        let latency_threads = self
-            .latency_threads
-            .unwrap_or(if cpus > 1 { cpus } else { 0 });
+        // One session per CPU, all sharing one pool of a thread per CPU (measured on 2 CPUs
+        // in docs/performance.md; see session::init_runtime).
+        let threads = self.threads.unwrap_or(cpus.max(1));
         let sessions = self.sessions.unwrap_or(cpus.max(1));
         anyhow::ensure!(
             threads >= 1 && sessions >= 1,
@@ -547,7 +539,6 @@ impl RuntimeArgs {
         let pool = PoolConfig {
             sessions,
             threads,
-            latency_threads,
             queue_depth: queue_depth.unwrap_or(CPU_QUEUE_DEPTH),
             queue_timeout,
             max_batch: self.max_batch.unwrap_or(1),
@@ -559,8 +550,6 @@ impl RuntimeArgs {
         // with a dynamic batch dimension; the queue is deeper because it drains faster.
         let gpu_pool = PoolConfig {
             sessions: self.sessions.unwrap_or(GPU_SESSIONS),
-            // A GPU runs a lone request as fast in any session.
-            latency_threads: 0,
             queue_depth: queue_depth.unwrap_or(GPU_QUEUE_DEPTH),
             max_batch: self.max_batch.unwrap_or(GPU_MAX_BATCH),
             ..pool.clone()

@@ -128,7 +128,7 @@ pub async fn load_models(rt: &RuntimeConfig) -> anyhow::Result<Registry> {
     let started = Instant::now();
     let rt2 = rt.clone();
     let engines = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Engine>> {
-        session::init_runtime(&rt2.ort_dylib)?;
+        session::init_runtime(&rt2.ort_dylib, rt2.pool.threads)?;
         let devices = device::usable(&rt2.device, &rt2.ort_dylib)?;
         rt2.models
             .iter()

@@ -94,7 +94,6 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
         PoolConfig {
             sessions: 1,
             threads: available_cpus(),
-            latency_threads: 0,
             queue_depth: 4,
             queue_timeout: std::time::Duration::from_secs(60),
             max_batch: 1,
@@ -232,7 +231,7 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
 fn init() {
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let lib = segserve::config::locate_ort(None).expect("libonnxruntime (make setup)");
-    session::init_runtime(&lib).expect("ONNX Runtime loads");
+    session::init_runtime(&lib, segserve::config::available_cpus()).expect("ONNX Runtime loads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ mod worker;
 pub use worker::run_session;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,10 +93,8 @@ impl Registry {
 pub struct PoolConfig {
     /// Number of sessions, each on its own thread.
     pub sessions: usize,
-    /// Intra-op threads per session.
+    /// Threads of the intra-op pool the sessions share (see `session::init_runtime`).
     pub threads: usize,
-    /// Intra-op threads of the latency session (0 = none; see [`Engine::infer`]).
-    pub latency_threads: usize,
     /// Requests admitted beyond those being computed.
     pub queue_depth: usize,
     /// Longest a request may wait for a session.
@@ -154,18 +151,7 @@ pub fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
 /// the caller stops waiting.
 pub type Carry = Box<dyn std::any::Any + Send>;
 
-/// Counts a job in [`Inner::in_flight`] from submission until it is dropped (answered,
-/// skipped, or refused), so the count never drifts.
-struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 pub(crate) struct Job {
-    _in_flight: InFlight,
     input: Vec<f32>,
     /// Canvas (height, width) of `input`: it varies per photo on dynamic-shape models.
     hw: (usize, usize),
@@ -179,10 +165,6 @@ pub(crate) struct Inner {
     pool: PoolConfig,
     device: Device,
     jobs: crossbeam_channel::Sender<Job>,
-    /// The latency session's own queue (room for one job), when there is one.
-    latency: Option<crossbeam_channel::Sender<Job>>,
-    /// Jobs submitted and not yet dropped.
-    in_flight: Arc<AtomicUsize>,
     admission: Arc<Semaphore>,
     /// Requests allowed to hold decoded pixels and tensors at once (see [`Engine::slot`]).
     stage: Arc<Semaphore>,
@@ -239,19 +221,15 @@ impl Engine {
             }
             Device::Cuda => device::execution_providers(device, device_cfg, None),
         };
-        let mut built = Vec::with_capacity(sessions + 1);
+        let mut built = Vec::with_capacity(sessions);
         for _ in 0..sessions {
             built.push(session::build_session_with(
                 path,
-                pool.threads.max(1),
+                session::Threads::Shared,
                 &providers,
             )?);
         }
         let info = session::inspect(&built[0], name)?;
-        // The latency session: worth it only where it has more threads than the others.
-        let latency = (!device.is_gpu() && pool.latency_threads > pool.threads.max(1))
-            .then(|| session::build_session_with(path, pool.latency_threads, &providers))
-            .transpose()?;
         // On a GPU the session threads leave the cores free, so every core may decode and
         // letterbox while the GPU computes; on the CPU they would compete with inference.
         let decoders = if device.is_gpu() {
@@ -260,7 +238,6 @@ impl Engine {
             0
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
-        let (latency_tx, latency_rx) = crossbeam_channel::bounded::<Job>(1);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
@@ -271,8 +248,6 @@ impl Engine {
             pool,
             device,
             jobs: tx,
-            latency: latency.is_some().then_some(latency_tx),
-            in_flight: Arc::new(AtomicUsize::new(0)),
             buffers: Mutex::new(Vec::new()),
             output_bytes: Default::default(),
         });
@@ -288,17 +263,14 @@ impl Engine {
         // candidate kernels, and two searches at once would time each other.
         let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
         let one_at_a_time = Arc::new(Mutex::new(()));
-        let workers = built
-            .into_iter()
-            .map(|s| (s, rx.clone(), "infer"))
-            .chain(latency.map(|s| (s, latency_rx, "latency")));
         let mut started = 0;
-        for (i, (mut s, rx, kind)) in workers.enumerate() {
+        for (i, mut s) in built.into_iter().enumerate() {
+            let rx = rx.clone();
             let weak = Arc::downgrade(&inner);
             let (report, lock) = (warm_tx.clone(), one_at_a_time.clone());
             let (info, max_batch) = (inner.info.clone(), inner.pool.max_batch);
             std::thread::Builder::new()
-                .name(format!("segserve-{kind}-{name}-{i}"))
+                .name(format!("segserve-infer-{name}-{i}"))
                 .spawn(move || {
                     let outcome = {
                         let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -418,27 +390,14 @@ impl Engine {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        // Alone in the engine: the latency session runs it with every core. Otherwise the
-        // throughput sessions share the cores, one each, without oversubscribing them.
-        let alone = self.inner.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let job = Job {
-            _in_flight: InFlight(self.inner.in_flight.clone()),
             input,
             hw,
             enqueued: Instant::now(),
             carry: Box::new(carry),
             reply: tx,
         };
-        let job = match (&self.inner.latency, alone) {
-            (Some(latency), true) => match latency.try_send(job) {
-                Ok(()) => None,
-                Err(e) => Some(e.into_inner()),
-            },
-            _ => Some(job),
-        };
-        if let Some(job) = job {
-            self.try_queue(job)?;
-        }
+        self.try_queue(job)?;
         let (result, carry) = rx.await.map_err(|_| EngineError::Closed)?;
         let carry = *carry
             .downcast::<C>()

@@ -62,7 +62,7 @@ static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// Loads `libonnxruntime` from `path` once per process. Later calls return the first
 /// outcome: ONNX Runtime cannot be unloaded or swapped within a process.
-pub fn init_runtime(path: &Path) -> Result<(), EngineError> {
+pub fn init_runtime(path: &Path, pool_threads: usize) -> Result<(), EngineError> {
     let outcome = RUNTIME.get_or_init(|| {
         if !path.is_file() {
             return Err(format!(
@@ -76,7 +76,19 @@ pub fn init_runtime(path: &Path) -> Result<(), EngineError> {
         std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
         let builder = ort::init_from(path)
             .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        // One intra-op thread pool for the whole process, which every serving session shares
+        // (Threads::Shared): a request alone runs on all its threads, concurrent ones split
+        // them, and the cores are never oversubscribed. Measured against one pool per
+        // session: the same single-request latency as one session with every thread, nearly
+        // the throughput of one single-threaded session per core, and no extra session's
+        // memory (docs/performance.md). Spinning off: idle threads cost no CPU.
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(pool_threads.max(1))
+            .and_then(|o| o.with_inter_threads(1))
+            .and_then(|o| o.with_spin_control(false))
+            .map_err(|e| format!("cannot configure ONNX Runtime's thread pool: {e}"))?;
         builder
+            .with_global_thread_pool(pool)
             .with_name("segserve")
             .with_telemetry(false)
             .build()
@@ -105,18 +117,27 @@ fn tensor_dims(t: &ValueType) -> Option<Vec<i64>> {
     }
 }
 
-/// Builds one CPU session with explicit intra-op threads and spinning off: spinning threads
-/// burn the cores other sessions and the HTTP runtime need.
+/// Where a session's intra-op threads come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// The process-wide pool set up by [`init_runtime`]: what serving sessions use.
+    Shared,
+    /// A pool of its own with this many threads (benchmarks' floors, model inspection).
+    Own(usize),
+}
+
+/// Builds one CPU session with a thread pool of its own of `threads` threads.
 pub fn build_session(path: &Path, threads: usize) -> Result<Session, EngineError> {
-    build_session_with(path, threads, &[])
+    build_session_with(path, Threads::Own(threads), &[])
 }
 
 /// Builds one session on the given execution providers (none: the CPU), see
 /// `device::execution_providers`. A provider that cannot register fails the build: with
-/// ONNX Runtime's default the model would quietly run on the CPU instead.
+/// ONNX Runtime's default the model would quietly run on the CPU instead. Spinning is off
+/// in every pool: spinning threads burn the cores other sessions and the HTTP runtime need.
 pub fn build_session_with(
     path: &Path,
-    threads: usize,
+    threads: Threads,
     providers: &[ExecutionProviderDispatch],
 ) -> Result<Session, EngineError> {
     let load = |e: ort::Error| EngineError::ModelLoad(format!("{}: {e}", path.display()));
@@ -133,15 +154,21 @@ pub fn build_session_with(
         .with_device_allocated_initializers()
         .map_err(|e| load(e.into()))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| load(e.into()))?
-        .with_intra_threads(threads)
-        .map_err(|e| load(e.into()))?
-        .with_inter_threads(1)
-        .map_err(|e| load(e.into()))?
-        .with_intra_op_spinning(false)
-        .map_err(|e| load(e.into()))?
-        .with_inter_op_spinning(false)
         .map_err(|e| load(e.into()))?;
+    let builder = match threads {
+        Threads::Shared => builder,
+        Threads::Own(n) => builder
+            .with_independent_thread_pool()
+            .map_err(|e| load(e.into()))?
+            .with_intra_threads(n.max(1))
+            .map_err(|e| load(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| load(e.into()))?
+            .with_intra_op_spinning(false)
+            .map_err(|e| load(e.into()))?
+            .with_inter_op_spinning(false)
+            .map_err(|e| load(e.into()))?,
+    };
     let mut builder = if providers.is_empty() {
         builder
     } else {
