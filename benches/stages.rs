@@ -99,9 +99,7 @@ fn stages(c: &mut Criterion) {
         image: None,
     };
     c.bench_function("json/v1-segment", |b| {
-        b.iter(|| {
-            serde_json::to_vec(&segserve::api::types::SegmentResponse::new(&info, &seg)).unwrap()
-        })
+        b.iter(|| serde_json::to_vec(&segserve::schema::SegmentResponse::new(&info, &seg)).unwrap())
     });
     c.bench_function("json/segmentapi", |b| {
         b.iter(|| {

@@ -15,12 +15,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, RgbImage};
-use segserve::api::types::SegmentResponse;
 use segserve::budget::MemoryBudget;
 use segserve::engine::{run_session, session, Engine, FilterOptions, PoolConfig};
 use segserve::imageio::{self, DecodeLimits};
 use segserve::options::MaskFormat;
 use segserve::pipeline::{Segmentation, Timing};
+use segserve::schema::SegmentResponse;
 
 fn jpeg(img: &RgbImage) -> Vec<u8> {
     let mut v = Vec::new();

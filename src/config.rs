@@ -1,14 +1,16 @@
-//! Command line and environment: clap `Args` (every flag has a `SEGSERVE_*` variable) and
-//! the checked `ServeConfig` built from them. Nothing else reads the environment.
+//! The checked settings: `ServeConfig` (what `segserve::run` takes) and `RuntimeConfig`,
+//! built from the command line's flags (`crate::cli`) with every check done once, here
+//! (ripgrep's split of raw and checked arguments). Also where the ONNX Runtime library
+//! and the defaults that depend on the machine (CPUs, memory) are found.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::budget;
+use crate::cli::{PixelLibMasks, RuntimeArgs, ServeArgs};
 use crate::engine::{Device, DeviceChoice, DeviceConfig, PoolConfig};
 use crate::imageio::DecodeLimits;
 
@@ -22,15 +24,6 @@ pub struct FormLimits {
     pub max_field_bytes: u64,
 }
 
-/// When `/segmentapi` sends the dense `mask_values`.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum PixelLibMasks {
-    /// On every answer, as the original PixelLib API does (`?mask_values=false` skips them).
-    Always,
-    /// Only with `?mask_values=true`.
-    OnRequest,
-}
-
 /// The share of the memory limit the budget takes by default; the rest is the models,
 /// ONNX Runtime, the runtime's buffers and the allocator's slack (see README, "Memory budget").
 pub const DEFAULT_BUDGET_FRACTION: f64 = 0.5;
@@ -39,253 +32,6 @@ pub const DEFAULT_BUDGET_FRACTION: f64 = 0.5;
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// Where `make setup DEVICE=cuda` puts the GPU build of ONNX Runtime, inside `.ort/`.
 pub const ORT_GPU_DIR: &str = "gpu";
-
-/// segserve: instance segmentation over HTTP with YOLO ONNX models.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the HTTP API.
-    Serve(ServeArgs),
-    /// Run the model on image files or folders, without a server.
-    Predict(PredictArgs),
-    /// Print the metadata of model files (name, task, input size, stride, classes).
-    Models(ModelsArgs),
-}
-
-/// `segserve predict` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PredictArgs {
-    /// Image files and folders (searched recursively for .jpg/.jpeg/.png/.webp/.bmp/.gif/.tif/.tiff).
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Model and runtime settings (the first --model is used).
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-    /// Write one JSON file per image here (folder structure mirrored); default: JSON Lines on stdout.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
-    /// Score threshold, 0..1.
-    #[arg(long)]
-    pub conf: Option<f32>,
-    /// NMS IoU threshold, 0..1.
-    #[arg(long)]
-    pub iou: Option<f32>,
-    /// Most detections per image.
-    #[arg(long)]
-    pub max_det: Option<usize>,
-    /// Keep only these classes: names or ids, comma-separated.
-    #[arg(long)]
-    pub classes: Option<String>,
-    /// Mask format: rle, polygon or none.
-    #[arg(long, default_value = "rle")]
-    pub masks: String,
-    /// Douglas-Peucker tolerance in pixels for --masks polygon.
-    #[arg(long)]
-    pub tolerance: Option<f64>,
-    /// Also write each photo with its detections drawn on it (JPEG) into this folder.
-    #[arg(long)]
-    pub render: Option<PathBuf>,
-    /// Progress bar: auto (only on a terminal), always or never.
-    #[arg(long, value_enum, default_value_t = Progress::Auto)]
-    pub progress: Progress,
-}
-
-/// When to draw the progress bar.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Progress {
-    /// When stderr is a terminal.
-    Auto,
-    /// Always (drawn to stderr).
-    Always,
-    /// Never.
-    Never,
-}
-
-/// `segserve models` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ModelsArgs {
-    /// ONNX model files.
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Path of libonnxruntime (see `serve --help`).
-    #[arg(long, env = "ORT_DYLIB_PATH")]
-    pub ort_dylib: Option<PathBuf>,
-    /// Print JSON (the `GET /v1/models` schema) instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-/// Flags shared by every command that runs a model.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RuntimeArgs {
-    /// Model file(s); repeat or comma-separate for several. The first is the default model.
-    #[arg(
-        long = "model",
-        env = "SEGSERVE_MODEL",
-        value_delimiter = ',',
-        default_value = "models/yolov8n-seg-320.onnx"
-    )]
-    pub models: Vec<PathBuf>,
-    /// Path of libonnxruntime; default: ./.ort or the .ort folder beside the repository the binary was built in.
-    #[arg(long, env = "ORT_DYLIB_PATH")]
-    pub ort_dylib: Option<PathBuf>,
-    /// Where the models run: cpu; cuda (NVIDIA GPU, cuDNN); tensorrt (NVIDIA GPU, TensorRT
-    /// engines, CUDA for the rest); auto (tensorrt, else cuda, else cpu). GPU devices need
-    /// the GPU build of ONNX Runtime and CUDA 13 (docs/gpu.md) and fail at startup, naming
-    /// what is missing, rather than fall back to the CPU.
-    #[arg(long, env = "SEGSERVE_DEVICE", value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
-    /// Which GPU, numbered as the NVIDIA driver (and nvidia-smi) numbers them.
-    #[arg(long, env = "SEGSERVE_DEVICE_ID", default_value_t = 0)]
-    pub device_id: u32,
-    /// Folder for TensorRT's built engines and timing cache (created if missing); without
-    /// it every start builds the engines again, which takes tens of seconds per model.
-    #[arg(long, env = "SEGSERVE_TRT_CACHE_DIR")]
-    pub trt_cache_dir: Option<PathBuf>,
-    /// Let TensorRT use FP16 kernels: faster, but scores move further from the FP32 model.
-    #[arg(long, env = "SEGSERVE_TRT_FP16")]
-    pub trt_fp16: bool,
-    /// Threads of ONNX Runtime's intra-op pool, which every session shares: a request alone
-    /// uses them all, concurrent ones split them (default: the CPUs this process may use).
-    #[arg(long, env = "SEGSERVE_THREADS")]
-    pub threads: Option<usize>,
-    /// Sessions per model, each on its own thread (default: the CPUs this process may use;
-    /// on a GPU, 2).
-    #[arg(long, env = "SEGSERVE_SESSIONS")]
-    pub sessions: Option<usize>,
-    /// Largest batch per inference run, for models with a dynamic batch dimension
-    /// (default: 1 = off on the CPU, where batching measured no faster than parallel
-    /// sessions, see README; 8 on a GPU).
-    #[arg(long, env = "SEGSERVE_MAX_BATCH")]
-    pub max_batch: Option<usize>,
-    /// How long a session waits to fill a batch, in ms.
-    #[arg(long, env = "SEGSERVE_BATCH_WINDOW_MS", default_value_t = 2)]
-    pub batch_window_ms: u64,
-    /// Largest image width or height accepted, in pixels.
-    #[arg(long, env = "SEGSERVE_MAX_IMAGE_SIDE", default_value_t = 16_384)]
-    pub max_image_side: u32,
-    /// Largest image area accepted, in pixels.
-    #[arg(long, env = "SEGSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
-    pub max_image_pixels: u64,
-}
-
-/// `segserve serve` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SEGSERVE_HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
-    /// Port to listen on. Default: `PORT` when it is set (the port Knative, KServe's
-    /// serverless mode and Cloud Run assign), else 5000; `--port` and `SEGSERVE_PORT` win over
-    /// `PORT`.
-    #[arg(long, env = "SEGSERVE_PORT", default_value_t = default_port())]
-    pub port: u16,
-    /// Model and runtime settings.
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-    /// Largest request body accepted, in bytes (phone photos exceed axum's 2 MB default).
-    #[arg(long, env = "SEGSERVE_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Requests admitted beyond those being computed; more are refused with 503 (default:
-    /// 32 on the CPU, about 0.7 s of work there; 128 on a GPU, which drains it faster).
-    #[arg(long, env = "SEGSERVE_QUEUE_DEPTH")]
-    pub queue_depth: Option<usize>,
-    /// Longest a request may wait for a session before it is refused with 503, in ms.
-    #[arg(long, env = "SEGSERVE_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
-    pub queue_timeout_ms: u64,
-    /// Time allowed to receive a whole request body, in ms (slow clients get 408).
-    #[arg(long, env = "SEGSERVE_BODY_TIMEOUT_MS", default_value_t = 30_000)]
-    pub body_timeout_ms: u64,
-    /// Longest a request may take end to end (body, queue wait, inference), in ms; past it
-    /// the server answers 503 with Retry-After. Must exceed --body-timeout-ms, so that a slow
-    /// client still gets its 408.
-    #[arg(long, env = "SEGSERVE_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
-    pub request_timeout_ms: u64,
-    /// Longest query string accepted, in bytes (longer: 414).
-    #[arg(long, env = "SEGSERVE_MAX_QUERY_BYTES", default_value_t = 4096)]
-    pub max_query_bytes: usize,
-    /// Largest total size of the request headers, in bytes (larger: 431). hyper itself
-    /// refuses more than 100 headers.
-    #[arg(long, env = "SEGSERVE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
-    pub max_header_bytes: usize,
-    /// Most parts a multipart form may have (more: 400).
-    #[arg(long, env = "SEGSERVE_MAX_FORM_PARTS", default_value_t = 16)]
-    pub max_form_parts: usize,
-    /// Largest non-image form field, in bytes (larger: 413); such fields are read and dropped.
-    #[arg(long, env = "SEGSERVE_MAX_FORM_FIELD_BYTES", default_value_t = 64 * 1024)]
-    pub max_form_field_bytes: u64,
-    /// Bearer API key required on every route but the probes (unset: no authentication).
-    #[arg(long, env = "SEGSERVE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Require the API key on /healthz, /readyz, /metrics and /v2/health/{live,ready} too
-    /// (kubelet probes then need it).
-    #[arg(long, env = "SEGSERVE_AUTH_PROBES")]
-    pub auth_probes: bool,
-    /// Browser origins allowed to call the API (comma-separated, e.g.
-    /// `https://app.example.com`, or `*`); none by default, so CORS stays off.
-    #[arg(long, env = "SEGSERVE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
-    /// After SIGTERM, how long /readyz reports 503 before the listener closes, in ms.
-    #[arg(long, env = "SEGSERVE_SHUTDOWN_DRAIN_MS", default_value_t = 5_000)]
-    pub shutdown_drain_ms: u64,
-    /// After the listener closes, how long in-flight requests may take, in ms.
-    #[arg(long, env = "SEGSERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
-    pub shutdown_timeout_ms: u64,
-    /// Log format.
-    #[arg(long, env = "SEGSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Working memory all requests together may hold (bodies, decoded photos, tensors, masks,
-    /// answers), e.g. `512MiB`, `2Gi`; each request reserves its estimated peak before it
-    /// does the work. Default: half of --memory-limit.
-    #[arg(long, env = "SEGSERVE_MEMORY_BUDGET", value_parser = budget::parse_bytes)]
-    pub memory_budget: Option<u64>,
-    /// The memory this process may use (the pod's limit; the Kubernetes manifests pass
-    /// `limits.memory`), e.g. `2Gi`. Default: the cgroup memory limit, else the physical
-    /// memory.
-    #[arg(long, env = "SEGSERVE_MEMORY_LIMIT", value_parser = budget::parse_bytes)]
-    pub memory_limit: Option<u64>,
-    /// When `/segmentapi` sends the dense `mask_values` (H x W x N booleans): `always`, as
-    /// PixelLib did, or `on-request` (`?mask_values=true`).
-    #[arg(long, env = "SEGSERVE_PIXELLIB_MASKS", value_enum, default_value_t = PixelLibMasks::Always)]
-    pub pixellib_masks: PixelLibMasks,
-    /// Most cells (H x W x N) a dense `mask_values` answer may have; larger ones get 413.
-    /// The answer is ~6 bytes of JSON per cell.
-    #[arg(
-        long,
-        env = "SEGSERVE_MAX_DENSE_MASK_CELLS",
-        default_value_t = 150_000_000
-    )]
-    pub max_dense_mask_cells: u64,
-    /// Time a client has to send its request headers, in ms; also how long an idle
-    /// keep-alive connection stays open (hyper starts the same timer while it waits for the
-    /// next request). Slow or stalled headers are closed.
-    #[arg(long, env = "SEGSERVE_HEADER_TIMEOUT_MS", default_value_t = 15_000)]
-    pub header_timeout_ms: u64,
-    /// Longest a response write may make no progress, in ms (a client that stops reading
-    /// is disconnected, so its answer does not hold memory).
-    #[arg(long, env = "SEGSERVE_SEND_TIMEOUT_MS", default_value_t = 30_000)]
-    pub send_timeout_ms: u64,
-    /// Most connections open at once; further ones wait in the listen backlog.
-    #[arg(long, env = "SEGSERVE_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-}
 
 /// A model to load: its served name and file.
 #[derive(Debug, Clone)]
@@ -375,29 +121,6 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
-}
-
-/// The port `serve` listens on when no `--port` or `SEGSERVE_PORT` is given and `PORT` is unset.
-pub const DEFAULT_PORT: u16 = 5000;
-
-/// `PORT`, the serverless platforms' contract (Knative sets it to the container's port and
-/// requires the server to listen there); `Err` when it is set but not a port number.
-fn platform_port() -> Result<Option<u16>, String> {
-    match std::env::var("PORT") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("PORT is set to {v:?}, which is not a port number (0-65535)")),
-        _ => Ok(None),
-    }
-}
-
-/// `serve`'s port when neither `--port` nor `SEGSERVE_PORT` is given: `PORT`, else
-/// [`DEFAULT_PORT`]. An explicit setting of ours is the more specific one, so it wins over
-/// the platform's variable (on Knative, leave both unset and `PORT` is used).
-pub fn default_port() -> u16 {
-    platform_port().ok().flatten().unwrap_or(DEFAULT_PORT)
 }
 
 /// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use
@@ -594,7 +317,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
     fn try_from(a: ServeArgs) -> anyhow::Result<Self> {
         // A malformed PORT fell back to the default port above; say so rather than listen
         // somewhere the platform does not expect.
-        platform_port().map_err(anyhow::Error::msg)?;
+        crate::cli::platform_port().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             a.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
@@ -685,6 +408,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     #[test]
     fn defaults_parse() {

@@ -18,6 +18,7 @@ pub mod pipeline;
 
 pub mod render;
 pub mod resize;
+pub mod schema;
 pub mod shutdown;
 
 use std::future::Future;

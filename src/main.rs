@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use segserve::config::{Cli, Command, LogFormat, ServeConfig};
+use segserve::cli::{Cli, Command, LogFormat};
+use segserve::config::ServeConfig;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

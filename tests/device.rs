@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
-use segserve::config::{Cli, Command, ServeArgs, ServeConfig};
+use segserve::cli::{Cli, Command, ServeArgs};
+use segserve::config::ServeConfig;
 use segserve::engine::{Device, DeviceChoice};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -131,7 +132,10 @@ fn a_gpu_gets_its_own_pool_defaults_and_flags_override_both() {
         "the measured CPU defaults stay as they were"
     );
     assert_eq!(gpu.sessions, 2, "a couple of sessions per GPU");
-    assert_eq!(gpu.threads, cpu.threads, "one intra-op pool for the whole process");
+    assert_eq!(
+        gpu.threads, cpu.threads,
+        "one intra-op pool for the whole process"
+    );
     assert_eq!(gpu.max_batch, 8, "batching on for dynamic-batch models");
     assert_eq!(gpu.queue_depth, 128);
     assert_eq!(c.runtime.pool_for(Device::TensorRt).sessions, 2);

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use segserve::config::{Cli, Command};
+use segserve::cli::{Cli, Command};
 use segserve::engine::DeviceChoice;
 
 fn k8s_dir() -> PathBuf {
@@ -249,7 +249,7 @@ fn is_subset(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) 
 }
 
 /// `segserve serve` with no flags and no environment: the defaults the manifests rely on.
-fn default_serve_args() -> segserve::config::ServeArgs {
+fn default_serve_args() -> segserve::cli::ServeArgs {
     let cli = <Cli as clap::Parser>::try_parse_from(["segserve", "serve"]).unwrap();
     let Command::Serve(a) = cli.command else {
         panic!("expected the serve command")
@@ -273,7 +273,7 @@ fn env_names() -> BTreeSet<String> {
 
 /// Turns environment settings into the flags they mirror and parses them, so a value the
 /// binary would reject (a typo in `SEGSERVE_LOG_FORMAT`, say) fails here.
-fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::config::ServeArgs {
+fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::cli::ServeArgs {
     let cmd = Cli::command();
     let serve = cmd.find_subcommand("serve").unwrap();
     let mut argv = vec!["segserve".to_string(), "serve".to_string()];
@@ -409,7 +409,7 @@ fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
         let a = parse_env_as_flags(&env);
         assert_eq!(
             a.log_format,
-            segserve::config::LogFormat::Json,
+            segserve::cli::LogFormat::Json,
             "JSON logs in the cluster"
         );
         // The Deployment's envFrom names this ConfigMap.

@@ -15,7 +15,7 @@ use clap::CommandFactory;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use segserve::config::{Cli, Command, ServeArgs};
+use segserve::cli::{Cli, Command, ServeArgs};
 use serde_yaml::Value;
 
 /// Fields of KServe's `ComponentExtensionSpec` (serving.kserve.io/v1beta1), which a predictor
@@ -189,7 +189,7 @@ fn the_port_is_where_the_server_listens() {
     let want = if env.contains_key("SEGSERVE_PORT") {
         listens
     } else {
-        segserve::config::DEFAULT_PORT
+        segserve::cli::DEFAULT_PORT
     };
     assert_eq!(ports[0].container_port, i32::from(want));
     let annotations = &i.extension["annotations"];
@@ -210,7 +210,7 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     }
     let env = env_values(c);
     let a = serve_args(&env);
-    assert_eq!(a.log_format, segserve::config::LogFormat::Json);
+    assert_eq!(a.log_format, segserve::cli::LogFormat::Json);
     // The same settings as the plain deployment's ConfigMap.
     let config: ConfigMap = typed(&yaml("k8s/configmap.yaml"), "k8s/configmap.yaml");
     for (k, v) in config.data.unwrap() {

@@ -12,13 +12,13 @@ use base64::Engine as _;
 use super::draw::{segment_and_draw, Rendered};
 use super::params::Params;
 use super::reply;
-use super::types::SegmentResponse;
 use super::upload::{FormOnly, ImageUpload};
 use super::AppState;
 use crate::engine::ModelInfo;
 use crate::error::AppError;
 use crate::options::{MaskFormat, DEFAULT_POLYGON_TOLERANCE};
 use crate::render::{class_colour, Encoding};
+use crate::schema::SegmentResponse;
 
 /// `POST /segmentfrontend`: multipart field `image` (options as in `/v1/segment`, in the
 /// query); answers an HTML page. Errors are HTML pages too, with the usual status codes.

@@ -11,12 +11,12 @@ use serde_json::json;
 
 use super::params::Params;
 use super::reply;
-use super::types::{ModelCard, ModelsResponse, SegmentResponse};
 use super::upload::ImageUpload;
 use super::{AppState, NOT_READY};
 use crate::error::{AppError, ErrorBody};
 use crate::options::MaskFormat;
 use crate::pipeline::{self, SegmentRequest};
+use crate::schema::{ModelCard, ModelsResponse, SegmentResponse};
 
 /// `GET /healthz`: the process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",

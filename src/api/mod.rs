@@ -19,7 +19,7 @@ pub mod pixellib;
 pub mod reply;
 pub mod security;
 pub mod server;
-pub mod types;
+
 pub mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,7 +8,6 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use super::types::query_pairs;
 use super::AppState;
 use crate::engine::Engine;
 use crate::error::AppError;
@@ -66,5 +65,28 @@ impl<E: Extra> FromRequestParts<AppState> for Params<E> {
             extra,
             _extra: PhantomData,
         })
+    }
+}
+
+/// Splits a raw query string into pairs, refusing malformed encodings.
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_decode_percent_escapes() {
+        assert_eq!(
+            query_pairs(Some("conf=0.5&classes=person%2Ccar")).unwrap(),
+            vec![
+                ("conf".to_string(), "0.5".to_string()),
+                ("classes".to_string(), "person,car".to_string())
+            ]
+        );
+        assert_eq!(query_pairs(None).unwrap(), vec![]);
     }
 }

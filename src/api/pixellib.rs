@@ -22,16 +22,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::params::query_pairs;
 use super::reply::Reserved;
-use super::types::{counts, query_pairs};
 use super::upload::{FormOnly, ImageUpload};
 use super::AppState;
 use crate::budget::Reservation;
-use crate::config::PixelLibMasks;
+use crate::cli::PixelLibMasks;
 use crate::engine::{Detection, ModelInfo};
 use crate::error::{AppError, ErrorBody};
 use crate::mask::BoxMask;
 use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
+use crate::schema::counts;
 
 /// PixelLib's `outputs` object.
 #[derive(Debug, Serialize, ToSchema)]

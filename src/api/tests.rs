@@ -20,8 +20,8 @@ fn state(extra: &[&str]) -> AppState {
         manifest,
     ];
     args.extend_from_slice(extra);
-    let cli = <crate::config::Cli as clap::Parser>::try_parse_from(args).unwrap();
-    let crate::config::Command::Serve(a) = cli.command else {
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(args).unwrap();
+    let crate::cli::Command::Serve(a) = cli.command else {
         panic!("expected the serve command")
     };
     let state = AppState::new(ServeConfig::try_from(a).unwrap(), crate::metrics_handle());

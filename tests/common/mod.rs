@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use segserve::config::{Cli, Command, ServeConfig};
+use segserve::cli::{Cli, Command};
+use segserve::config::ServeConfig;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -12,12 +12,12 @@ use super::wire::{
     InferRequest, OutputData, ParamValue, Parameters, RequestInput, ResponseOutput, INPUT_NAME,
     MAX_IMAGES, OUTPUTS,
 };
-use crate::api::types::SegmentResponse;
 use crate::budget::{MemoryBudget, Reservation};
 use crate::engine::{ModelInfo, Task};
 use crate::error::AppError;
 use crate::options::{MaskFormat, OptionError};
 use crate::pipeline::{PipelineError, Segmentation};
+use crate::schema::SegmentResponse;
 
 /// A bad option, worded as a protocol parameter.
 pub fn option_error(e: OptionError) -> AppError {

@@ -1,5 +1,6 @@
-//! Wire types of the native API (`/v1/segment`, `/v1/models`), shared by the CLI, which
-//! writes the same JSON. Request options live in `crate::options`.
+//! The JSON shape of results: what `POST /v1/segment` and `GET /v1/models` answer and what
+//! `segserve predict` and `segserve models --json` write (the schema of ../shared/golden).
+//! Serde and OpenAPI types only; request options live in `crate::options`.
 
 use std::collections::BTreeMap;
 
@@ -7,16 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::engine::{Detection, ModelInfo};
-use crate::error::AppError;
 use crate::mask::polygon;
 use crate::options::{MaskFormat, DEFAULT_POLYGON_TOLERANCE};
 use crate::pipeline::{Segmentation, Timing};
-
-/// Splits a raw query string into pairs, refusing malformed encodings.
-pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))
-}
 
 /// Image size in the reply.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -232,21 +226,4 @@ impl ModelCard {
 pub struct ModelsResponse {
     /// Loaded models, default first.
     pub models: Vec<ModelCard>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_pairs_decode_percent_escapes() {
-        assert_eq!(
-            query_pairs(Some("conf=0.5&classes=person%2Ccar")).unwrap(),
-            vec![
-                ("conf".to_string(), "0.5".to_string()),
-                ("classes".to_string(), "person,car".to_string())
-            ]
-        );
-        assert_eq!(query_pairs(None).unwrap(), vec![]);
-    }
 }
