@@ -5,9 +5,8 @@
 //! binary would add to the same counters.
 
 mod common;
-mod support;
 
-use support::{scrape, Scrape};
+use common::client::{scrape, Scrape};
 
 const MODEL: &str = "yolov8n-seg-320";
 

@@ -167,19 +167,10 @@ impl Probe {
     }
 }
 
-fn bus() -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap()
-}
+use common::bus;
 
 fn form(field: &str, data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "segserveboundary7";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x.jpg\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    common::multipart(field, "x.jpg", data)
 }
 
 fn infer_json(image: &[u8]) -> Vec<u8> {

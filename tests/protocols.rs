@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::bus;
+
 use base64::Engine as _;
 use reqwest::StatusCode;
 use segserve::mask::decode_coco_rle;
@@ -16,10 +18,6 @@ const DET: &str = "yolov12n-det-640";
 async fn two_models() -> common::TestServer {
     let det = common::model(DET).display().to_string();
     common::spawn_server(&["--model", &det, "--sessions", "1"]).await
-}
-
-fn bus() -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap()
 }
 
 /// The protocol's inference request with one BYTES input holding the base64 image.

@@ -3,14 +3,10 @@
 
 mod common;
 
-use reqwest::multipart::{Form, Part};
+use common::bus;
 
-fn bus() -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata").join("bus.jpg")).expect("bus.jpg")
-}
-
-fn form(bytes: Vec<u8>, name: &str) -> Form {
-    Form::new().part("image", Part::bytes(bytes).file_name(name.to_string()))
+fn form(bytes: Vec<u8>, name: &str) -> reqwest::multipart::Form {
+    common::form("image", bytes, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

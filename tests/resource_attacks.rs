@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,98 +23,57 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BUDGET_MIB: u64 = 512;
 const HEADER_TIMEOUT_MS: u64 = 2000;
 
-/// The release binary, started as a pod runs it.
-struct Server {
-    child: Child,
-    base: String,
-    addr: SocketAddr,
-}
+/// The release binary, started as a pod runs it, with the suite's budget.
+struct Server(common::Binary);
 
 impl Server {
     /// Starts this build's binary, or `SEGSERVE_ATTACK_BIN` (an older build, to measure
     /// the attacks without the limits it lacks: its missing flags are left out).
     async fn start() -> Server {
-        let bin = std::env::var("SEGSERVE_ATTACK_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_segserve").to_string());
-        let help = Command::new(&bin)
+        let bin = std::env::var("SEGSERVE_ATTACK_BIN").ok();
+        let help = Command::new(bin.as_deref().unwrap_or(env!("CARGO_BIN_EXE_segserve")))
             .args(["serve", "--help"])
             .output()
             .unwrap();
         let knows = |flag: &str| String::from_utf8_lossy(&help.stdout).contains(flag);
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-format",
-            "json",
-        ]);
+        let mut args: Vec<String> = Vec::new();
         if knows("--memory-budget") {
-            cmd.args(["--memory-budget", &format!("{BUDGET_MIB}MiB")])
-                .args(["--header-timeout-ms", &HEADER_TIMEOUT_MS.to_string()]);
+            args.extend([
+                "--memory-budget".into(),
+                format!("{BUDGET_MIB}MiB"),
+                "--header-timeout-ms".into(),
+                HEADER_TIMEOUT_MS.to_string(),
+            ]);
         }
-        cmd.args(["--sessions", "2", "--shutdown-drain-ms", "0"])
-            .arg("--model")
-            .arg(common::model("yolov8n-seg-320"))
-            .env("ORT_DISABLE_TELEMETRY", "1")
-            .env("RUST_LOG", "warn,segserve=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            cmd.env(
-                "ORT_DYLIB_PATH",
-                common::repo()
-                    .join(".ort")
-                    .join(segserve::config::ORT_LIB_NAME),
-            );
-        }
-        let mut child = cmd.spawn().expect("start target/release/segserve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["message"] == "listening" {
-                    let _ = tx.send(v["addr"].as_str().unwrap().parse().unwrap());
-                } else if v["level"] == "ERROR" {
-                    eprintln!("server: {line}");
-                }
+        args.extend(["--sessions", "2", "--shutdown-drain-ms", "0", "--model"].map(String::from));
+        args.push(common::model("yolov8n-seg-320").display().to_string());
+        let b = common::Binary::start(bin.as_deref(), &args, |v| {
+            if v["level"] == "ERROR" {
+                eprintln!("server: {v}");
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server printed its address");
-        let server = Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-        };
-        server.wait_ready().await;
-        server
+        b.wait_ready().await;
+        Server(b)
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.0.url(path)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.child.id()
     }
 
     fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id()).expect("the server is running")
+        rss_kib(self.pid()).expect("the server is running")
     }
 
     async fn wait_ready(&self) {
-        let c = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = c.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server did not become ready");
+        self.0.wait_ready().await
     }
 
     /// Bytes reserved now, from /metrics (0 from a build without the gauge).
@@ -132,13 +91,6 @@ impl Server {
                 assert!(report_only(), "no segserve_memory_reserved_bytes gauge");
                 0.0
             })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -160,7 +112,7 @@ struct Seen {
 async fn watched<F: std::future::Future>(server: &Server, attack: F) -> (F::Output, Seen) {
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
-    let pid = server.child.id();
+    let pid = server.pid();
     let sampler = {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
@@ -226,20 +178,12 @@ async fn post(url: String, ctype: &str, body: Vec<u8>) -> Answer {
     (status, retry)
 }
 
-const BOUNDARY: &str = "attack-boundary-42";
-
 fn form(bytes: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\n"
-    )
-    .into_bytes();
-    v.extend_from_slice(bytes);
-    v.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    v
+    common::multipart("image", "a", bytes).1
 }
 
 fn multipart() -> String {
-    format!("multipart/form-data; boundary={BOUNDARY}")
+    common::multipart("image", "a", b"").0
 }
 
 /// Runs `attack` and waits for the work it left behind to finish (nothing reserved any
@@ -395,7 +339,7 @@ fn kserve_parameter_bomb(bytes: usize) -> Vec<u8> {
 async fn a_small_budget_holds_under_every_attack() {
     let server = Server::start().await;
     // Idle, warmed: one ordinary request has run (ONNX Runtime's arena, the decoders).
-    let bus = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
+    let bus = common::bus();
     let (status, _) = post(server.url("/v1/segment"), "image/jpeg", bus.clone()).await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -489,7 +433,7 @@ async fn a_small_budget_holds_under_every_attack() {
             r
         };
         let tasks = (0..24).map(|_| {
-            let (req, addr) = (req.clone(), server.addr);
+            let (req, addr) = (req.clone(), server.addr());
             tokio::spawn(async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                 s.write_all(&req).await.unwrap();
@@ -576,7 +520,7 @@ async fn a_small_budget_holds_under_every_attack() {
         &[200],
         async {
             let slow = (0..200).map(|_| {
-                let addr = server.addr;
+                let addr = server.addr();
                 tokio::spawn(async move {
                     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")

@@ -1,24 +1,19 @@
-//! Graceful shutdown (issue 4): on the signal, /readyz turns 503 at once while requests are
+//! Graceful shutdown: on the signal, /readyz turns 503 at once while requests are
 //! still served through the drain delay; then the listener closes (new connections are
 //! refused), requests already in flight finish with 200, and the process exits 0.
 
 mod common;
-mod support;
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::HeldUpload;
+use common::bus;
+use common::client::{refused, wait_in_flight, HeldUpload};
 
 const IN_FLIGHT: usize = 3;
 // Long enough that the checks made during the drain (a few local requests) fit in it on a
 // loaded machine; the test never waits for it to pass except by polling the listener.
 const DRAIN_MS: &str = "2000";
-
-fn bus() -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap()
-}
 
 /// Polls until /readyz says 503 (the signal is handled on another task).
 async fn wait_not_ready(base: &str) {
@@ -40,7 +35,7 @@ async fn wait_not_ready(base: &str) {
 /// Polls until new connections are refused: the drain is over and the listener closed.
 async fn wait_listener_closed(addr: std::net::SocketAddr) {
     for _ in 0..600 {
-        if support::refused(addr).await {
+        if refused(addr).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -109,7 +104,7 @@ async fn in_process_shutdown_finishes_in_flight_requests() {
     for _ in 0..IN_FLIGHT {
         held.push(HeldUpload::start(server.url("/segmentapi"), &photo).await);
     }
-    support::wait_in_flight(&format!("http://{}", server.addr), IN_FLIGHT).await;
+    wait_in_flight(&format!("http://{}", server.addr), IN_FLIGHT).await;
     let tx = server.shutdown.take().unwrap();
     check_drain(server.addr, held, move || tx.send(()).unwrap()).await;
     server
@@ -122,103 +117,63 @@ async fn in_process_shutdown_finishes_in_flight_requests() {
 /// The real binary, as Kubernetes runs it: SIGTERM, JSON logs, exit status 0.
 #[tokio::test]
 async fn sigterm_to_the_binary_drains_and_exits_zero() {
-    let repo = common::repo();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_segserve"));
-    cmd.args([
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--log-format",
-        "json",
-    ])
-    .args(["--shutdown-drain-ms", DRAIN_MS, "--sessions", "2"])
-    .arg("--model")
-    .arg(common::model("yolov8n-seg-320"))
-    .env("ORT_DISABLE_TELEMETRY", "1")
-    .env("RUST_LOG", "info,ort=warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        cmd.env(
-            "ORT_DYLIB_PATH",
-            repo.join(".ort").join(segserve::config::ORT_LIB_NAME),
-        );
-    }
-    let mut child = cmd.spawn().expect("start target/release/segserve");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-
-    // Log lines on a thread: every one must be a JSON object; the first tells the port.
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
-    let reader = std::thread::spawn(move || {
-        let mut n = 0;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not one JSON object ({e}): {line}"));
-            assert!(v.is_object(), "{line}");
-            n += 1;
-            let _ = line_tx.send(v);
-        }
-        n
+    // Every log line is one JSON object (Binary checks that); keep the messages.
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = messages.clone();
+    let args: Vec<String> = [
+        "--shutdown-drain-ms",
+        DRAIN_MS,
+        "--sessions",
+        "2",
+        "--model",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([common::model("yolov8n-seg-320").display().to_string()])
+    .collect();
+    let mut server = common::Binary::start(None, &args, move |v| {
+        let m = v["message"].as_str().unwrap_or_default().to_string();
+        seen.lock().unwrap().push(m);
     });
-    let addr: std::net::SocketAddr = loop {
-        let v = line_rx
-            .recv()
-            .await
-            .expect("the server exited before listening");
-        if v["message"] == "listening" {
-            break v["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    let base = format!("http://{addr}");
-    // Model load + warm-up: poll readiness (the behaviour under test, not a sleep).
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..600 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the binary never became ready");
-    drop(client);
+    server.wait_ready().await;
+    let base = server.url("");
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    let server_not_json = server.not_json.clone();
 
     let photo = bus();
     let mut held = Vec::new();
     for _ in 0..IN_FLIGHT {
         held.push(HeldUpload::start(format!("{base}/segmentapi"), &photo).await);
     }
-    support::wait_in_flight(&base, IN_FLIGHT).await;
-    check_drain(addr, held, || {
+    wait_in_flight(&base, IN_FLIGHT).await;
+    check_drain(server.addr, held, || {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap()
     })
     .await;
 
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
-    let lines = reader.join().expect("every log line was JSON");
-    let mut messages = Vec::new();
-    while let Ok(v) = line_rx.try_recv() {
-        messages.push(v["message"].as_str().unwrap_or_default().to_string());
-    }
-    assert!(lines > 3);
-    for m in [
+    // The log thread ends with the process; give it a moment to drain the pipe.
+    let want = [
         "SIGTERM received",
         "shutting down: readiness off, draining",
         "shutdown complete",
-    ] {
-        assert!(
-            messages.iter().any(|x| x == m),
-            "no {m:?} in the log: {messages:?}"
-        );
+    ];
+    for _ in 0..100 {
+        let got = messages.lock().unwrap().clone();
+        if want.iter().all(|m| got.iter().any(|x| x == m)) {
+            let not_json = server_not_json.lock().unwrap().clone();
+            assert!(
+                not_json.is_empty(),
+                "log lines that are not JSON: {not_json:?}"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let got = messages.lock().unwrap().clone();
+    panic!("missing shutdown messages in the log: {got:?}");
 }

@@ -1,8 +1,14 @@
-//! Shared test helpers: where the shared models and photos are, ONNX Runtime setup, and
-//! `spawn_server()` which runs the real server on 127.0.0.1:0.
+//! Shared test helpers: where the shared models and photos are, `spawn_server()` (the real
+//! server in-process on 127.0.0.1:0) and `Binary` (the release binary, as a pod runs it),
+//! request bodies (`multipart`), and in submodules the client helpers (`client`: held
+//! uploads, /metrics scrapes) and the image makers (`craft`).
 #![allow(dead_code)]
 
+pub mod client;
 pub mod craft;
+
+use std::io::BufRead;
+use std::process::{Child, Command as Process, Stdio};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +36,39 @@ pub fn model(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A photo of ../shared/testdata, read.
+pub fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(shared().join("testdata").join(name)).expect("../shared/testdata photo")
+}
+
+/// bus.jpg: 810 x 1080, a bus and three people (four detections with the default model).
+pub fn bus() -> Vec<u8> {
+    photo("bus.jpg")
+}
+
+/// Boundary of the forms `multipart` writes.
+pub const BOUNDARY: &str = "segserve-test-boundary";
+
+/// A multipart form with one file part: (content type, body).
+pub fn multipart(field: &str, filename: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
+/// The same as a reqwest form.
+pub fn form(field: &str, data: Vec<u8>, filename: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        field.to_string(),
+        reqwest::multipart::Part::bytes(data).file_name(filename.to_string()),
+    )
 }
 
 /// Photos in ../shared/testdata, sorted.
@@ -109,4 +148,106 @@ pub async fn wait_ready(server: &TestServer) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server did not become ready within 30 s");
+}
+
+/// The release binary `segserve serve`, started on 127.0.0.1 and a free port with JSON logs,
+/// as Kubernetes runs it; killed when dropped. Its log lines reach `on_log` (on a thread).
+pub struct Binary {
+    /// The process.
+    pub child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Log lines that were not one JSON object each (there should be none).
+    pub not_json: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    /// Starts `bin` (this build's binary by default) with `serve` and `args`, and waits for
+    /// it to print where it listens. Every log line goes to `on_log`.
+    pub fn start(
+        bin: Option<&str>,
+        args: &[String],
+        on_log: impl Fn(serde_json::Value) + Send + 'static,
+    ) -> Binary {
+        let mut cmd = Process::new(bin.unwrap_or(env!("CARGO_BIN_EXE_segserve")));
+        cmd.args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .env("ORT_DISABLE_TELEMETRY", "1")
+        .env_remove("SEGSERVE_PORT")
+        .env_remove("PORT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            cmd.env(
+                "ORT_DYLIB_PATH",
+                repo().join(".ort").join(segserve::config::ORT_LIB_NAME),
+            );
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,ort=warn");
+        }
+        let mut child = cmd.spawn().expect("start target/release/segserve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let not_json = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bad = not_json.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v: serde_json::Value = match serde_json::from_str(&line) {
+                    Ok(v @ serde_json::Value::Object(_)) => v,
+                    _ => {
+                        bad.lock().unwrap().push(line);
+                        continue;
+                    }
+                };
+                if v["message"] == "listening" {
+                    let _ = tx.send(v["addr"].as_str().unwrap().parse().unwrap());
+                }
+                on_log(v);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server printed its address");
+        Binary {
+            child,
+            addr,
+            not_json,
+        }
+    }
+
+    /// `http://addr` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Polls /readyz until it answers 200 (model load and warm-up take a moment).
+    pub async fn wait_ready(&self) {
+        let c = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = c.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the binary did not become ready within 30 s");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,12 +1,9 @@
-//! Helpers for the shutdown and metrics tests: a multipart upload whose body the test
-//! releases when it chooses (a request held in flight), and a reader for Prometheus text.
-#![allow(dead_code)]
+//! Client-side helpers: a multipart upload whose body the test releases when it chooses (a
+//! request held in flight), and a reader for Prometheus text.
 
 use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
-
-const BOUNDARY: &str = "segserve-test-boundary";
 
 /// An upload to `/segmentapi` whose body is sent in two halves: the first at once, the
 /// second when [`HeldUpload::finish`] is called. Until then the request is in flight.
@@ -20,13 +17,7 @@ pub struct HeldUpload {
 impl HeldUpload {
     /// Starts the request on its own connection and sends the first half of the body.
     pub async fn start(url: String, photo: &[u8]) -> HeldUpload {
-        let mut body = format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\
-             Content-Type: image/jpeg\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend_from_slice(photo);
-        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let (ctype, mut body) = super::multipart("image", "a.jpg", photo);
         let rest = body.split_off(body.len() / 2);
         let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
         tx.send(body).await.unwrap();
@@ -41,10 +32,7 @@ impl HeldUpload {
         let reply = tokio::spawn(async move {
             let r = client
                 .post(url)
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={BOUNDARY}"),
-                )
+                .header("content-type", ctype)
                 .body(reqwest::Body::wrap_stream(stream))
                 .send()
                 .await?;
