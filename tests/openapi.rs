@@ -247,56 +247,36 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
         503,
         probe(NotReady, "POST", r).body(&mp, bus_form.clone()),
     );
-    // Native route.
-    let r = "/v1/segment";
-    add(
-        "POST",
-        r,
-        200,
-        probe(Live, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        400,
-        probe(Live, "POST", "/v1/segment?conf=2").body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        404,
-        probe(Live, "POST", "/v1/segment?model=nope").body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        408,
-        probe(Stalled, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        413,
-        probe(Small, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", r).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
-        r,
-        422,
-        probe(Live, "POST", r).body("image/png", CORRUPT_PNG),
-    );
-    add(
-        "POST",
-        r,
-        503,
-        probe(NotReady, "POST", r).body("image/jpeg", bus()),
-    );
+    // The native routes take the same uploads and options (render adds `format`).
+    for (r, bad_query) in [
+        ("/v1/segment", "/v1/segment?conf=2"),
+        ("/v1/render", "/v1/render?format=gif"),
+    ] {
+        let unknown_model = if r == "/v1/segment" {
+            "/v1/segment?model=nope"
+        } else {
+            "/v1/render?model=nope"
+        };
+        let jpeg = |target, path| probe(target, "POST", path).body("image/jpeg", bus());
+        add("POST", r, 200, jpeg(Live, r));
+        add("POST", r, 400, jpeg(Live, bad_query));
+        add("POST", r, 404, jpeg(Live, unknown_model));
+        add("POST", r, 408, jpeg(Stalled, r));
+        add("POST", r, 413, jpeg(Small, r));
+        add(
+            "POST",
+            r,
+            415,
+            probe(Live, "POST", r).body("text/plain", "hi"),
+        );
+        add(
+            "POST",
+            r,
+            422,
+            probe(Live, "POST", r).body("image/png", CORRUPT_PNG),
+        );
+        add("POST", r, 503, jpeg(NotReady, r));
+    }
     add("GET", "/v1/models", 200, probe(Live, "GET", "/v1/models"));
     add(
         "GET",
@@ -511,56 +491,6 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
         "/static/style.css",
         200,
         probe(NotReady, "GET", "/static/style.css"),
-    );
-    // The drawn photo.
-    let r = "/v1/render";
-    add(
-        "POST",
-        r,
-        200,
-        probe(Live, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        400,
-        probe(Live, "POST", "/v1/render?format=gif").body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        404,
-        probe(Live, "POST", "/v1/render?model=nope").body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        408,
-        probe(Stalled, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        413,
-        probe(Small, "POST", r).body("image/jpeg", bus()),
-    );
-    add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", r).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
-        r,
-        422,
-        probe(Live, "POST", r).body("image/png", CORRUPT_PNG),
-    );
-    add(
-        "POST",
-        r,
-        503,
-        probe(NotReady, "POST", r).body("image/jpeg", bus()),
     );
     // PixelLib's HTML route.
     let r = "/segmentfrontend";
