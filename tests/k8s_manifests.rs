@@ -271,32 +271,6 @@ fn env_names() -> BTreeSet<String> {
     names
 }
 
-/// Turns environment settings into the flags they mirror and parses them, so a value the
-/// binary would reject (a typo in `SEGSERVE_LOG_FORMAT`, say) fails here.
-fn parse_env_as_flags(env: &BTreeMap<String, String>) -> segserve::cli::ServeArgs {
-    let cmd = Cli::command();
-    let serve = cmd.find_subcommand("serve").unwrap();
-    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
-    for (name, value) in env {
-        if let Some(arg) = serve
-            .get_arguments()
-            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
-        {
-            argv.push(format!(
-                "--{}",
-                arg.get_long().expect("env args have long flags")
-            ));
-            argv.push(value.clone());
-        }
-    }
-    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("the ConfigMap's values are rejected by the binary: {e}"));
-    let Command::Serve(a) = cli.command else {
-        panic!("expected the serve command")
-    };
-    a
-}
-
 #[test]
 fn manifests_parse_and_kustomization_lists_them_all() {
     manifests();
@@ -406,7 +380,7 @@ fn env_vars_are_ones_the_binary_reads_with_values_it_accepts() {
                 "{name} is not read by segserve (known: {known:?})"
             );
         }
-        let a = parse_env_as_flags(&env);
+        let a = common::serve_args_from_env(&env);
         assert_eq!(
             a.log_format,
             segserve::cli::LogFormat::Json,
@@ -536,7 +510,7 @@ fn pods_are_locked_down() {
 fn grace_period_covers_drain_and_shutdown_timeout() {
     for (which, m) in both() {
         println!("checking {which}");
-        let a = parse_env_as_flags(&m.config.data.clone().unwrap());
+        let a = common::serve_args_from_env(&m.config.data.clone().unwrap());
         let pod = m.deployment.spec.template.spec.as_ref().unwrap();
         let grace_ms = pod
             .termination_grace_period_seconds
@@ -635,7 +609,7 @@ fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
             .all(|e| e.name != "SEGSERVE_SESSIONS"),
         "the Deployment's SEGSERVE_SESSIONS (from limits.cpu) would override the ConfigMap"
     );
-    let a = parse_env_as_flags(&m.config.data.clone().unwrap());
+    let a = common::serve_args_from_env(&m.config.data.clone().unwrap());
     assert_eq!(
         a.runtime.device,
         DeviceChoice::Cuda,

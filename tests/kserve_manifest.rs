@@ -15,7 +15,7 @@ use clap::CommandFactory;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use segserve::cli::{Cli, Command, ServeArgs};
+use segserve::cli::Cli;
 use serde_yaml::Value;
 
 /// Fields of KServe's `ComponentExtensionSpec` (serving.kserve.io/v1beta1), which a predictor
@@ -125,32 +125,6 @@ fn env_values(c: &Container) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `serve` with the given environment turned into the flags it mirrors: a value the binary
-/// would reject fails here.
-fn serve_args(env: &BTreeMap<String, String>) -> ServeArgs {
-    let cmd = Cli::command();
-    let serve = cmd.find_subcommand("serve").unwrap();
-    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
-    for (name, value) in env {
-        if let Some(arg) = serve
-            .get_arguments()
-            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
-        {
-            argv.push(format!(
-                "--{}",
-                arg.get_long().expect("env args have long flags")
-            ));
-            argv.push(value.clone());
-        }
-    }
-    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("the manifest's values are rejected by the binary: {e}"));
-    let Command::Serve(a) = cli.command else {
-        panic!("expected the serve command")
-    };
-    a
-}
-
 #[test]
 fn it_is_a_raw_deployment_with_a_kserve_container() {
     let i = isvc();
@@ -185,7 +159,7 @@ fn the_port_is_where_the_server_listens() {
     // PORT will say (it sets PORT to this containerPort).
     let env = env_values(c);
     assert!(!env.contains_key("PORT"), "Knative refuses a user-set PORT");
-    let listens = serve_args(&env).port;
+    let listens = common::serve_args_from_env(&env).port;
     let want = if env.contains_key("SEGSERVE_PORT") {
         listens
     } else {
@@ -209,7 +183,7 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
         );
     }
     let env = env_values(c);
-    let a = serve_args(&env);
+    let a = common::serve_args_from_env(&env);
     assert_eq!(a.log_format, segserve::cli::LogFormat::Json);
     // The same settings as the plain deployment's ConfigMap.
     let config: ConfigMap = typed(&yaml("k8s/configmap.yaml"), "k8s/configmap.yaml");

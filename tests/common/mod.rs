@@ -251,3 +251,31 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// `serve` with environment settings turned into the flags they mirror and parsed as the
+/// binary parses them, so a value the binary would reject (a typo in a manifest) fails here.
+pub fn serve_args_from_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> segserve::cli::ServeArgs {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let serve = cmd.find_subcommand("serve").unwrap();
+    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
+    for (name, value) in env {
+        if let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+        {
+            argv.push(format!(
+                "--{}",
+                arg.get_long().expect("env args have long flags")
+            ));
+            argv.push(value.clone());
+        }
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the manifest's values are rejected by the binary: {e}"));
+    let Command::Serve(a) = cli.command else {
+        panic!("expected the serve command")
+    };
+    a
+}
