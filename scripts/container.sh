@@ -122,7 +122,7 @@ say "image user ${user:-root}, entrypoint ${entry[*]} ${cmd[*]}"
 
 ctr=$(podman create --name "segserve-check-$$" "$IMAGE")
 mnt=$(podman mount "$ctr")
-# The root the server sees: the container's filesystem, read-only as in k8s/deployment.yaml
+# The root the server sees: the container's filesystem, read-only as in k8s/base/deployment.yaml
 # (readOnlyRootFilesystem), with /proc, /dev and a scratch /tmp (the pod's emptyDir).
 root="$WORK/root"
 pid=""

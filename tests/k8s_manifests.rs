@@ -2,7 +2,7 @@
 //! they parse into the real API types with no unknown fields, the ports are the server's
 //! default port, the probe paths answer 200 on a ready server, every environment variable is
 //! one the binary reads, and the shutdown timings fit the pod's grace period. The GPU overlay
-//! in `k8s-gpu/` is rendered onto them (kustomize's strategic merge, for the parts it uses)
+//! in `k8s/gpu/` is rendered onto them (kustomize's strategic merge, for the parts it uses)
 //! and goes through the same checks, plus its own: a GPU per pod, `--device cuda`.
 
 mod common;
@@ -20,12 +20,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use segserve::cli::{Cli, Command};
 use segserve::engine::DeviceChoice;
 
+/// The CPU deployment's objects (`k8s/` applies them through its kustomization).
 fn k8s_dir() -> PathBuf {
-    common::repo().join("k8s")
+    common::repo().join("k8s").join("base")
 }
 
 fn gpu_dir() -> PathBuf {
-    common::repo().join("k8s-gpu")
+    common::repo().join("k8s").join("gpu")
 }
 
 fn read_yaml(path: &std::path::Path) -> serde_yaml::Value {
@@ -145,7 +146,7 @@ fn strategic_merge(base: &mut serde_yaml::Value, patch: &serde_yaml::Value, fiel
     }
 }
 
-/// `k8s-gpu/` rendered as kustomize renders it: the base's objects, each patch merged into
+/// `k8s/gpu/` rendered as kustomize renders it: the base's objects, each patch merged into
 /// the object of the same kind and name, and the overlay's image tag.
 fn gpu_manifests() -> Manifests {
     let k = read_yaml(&gpu_dir().join("kustomization.yaml"));
@@ -155,7 +156,7 @@ fn gpu_manifests() -> Manifests {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(resources, ["../k8s"], "the overlay builds on k8s/");
+    assert_eq!(resources, ["../base"], "the overlay builds on k8s/base/");
     let base: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap(),
     )
@@ -179,12 +180,12 @@ fn gpu_manifests() -> Manifests {
         );
         let (_, target) = objects
             .get_mut(&id)
-            .unwrap_or_else(|| panic!("{file} patches {id:?}, which k8s/ does not have"));
+            .unwrap_or_else(|| panic!("{file} patches {id:?}, which k8s/base/ does not have"));
         strategic_merge(target, &p, "");
     }
     // images: the base's image name gets the overlay's tag.
     let [image] = k["images"].as_sequence().unwrap().as_slice() else {
-        panic!("one image in k8s-gpu/kustomization.yaml")
+        panic!("one image in k8s/gpu/kustomization.yaml")
     };
     let (name, tag) = (
         image["name"].as_str().unwrap(),
@@ -207,7 +208,7 @@ fn gpu_manifests() -> Manifests {
             .unwrap_or_else(|| panic!("no {kind}"))
             .clone();
         let (file, v) = objects.remove(&key).unwrap();
-        (format!("{file} + k8s-gpu"), v)
+        (format!("{file} + k8s/gpu"), v)
     };
     let (f, v) = take("Deployment");
     let deployment = typed(&f, v);
@@ -230,7 +231,7 @@ fn gpu_manifests() -> Manifests {
 
 /// The CPU manifests and the GPU overlay rendered onto them, for checks both must pass.
 fn both() -> [(&'static str, Manifests); 2] {
-    [("k8s/", manifests()), ("k8s-gpu/", gpu_manifests())]
+    [("k8s/", manifests()), ("k8s/gpu/", gpu_manifests())]
 }
 
 fn container(d: &Deployment) -> &Container {
@@ -293,6 +294,10 @@ fn manifests_parse_and_kustomization_lists_them_all() {
         listed, on_disk,
         "kustomization.yaml resources vs files in k8s/"
     );
+    // `kubectl apply -k k8s/` applies exactly the base, with the image set.
+    let top = read_yaml(&common::repo().join("k8s").join("kustomization.yaml"));
+    assert_eq!(top["resources"], serde_yaml::from_str::<serde_yaml::Value>("[base]").unwrap());
+    let k = top;
     // The image the kustomization rewrites is the one the Deployment runs.
     let d: Deployment = load("deployment.yaml");
     let image = container(&d).image.clone().unwrap();
@@ -586,7 +591,7 @@ fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
         .collect();
     assert_eq!(
         listed, on_disk,
-        "k8s-gpu/kustomization.yaml patches vs files"
+        "k8s/gpu/kustomization.yaml patches vs files"
     );
 
     let m = gpu_manifests();

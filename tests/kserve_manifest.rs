@@ -5,7 +5,7 @@
 //! misspelt `readinesProbe` would otherwise pass). Then: the container port is the one the
 //! server listens on with this environment, the probe paths are served and stay open under
 //! `--api-key`, every variable is one the binary reads with a value it accepts, and the
-//! settings match k8s/deployment.yaml and k8s/configmap.yaml.
+//! settings match k8s/base/deployment.yaml and k8s/base/configmap.yaml.
 
 mod common;
 
@@ -137,8 +137,8 @@ fn it_is_a_raw_deployment_with_a_kserve_container() {
         .image
         .as_deref()
         .is_some_and(|im| im.starts_with("segserve")));
-    // Scaling as k8s/hpa.yaml: CPU, 2 to 10 pods.
-    let hpa = yaml("k8s/hpa.yaml");
+    // Scaling as k8s/base/hpa.yaml: CPU, 2 to 10 pods.
+    let hpa = yaml("k8s/base/hpa.yaml");
     assert_eq!(i.extension["minReplicas"], hpa["spec"]["minReplicas"]);
     assert_eq!(i.extension["maxReplicas"], hpa["spec"]["maxReplicas"]);
     assert_eq!(i.extension["scaleMetric"], "cpu");
@@ -186,9 +186,9 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     let a = common::serve_args_from_env(&env);
     assert_eq!(a.log_format, segserve::cli::LogFormat::Json);
     // The same settings as the plain deployment's ConfigMap.
-    let config: ConfigMap = typed(&yaml("k8s/configmap.yaml"), "k8s/configmap.yaml");
+    let config: ConfigMap = typed(&yaml("k8s/base/configmap.yaml"), "k8s/base/configmap.yaml");
     for (k, v) in config.data.unwrap() {
-        assert_eq!(env.get(&k), Some(&v), "{k} differs from k8s/configmap.yaml");
+        assert_eq!(env.get(&k), Some(&v), "{k} differs from k8s/base/configmap.yaml");
     }
     // Sessions follow this container's CPU limit.
     let sessions = c
@@ -202,7 +202,7 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     assert_eq!(sessions.resource, "limits.cpu");
     assert_eq!(sessions.container_name.as_deref(), Some(CONTAINER));
     // Resources, security and grace period as the Deployment's.
-    let d: Deployment = serde_yaml::from_value(yaml("k8s/deployment.yaml")).unwrap();
+    let d: Deployment = serde_yaml::from_value(yaml("k8s/base/deployment.yaml")).unwrap();
     let dpod = d.spec.template.spec.unwrap();
     let dc = &dpod.containers[0];
     // Every variable the Deployment takes from its container's resources, this one takes
