@@ -1,5 +1,5 @@
 # segserve container image: `docker build -t segserve .` then
-# `docker run --rm -p 5000:5000 segserve` (see README, "Container image").
+# `docker run --rm -p 5000:5000 segserve` (see docs/deployment.md, "Container image").
 # For NVIDIA GPUs: `docker build --build-arg DEVICE=cuda -t segserve:0.1.0-cuda .`, then
 # `docker run --gpus all ...` (docs/gpu.md). Same stages; the GPU build of ONNX Runtime and
 # NVIDIA's CUDA 13 + cuDNN 9 runtime image replace the CPU library and Debian slim.

@@ -1,4 +1,4 @@
-//! Criterion benchmarks of each pipeline stage on real photos (issue 5):
+//! Criterion benchmarks of each pipeline stage on real photos:
 //! decode, letterbox, inference, output decoding + NMS, masks, RLE, JSON.
 //! `cargo bench --bench stages` (or `make bench`).
 

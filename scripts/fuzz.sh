@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target for a bounded time (issue 6): image decoding + letterbox, the
+# Runs every cargo-fuzz target for a bounded time: image decoding + letterbox, the
 # upload body extractor, and the COCO RLE codec. Needs the nightly toolchain; installs
 # cargo-fuzz if it is missing. Crashes land in fuzz/artifacts/<target>/ and fail the run.
 #

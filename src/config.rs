@@ -25,7 +25,7 @@ pub struct FormLimits {
 }
 
 /// The share of the memory limit the budget takes by default; the rest is the models,
-/// ONNX Runtime, the runtime's buffers and the allocator's slack (see README, "Memory budget").
+/// ONNX Runtime, the runtime's buffers and the allocator's slack (see docs/security.md, "Memory budget").
 pub const DEFAULT_BUDGET_FRACTION: f64 = 0.5;
 
 /// The ONNX Runtime library file the setup step downloads.

@@ -2,6 +2,38 @@
 //!
 //! `run` wires it together: load the models in the background (readiness stays 503 until
 //! they are warm), serve the router, and shut down gracefully on the given signal.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | `main.rs`, [`cli`] | the command line: clap's flags, `predict` and `models` |
+//! | [`config`] | the checked settings `run` takes |
+//! | [`api`] | everything HTTP: connections, guards, extractors, handlers, replies |
+//! | [`error`] | `AppError`: the only place statuses are chosen |
+//! | [`options`] | what a request may ask for, whatever the front end (query, KServe, flags) |
+//! | [`pipeline`] | one photo from bytes to an answer, under a stage place and a reservation |
+//! | [`budget`] | the memory budget every request reserves from |
+//! | [`imageio`] | header probing, decoding, letterboxing; [`resize`] and [`geometry`] under it |
+//! | [`engine`] | ONNX Runtime sessions, output layouts, NMS, masks from prototypes, devices |
+//! | [`mask`] | box-cropped masks and their encodings (COCO RLE, polygons) |
+//! | [`render`] | drawing detections onto the photo |
+//! | [`schema`] | the JSON shapes of results, shared by the API and the CLI |
+//! | [`alloc`], [`shutdown`] | the allocator's settings; the shutdown signal |
+//!
+//! Dependencies point one way: `api` and `cli` use `pipeline`, `options` and `schema`;
+//! `pipeline` uses `engine`, `imageio` and `budget`; none of those knows HTTP.
+//!
+//! # A request's path
+//!
+//! `api::server` accepts the connection (header timeout, connection cap) -> `api::security`
+//! checks sizes, the key and the deadline -> `api::params::Params` parses the query and picks
+//! the model -> `api::upload::ImageUpload` reads the photo, reserving its bytes ->
+//! `pipeline::segment` takes a place in the model's compute stage, probes the header and
+//! reserves the decode, decodes and letterboxes on the blocking pool, runs the model on an
+//! inference thread, decodes outputs and masks (reserving them once the boxes are known) and
+//! builds the answer on the blocking pool -> `api::reply` sends it, holding its reservation
+//! until it is gone -> the request middleware logs it and counts it.
 
 pub mod alloc;
 pub mod api;
@@ -15,7 +47,6 @@ pub mod imageio;
 pub mod mask;
 pub mod options;
 pub mod pipeline;
-
 pub mod render;
 pub mod resize;
 pub mod schema;

@@ -1,4 +1,4 @@
-//! Hostile and odd requests against the real server (issue 6): every case is built here
+//! Hostile and odd requests against the real server: every case is built here
 //! (images generated with the `image` crate or MozJPEG, bytes crafted by hand), and each
 //! must get its documented status and `error_type`, leak no paths, carry `nosniff`, and
 //! leave the server answering /readyz. Odd-but-valid images must succeed.
@@ -536,7 +536,7 @@ async fn hostile_and_odd_requests_get_their_documented_answers() {
     );
 }
 
-/// Slow clients (issue 6): bodies trickled a byte at a time get 408 once the body timeout
+/// Slow clients: bodies trickled a byte at a time get 408 once the body timeout
 /// passes, and meanwhile ordinary requests are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_bodies_time_out_with_408_while_others_are_served() {

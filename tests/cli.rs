@@ -1,4 +1,4 @@
-//! The offline commands, run as the built binary (issue 7): `segserve predict` over
+//! The offline commands, run as the built binary: `segserve predict` over
 //! ../shared/testdata (JSON Lines, per-image files, failures and exit status) and
 //! `segserve models`.
 

@@ -296,7 +296,10 @@ fn manifests_parse_and_kustomization_lists_them_all() {
     );
     // `kubectl apply -k k8s/` applies exactly the base, with the image set.
     let top = read_yaml(&common::repo().join("k8s").join("kustomization.yaml"));
-    assert_eq!(top["resources"], serde_yaml::from_str::<serde_yaml::Value>("[base]").unwrap());
+    assert_eq!(
+        top["resources"],
+        serde_yaml::from_str::<serde_yaml::Value>("[base]").unwrap()
+    );
     let k = top;
     // The image the kustomization rewrites is the one the Deployment runs.
     let d: Deployment = load("deployment.yaml");
@@ -470,16 +473,24 @@ fn sessions_follow_the_cpu_limit() {
             .unwrap_or_else(|| q.0.parse().unwrap())
     };
     assert!(cpus(&req["cpu"]) <= cpus(&lim["cpu"]));
-    assert_eq!(
-        m.config
-            .data
-            .as_ref()
-            .unwrap()
-            .get("SEGSERVE_THREADS")
-            .map(String::as_str),
-        Some("1"),
-        "one thread per session, so sessions x threads = the CPU limit"
-    );
+    // The shared intra-op pool has a thread per CPU of the limit, so the pod never runs more
+    // inference threads than it has CPUs, and the ConfigMap does not override that.
+    let threads = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "SEGSERVE_THREADS")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.resource_field_ref.as_ref())
+        .expect("SEGSERVE_THREADS comes from a resourceFieldRef");
+    assert_eq!(threads.resource, "limits.cpu");
+    assert!(!m
+        .config
+        .data
+        .as_ref()
+        .unwrap()
+        .contains_key("SEGSERVE_THREADS"));
 }
 
 #[test]
@@ -620,7 +631,7 @@ fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
         DeviceChoice::Cuda,
         "no silent CPU fallback"
     );
-    assert_eq!((a.runtime.sessions, a.runtime.threads), (Some(2), Some(1)));
+    assert_eq!(a.runtime.sessions, Some(2));
     let pod = m.deployment.spec.template.spec.as_ref().unwrap();
     assert!(
         pod.tolerations

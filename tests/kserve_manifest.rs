@@ -188,7 +188,11 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     // The same settings as the plain deployment's ConfigMap.
     let config: ConfigMap = typed(&yaml("k8s/base/configmap.yaml"), "k8s/base/configmap.yaml");
     for (k, v) in config.data.unwrap() {
-        assert_eq!(env.get(&k), Some(&v), "{k} differs from k8s/base/configmap.yaml");
+        assert_eq!(
+            env.get(&k),
+            Some(&v),
+            "{k} differs from k8s/base/configmap.yaml"
+        );
     }
     // Sessions follow this container's CPU limit.
     let sessions = c

@@ -1,4 +1,4 @@
-//! GET /metrics (issue 4): every `segserve_` series is exported with the right type, and
+//! GET /metrics: every `segserve_` series is exported with the right type, and
 //! the counters and histograms read back exactly what the requests did.
 //!
 //! One test function on purpose: the recorder is process-wide, so a second test in this

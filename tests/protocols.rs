@@ -1,4 +1,4 @@
-//! Issue 7 end to end over real HTTP: the Open Inference Protocol (KServe v2) routes, two
+//! End to end over real HTTP: the Open Inference Protocol (KServe v2) routes, two
 //! models served side by side, and `masks=polygon`. Requests are built the way the
 //! protocol's documentation shows them; those of the binary tensor data extension by hand,
 //! byte by byte, good and broken.

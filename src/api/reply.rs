@@ -84,7 +84,7 @@ pub fn bytes(bytes: Vec<u8>, content_type: &'static str, reservation: Reservatio
     resp
 }
 
-/// [`bytes`] for JSON.
+/// [`bytes()`] for JSON.
 pub fn json(bytes: Vec<u8>, reservation: Reservation) -> Response {
     self::bytes(bytes, "application/json", reservation)
 }

@@ -158,7 +158,7 @@ pub struct RuntimeArgs {
     pub sessions: Option<usize>,
     /// Largest batch per inference run, for models with a dynamic batch dimension
     /// (default: 1 = off on the CPU, where batching measured no faster than parallel
-    /// sessions, see README; 8 on a GPU).
+    /// sessions, see docs/performance.md; 8 on a GPU).
     #[arg(long, env = "SEGSERVE_MAX_BATCH")]
     pub max_batch: Option<usize>,
     /// How long a session waits to fill a batch, in ms.

@@ -452,7 +452,7 @@ mod tests {
         ));
     }
 
-    /// Issue 6: libjpeg pads a truncated JPEG with grey and only warns; we refuse it.
+    /// libjpeg pads a truncated JPEG with grey and only warns; we refuse it.
     #[test]
     fn truncated_jpeg_is_refused_and_the_whole_one_decodes() {
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {

@@ -1,6 +1,7 @@
-"""The examples of docs/protocols.md, run as written against the release server: every
-```python block, and the curl blocks of the protocol, with only the server's address and the
-photos' folder replaced (the docs use `make run`'s localhost:5000 and ../shared/testdata)."""
+"""The examples of docs/protocols.md and docs/api.md, run as written against the release
+server: every ```python block, and the curl blocks of the protocol, with only the server's
+address and the photos' folder replaced (the docs use `make run`'s localhost:5000 and
+../shared/testdata)."""
 
 import contextlib
 import io
@@ -12,10 +13,11 @@ import pytest
 from conftest import REPO, SHARED
 
 DOC = REPO / "docs" / "protocols.md"
+DOCS = [DOC, REPO / "docs" / "api.md"]
 
 
-def blocks(lang):
-    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), re.S)
+def blocks(lang, docs=(DOC,)):
+    return [b for d in docs for b in re.findall(rf"```{lang}\n(.*?)```", d.read_text(), re.S)]
 
 
 def localise(code, server):
@@ -24,11 +26,11 @@ def localise(code, server):
     )
 
 
-PYTHON = blocks("python")
+PYTHON = blocks("python", DOCS)
 
 
 def test_the_doc_has_examples():
-    assert len(PYTHON) >= 5
+    assert len(PYTHON) >= 6
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
@@ -36,7 +38,7 @@ def test_python_example_runs(server, index):
     code = localise(PYTHON[index], server)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, f"docs/protocols.md python block {index}", "exec"), {"__name__": "__main__"})
+        exec(compile(code, f"docs python block {index}", "exec"), {"__name__": "__main__"})
     assert printed.getvalue().strip(), "the example prints nothing"
 
 
