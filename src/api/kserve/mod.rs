@@ -12,7 +12,8 @@
 //! protocol, a "not ready" answer is a 4xx, not 503.
 
 pub mod binary;
-pub mod tensors;
+pub mod inputs;
+pub mod outputs;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -35,10 +36,8 @@ use crate::error::{AppError, ErrorBody};
 use crate::options::SegmentOptions;
 use crate::pipeline::{self, PipelineError, SegmentRequest, Ticket};
 use binary::{Framing, HEADER_LENGTH};
-use tensors::{
-    binary_data_size, flag, image_count, images, option_error, parameter_pairs, wanted_outputs,
-    Image, ImageResult, Wanted,
-};
+use inputs::{binary_data_size, flag, image_count, images, option_error, parameter_pairs, Image};
+use outputs::{wanted_outputs, ImageResult, Wanted};
 use wire::{
     InferRequest, InferResponse, ModelMetadata, Parameters, ReadyBody, ServerMetadata, EXTENSIONS,
     MODEL_VERSION, OUTPUTS,
@@ -368,7 +367,7 @@ fn encode(
     estimate: u64,
     reservation: &mut Reservation,
 ) -> Result<(Vec<u8>, Option<usize>), PipelineError> {
-    let (outputs, binary_data) = tensors::outputs(info, images, wanted);
+    let (outputs, binary_data) = outputs::outputs(info, images, wanted);
     let mut parameters = Parameters::new();
     if let [one] = images {
         parameters.insert("image_width".into(), one.width.into());
