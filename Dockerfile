@@ -1,14 +1,22 @@
 # segserve container image: `docker build -t segserve .` then
 # `docker run --rm -p 5000:5000 segserve` (see docs/deployment.md, "Container image").
-# For NVIDIA GPUs: `docker build --build-arg DEVICE=cuda -t segserve:0.1.0-cuda .`, then
-# `docker run --gpus all ...` (docs/gpu.md). Same stages; the GPU build of ONNX Runtime and
-# NVIDIA's CUDA 13 + cuDNN 9 runtime image replace the CPU library and Debian slim.
+# For NVIDIA GPUs (docs/gpu.md):
+#   docker build --build-arg DEVICE=cuda \
+#     --build-arg RUNTIME_BASE=docker.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 \
+#     -t segserve:0.1.0-cuda .
+# then `docker run --gpus all ...`. Same stages; the GPU build of ONNX Runtime and NVIDIA's
+# CUDA 13 + cuDNN 9 runtime image replace the CPU library and Debian slim.
 #
 # Needs models/yolov8n-seg-320.onnx in the build context: `make setup` puts it there.
 # `make container` builds this same file on a machine that cannot pull images.
 
-# cpu (default) or cuda: picks the ONNX Runtime build and the runtime base image below.
+# cpu (default) or cuda: picks the ONNX Runtime build and the device the server asks for.
 ARG DEVICE=cpu
+# The runtime's base image. For DEVICE=cuda, NVIDIA's runtime image with cuDNN: the CUDA 13
+# runtime, cuBLAS, cuRAND and cuDNN 9 that the CUDA provider needs (Ubuntu 24.04: glibc 2.39,
+# newer than the builder's, as it must be). An argument rather than a stage chosen by name,
+# which not every builder resolves (buildah/podman does not).
+ARG RUNTIME_BASE=docker.io/library/debian:bookworm-slim
 
 # ---- build: the release binary -----------------------------------------------------------
 FROM docker.io/library/rust:1.95-bookworm AS builder
@@ -59,17 +67,12 @@ RUN if [ "$DEVICE" = cuda ]; then \
  && rm -rf /tmp/wheel
 
 # ---- runtime -----------------------------------------------------------------------------
-FROM docker.io/library/debian:bookworm-slim AS runtime-cpu
-
-# NVIDIA's runtime image with cuDNN: the CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 that the
-# CUDA provider needs (Ubuntu 24.04: glibc 2.39, newer than the builder's, as it must be).
-# The GPU reaches the container through the NVIDIA container toolkit (`--gpus all`).
-FROM docker.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS runtime-cuda
-# A GPU image that quietly ran on the CPU would surprise: ask for the GPU, fail if absent.
-ENV SEGSERVE_DEVICE=cuda
-
 # hadolint ignore=DL3006
-FROM runtime-${DEVICE}
+FROM ${RUNTIME_BASE}
+ARG DEVICE
+# A GPU image that quietly ran on the CPU would surprise: it asks for its device and fails
+# if it is absent (the GPU reaches the container through NVIDIA's container toolkit).
+ENV SEGSERVE_DEVICE=${DEVICE}
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 segserve \
  && useradd --system --uid 10001 --gid segserve --no-create-home --home-dir /nonexistent \

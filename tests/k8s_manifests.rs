@@ -670,8 +670,10 @@ fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
     let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
     for needle in [
         "ARG DEVICE=cpu",
-        " AS runtime-cuda",
-        "FROM runtime-${DEVICE}",
+        "ARG RUNTIME_BASE=",
+        "FROM ${RUNTIME_BASE}",
+        "ENV SEGSERVE_DEVICE=${DEVICE}",
+        "--build-arg RUNTIME_BASE=docker.io/nvidia/cuda:",
     ] {
         assert!(dockerfile.contains(needle), "Dockerfile lacks {needle:?}");
     }
