@@ -28,3 +28,20 @@ pub fn init_ort() {
 pub fn model_name() -> String {
     std::env::var("SEGSERVE_BENCH_MODEL").unwrap_or_else(|_| "yolov8n-seg-320".into())
 }
+
+/// The benchmarks' engine: one session, nothing queued behind it.
+pub fn engine(name: &str) -> segserve::engine::Engine {
+    segserve::engine::Engine::load(
+        &model(name),
+        name,
+        segserve::engine::PoolConfig {
+            sessions: 1,
+            threads: 1,
+            queue_depth: 1,
+            queue_timeout: std::time::Duration::from_secs(60),
+            max_batch: 1,
+            batch_window: std::time::Duration::ZERO,
+        },
+    )
+    .unwrap()
+}

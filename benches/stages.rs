@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use segserve::engine::{session, Engine, FilterOptions, PoolConfig};
+use segserve::engine::{session, FilterOptions};
 use segserve::geometry::Letterbox;
 use segserve::imageio::{self, DecodeLimits};
 use segserve::pipeline::{Segmentation, Timing};
@@ -15,19 +15,7 @@ use segserve::pipeline::{Segmentation, Timing};
 fn stages(c: &mut Criterion) {
     common::init_ort();
     let name = common::model_name();
-    let engine = Engine::load(
-        &common::model(&name),
-        &name,
-        PoolConfig {
-            sessions: 1,
-            threads: 1,
-            queue_depth: 1,
-            queue_timeout: Duration::from_secs(60),
-            max_batch: 1,
-            batch_window: Duration::ZERO,
-        },
-    )
-    .unwrap();
+    let engine = common::engine(&name);
     let (ih, iw) = engine.info().input_hw;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, RgbImage};
 use segserve::budget::MemoryBudget;
-use segserve::engine::{run_session, session, Engine, FilterOptions, PoolConfig};
+use segserve::engine::{run_session, session, Engine, FilterOptions};
 use segserve::imageio::{self, DecodeLimits};
 use segserve::options::MaskFormat;
 use segserve::pipeline::{Segmentation, Timing};
@@ -143,19 +143,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let path = common::model(&name);
-    let engine = Engine::load(
-        &path,
-        &name,
-        PoolConfig {
-            sessions: 1,
-            threads: 1,
-            queue_depth: 1,
-            queue_timeout: Duration::from_secs(60),
-            max_batch: 1,
-            batch_window: Duration::ZERO,
-        },
-    )
-    .unwrap();
+    let engine = common::engine(&name);
     let mut sess = session::build_session(&path, 1).unwrap();
     let bus = image::load_from_memory(&common::photo("bus.jpg"))
         .unwrap()

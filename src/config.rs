@@ -405,6 +405,28 @@ impl TryFrom<ServeArgs> for ServeConfig {
     }
 }
 
+/// `serve` settings from flags for unit tests, with nothing to load: any existing file
+/// passes the model and library path checks.
+#[cfg(test)]
+pub(crate) fn for_tests(extra: &[&str]) -> ServeConfig {
+    use clap::Parser;
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut args = vec![
+        "segserve",
+        "serve",
+        "--model",
+        manifest,
+        "--ort-dylib",
+        manifest,
+    ];
+    args.extend_from_slice(extra);
+    let crate::cli::Command::Serve(a) = crate::cli::Cli::try_parse_from(args).unwrap().command
+    else {
+        panic!("serve parses as Serve")
+    };
+    ServeConfig::try_from(a).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,22 +480,7 @@ mod tests {
 
     #[test]
     fn the_budget_is_half_the_limit_unless_set() {
-        let parse = |extra: &[&str]| {
-            let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-            let mut args = vec![
-                "segserve",
-                "serve",
-                "--model",
-                manifest,
-                "--ort-dylib",
-                manifest,
-            ];
-            args.extend_from_slice(extra);
-            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
-                panic!("serve parses as Serve")
-            };
-            ServeConfig::try_from(a).unwrap().memory_budget
-        };
+        let parse = |extra: &[&str]| for_tests(extra).memory_budget;
         assert_eq!(parse(&["--memory-limit", "2Gi"]), 1 << 30);
         assert_eq!(parse(&["--memory-limit", "2147483648"]), 1 << 30);
         assert_eq!(

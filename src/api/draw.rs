@@ -3,11 +3,12 @@
 //! this module picks the encoding and runs the drawing inside the pipeline's bounded stage,
 //! against the request's memory reservation.
 
+use super::params::{Extra, Params};
+use super::upload::{ImageUpload, Source};
 use crate::budget::Reservation;
-use crate::engine::Engine;
 use crate::error::AppError;
 use crate::imageio::DecodeLimits;
-use crate::options::{MaskFormat, SegmentOptions};
+use crate::options::MaskFormat;
 use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
 use crate::render::{self, Encoding};
 
@@ -58,18 +59,18 @@ pub struct Rendered {
     pub reservation: Reservation,
 }
 
-/// Segments `bytes` with `options` on `engine`, and draws the result in `encoding`.
-pub async fn segment_and_draw(
-    engine: &Engine,
+/// Segments the upload with the query's options and model, and draws the result in
+/// `encoding`.
+pub async fn segment_and_draw<E: Extra, S: Source>(
+    params: Params<E>,
+    upload: ImageUpload<S>,
     limits: DecodeLimits,
-    options: SegmentOptions,
-    bytes: bytes::Bytes,
-    reservation: Reservation,
     encoding: Encoding,
 ) -> Result<Rendered, AppError> {
+    let (engine, options) = (&params.engine, params.options);
     let req = SegmentRequest {
-        bytes,
-        reservation,
+        bytes: upload.bytes,
+        reservation: upload.reservation,
         filter: options.filter,
         masks: options.masks == MaskFormat::Rle,
         keep_image: true,

@@ -39,16 +39,9 @@ pub async fn segmentfrontend(
 ) -> Response {
     let result = async {
         let (params, upload) = (params?, upload?);
-        let r = segment_and_draw(
-            &params.engine,
-            s.config.runtime.limits,
-            params.options,
-            upload.bytes,
-            upload.reservation,
-            Encoding::Jpeg,
-        )
-        .await?;
-        Ok::<_, AppError>((result_page(&r, params.engine.info()), r.reservation))
+        let engine = params.engine.clone();
+        let r = segment_and_draw(params, upload, s.config.runtime.limits, Encoding::Jpeg).await?;
+        Ok::<_, AppError>((result_page(&r, engine.info()), r.reservation))
     }
     .await;
     match result {

@@ -10,21 +10,7 @@ use tower::ServiceExt;
 /// A state without models: enough for the layers. Any existing file passes the
 /// model/runtime path checks, and nothing is loaded.
 fn state(extra: &[&str]) -> AppState {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let mut args = vec![
-        "segserve",
-        "serve",
-        "--model",
-        manifest,
-        "--ort-dylib",
-        manifest,
-    ];
-    args.extend_from_slice(extra);
-    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(args).unwrap();
-    let crate::cli::Command::Serve(a) = cli.command else {
-        panic!("expected the serve command")
-    };
-    let state = AppState::new(ServeConfig::try_from(a).unwrap(), crate::metrics_handle());
+    let state = AppState::new(crate::config::for_tests(extra), crate::metrics_handle());
     set_ready(&state, true);
     state
 }
