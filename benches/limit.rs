@@ -73,4 +73,43 @@ fn main() {
         ));
     }
     println!("LIMIT_JSON [{}]", json.join(","));
+    warm_against_cold(&path, &name, cpus, secs);
+}
+
+/// Why a lone request's inference takes longer in the server than here: between two runs
+/// the server decodes and letterboxes a photo on the same cores, which evicts the model's
+/// weights and activations from the caches. Times `Session::run` alone, 1 x N, back to back
+/// and with bus.jpg's decode + letterbox between runs; the difference is the cold-cache cost.
+fn warm_against_cold(path: &std::path::Path, name: &str, cpus: usize, secs: u64) {
+    use segserve::geometry::Letterbox;
+    use segserve::imageio::{self, DecodeLimits};
+    let mut s = session::build_session(path, cpus).unwrap();
+    let info = session::inspect(&s, name).unwrap();
+    let (h, w) = info.input_hw;
+    let photo = common::photo("bus.jpg");
+    let mut input = vec![114.0f32 / 255.0; 3 * h * w];
+    let mut run = |between: bool, input: &mut Vec<f32>| {
+        let deadline = Instant::now() + Duration::from_secs(secs / 2 + 1);
+        let mut lat = Vec::new();
+        while Instant::now() < deadline {
+            if between {
+                let img = imageio::decode(&photo, &DecodeLimits::default()).unwrap();
+                let lb = Letterbox::new(img.width(), img.height(), w as u32, h as u32);
+                imageio::letterbox_into(&img, &lb, input);
+            }
+            let t = Instant::now();
+            run_session(&mut s, &info, input).unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let mean = lat.iter().map(Duration::as_secs_f64).sum::<f64>() / lat.len() as f64;
+        (lat[lat.len() / 2].as_secs_f64() * 1e3, mean * 1e3)
+    };
+    run(false, &mut input);
+    let warm = run(false, &mut input);
+    let cold = run(true, &mut input);
+    println!(
+        "Session::run alone, 1 x {cpus}: p50 {:.1} ms (mean {:.1}) back to back, p50 {:.1} ms (mean {:.1}) with bus.jpg's decode + letterbox between runs",
+        warm.0, warm.1, cold.0, cold.1
+    );
 }
