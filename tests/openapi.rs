@@ -203,54 +203,36 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     let (_, corrupt_form) = form("image", CORRUPT_PNG);
     let big = vec![b' '; 8192];
     let mut m = BTreeMap::new();
-    let mut add = |method: &'static str, route: &'static str, status: u16, p: Probe| {
-        assert_eq!(method, p.method);
-        m.insert((method, route, status), p);
+    // The route template as the spec names it, the status, and a request that makes it happen.
+    let mut add = |route: &'static str, status: u16, p: Probe| {
+        m.insert((p.method, route, status), p);
     };
-    // PixelLib route.
-    let r = "/segmentapi";
-    add(
-        "POST",
-        r,
-        200,
-        probe(Live, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        400,
-        probe(Live, "POST", r).body(&mp, no_image_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        408,
-        probe(Stalled, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        413,
-        probe(Small, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", r).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
-        r,
-        422,
-        probe(Live, "POST", r).body(&mp, corrupt_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        503,
-        probe(NotReady, "POST", r).body(&mp, bus_form.clone()),
-    );
+    // The PixelLib routes: a multipart form, for JSON and for HTML.
+    for r in ["/segmentapi", "/segmentfrontend"] {
+        add(r, 200, probe(Live, "POST", r).body(&mp, bus_form.clone()));
+        add(
+            r,
+            400,
+            probe(Live, "POST", r).body(&mp, no_image_form.clone()),
+        );
+        add(
+            r,
+            408,
+            probe(Stalled, "POST", r).body(&mp, bus_form.clone()),
+        );
+        add(r, 413, probe(Small, "POST", r).body(&mp, bus_form.clone()));
+        add(r, 415, probe(Live, "POST", r).body("text/plain", "hi"));
+        add(
+            r,
+            422,
+            probe(Live, "POST", r).body(&mp, corrupt_form.clone()),
+        );
+        add(
+            r,
+            503,
+            probe(NotReady, "POST", r).body(&mp, bus_form.clone()),
+        );
+    }
     // The native routes take the same uploads and options (render adds `format`).
     for (r, bad_query) in [
         ("/v1/segment", "/v1/segment?conf=2"),
@@ -262,137 +244,98 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
             "/v1/render?model=nope"
         };
         let jpeg = |target, path| probe(target, "POST", path).body("image/jpeg", bus());
-        add("POST", r, 200, jpeg(Live, r));
-        add("POST", r, 400, jpeg(Live, bad_query));
-        add("POST", r, 404, jpeg(Live, unknown_model));
-        add("POST", r, 408, jpeg(Stalled, r));
-        add("POST", r, 413, jpeg(Small, r));
+        add(r, 200, jpeg(Live, r));
+        add(r, 400, jpeg(Live, bad_query));
+        add(r, 404, jpeg(Live, unknown_model));
+        add(r, 408, jpeg(Stalled, r));
+        add(r, 413, jpeg(Small, r));
+        add(r, 415, probe(Live, "POST", r).body("text/plain", "hi"));
         add(
-            "POST",
-            r,
-            415,
-            probe(Live, "POST", r).body("text/plain", "hi"),
-        );
-        add(
-            "POST",
             r,
             422,
             probe(Live, "POST", r).body("image/png", CORRUPT_PNG),
         );
-        add("POST", r, 503, jpeg(NotReady, r));
+        add(r, 503, jpeg(NotReady, r));
     }
-    add("GET", "/v1/models", 200, probe(Live, "GET", "/v1/models"));
-    add(
-        "GET",
-        "/v1/models",
-        503,
-        probe(NotReady, "GET", "/v1/models"),
-    );
+    add("/v1/models", 200, probe(Live, "GET", "/v1/models"));
+    add("/v1/models", 503, probe(NotReady, "GET", "/v1/models"));
     // Operations.
-    add("GET", "/healthz", 200, probe(NotReady, "GET", "/healthz"));
-    add("GET", "/readyz", 200, probe(Live, "GET", "/readyz"));
-    add("GET", "/readyz", 503, probe(NotReady, "GET", "/readyz"));
-    add("GET", "/metrics", 200, probe(Live, "GET", "/metrics"));
+    add("/healthz", 200, probe(NotReady, "GET", "/healthz"));
+    add("/readyz", 200, probe(Live, "GET", "/readyz"));
+    add("/readyz", 503, probe(NotReady, "GET", "/readyz"));
+    add("/metrics", 200, probe(Live, "GET", "/metrics"));
     add(
-        "GET",
         "/openapi.json",
         200,
         probe(NotReady, "GET", "/openapi.json"),
     );
-    add("GET", "/docs", 200, probe(NotReady, "GET", "/docs"));
+    add("/docs", 200, probe(NotReady, "GET", "/docs"));
     // Open Inference Protocol.
-    add("GET", "/v2", 200, probe(NotReady, "GET", "/v2"));
+    add("/v2", 200, probe(NotReady, "GET", "/v2"));
     add(
-        "GET",
         "/v2/health/live",
         200,
         probe(NotReady, "GET", "/v2/health/live"),
     );
     add(
-        "GET",
         "/v2/health/ready",
         200,
         probe(Live, "GET", "/v2/health/ready"),
     );
     add(
-        "GET",
         "/v2/health/ready",
         400,
         probe(NotReady, "GET", "/v2/health/ready"),
     );
     let r = "/v2/models/{name}";
-    add(
-        "GET",
-        r,
-        200,
-        probe(Live, "GET", "/v2/models/yolov8n-seg-320"),
-    );
-    add("GET", r, 404, probe(Live, "GET", "/v2/models/nope"));
-    add(
-        "GET",
-        r,
-        503,
-        probe(NotReady, "GET", "/v2/models/yolov8n-seg-320"),
-    );
+    add(r, 200, probe(Live, "GET", "/v2/models/yolov8n-seg-320"));
+    add(r, 404, probe(Live, "GET", "/v2/models/nope"));
+    add(r, 503, probe(NotReady, "GET", "/v2/models/yolov8n-seg-320"));
     let r = "/v2/models/{name}/ready";
     add(
-        "GET",
         r,
         200,
         probe(Live, "GET", "/v2/models/yolov8n-seg-320/ready"),
     );
     add(
-        "GET",
         r,
         400,
         probe(NotReady, "GET", "/v2/models/yolov8n-seg-320/ready"),
     );
-    add("GET", r, 404, probe(Live, "GET", "/v2/models/nope/ready"));
+    add(r, 404, probe(Live, "GET", "/v2/models/nope/ready"));
     let r = "/v2/models/{name}/infer";
     add(
-        "POST",
         r,
         200,
         probe(Live, "POST", infer).body("application/json", infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         400,
         probe(Live, "POST", infer).body("application/json", "{\"inputs\": 3}"),
     );
     add(
-        "POST",
         r,
         404,
         probe(Live, "POST", "/v2/models/nope/infer").body("application/json", infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         408,
         probe(Stalled, "POST", infer).body("application/json", infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         413,
         probe(Small, "POST", infer).body("application/json", big),
     );
+    add(r, 415, probe(Live, "POST", infer).body("text/plain", "hi"));
     add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", infer).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
         r,
         422,
         probe(Live, "POST", infer).body("application/json", infer_json(CORRUPT_PNG)),
     );
     add(
-        "POST",
         r,
         503,
         probe(NotReady, "POST", infer).body("application/json", infer_json(&bus())),
@@ -400,20 +343,18 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     // The same, through the protocol's optional `/versions/{version}` paths.
     let v = "/v2/models/yolov8n-seg-320/versions/1";
     let r = "/v2/models/{name}/versions/{version}";
-    add("GET", r, 200, probe(Live, "GET", v));
+    add(r, 200, probe(Live, "GET", v));
     add(
-        "GET",
         r,
         404,
         probe(Live, "GET", "/v2/models/yolov8n-seg-320/versions/2"),
     );
-    add("GET", r, 503, probe(NotReady, "GET", v));
+    add(r, 503, probe(NotReady, "GET", v));
     let r = "/v2/models/{name}/versions/{version}/ready";
     let ready = format!("{v}/ready");
-    add("GET", r, 200, probe(Live, "GET", &ready));
-    add("GET", r, 400, probe(NotReady, "GET", &ready));
+    add(r, 200, probe(Live, "GET", &ready));
+    add(r, 400, probe(NotReady, "GET", &ready));
     add(
-        "GET",
         r,
         404,
         probe(Live, "GET", "/v2/models/nope/versions/1/ready"),
@@ -422,123 +363,63 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     let vi = format!("{v}/infer");
     let json = "application/json";
     add(
-        "POST",
         r,
         200,
         probe(Live, "POST", &vi).body(json, infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         400,
         probe(Live, "POST", &vi).body(json, "{\"inputs\": 3}"),
     );
     add(
-        "POST",
         r,
         404,
         probe(Live, "POST", "/v2/models/yolov8n-seg-320/versions/7/infer")
             .body(json, infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         408,
         probe(Stalled, "POST", &vi).body(json, infer_json(&bus())),
     );
     add(
-        "POST",
         r,
         413,
         probe(Small, "POST", &vi).body(json, vec![b' '; 8192]),
     );
+    add(r, 415, probe(Live, "POST", &vi).body("text/plain", "hi"));
     add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", &vi).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
         r,
         422,
         probe(Live, "POST", &vi).body(json, infer_json(CORRUPT_PNG)),
     );
     add(
-        "POST",
         r,
         503,
         probe(NotReady, "POST", &vi).body(json, infer_json(&bus())),
     );
     add(
-        "GET",
         "/static/docs.js",
         200,
         probe(NotReady, "GET", "/static/docs.js"),
     );
     add(
-        "GET",
         "/static/docs.css",
         200,
         probe(NotReady, "GET", "/static/docs.css"),
     );
     // The page and its assets.
-    add("GET", "/", 200, probe(NotReady, "GET", "/"));
+    add("/", 200, probe(NotReady, "GET", "/"));
     add(
-        "GET",
         "/static/app.js",
         200,
         probe(NotReady, "GET", "/static/app.js"),
     );
     add(
-        "GET",
         "/static/style.css",
         200,
         probe(NotReady, "GET", "/static/style.css"),
-    );
-    // PixelLib's HTML route.
-    let r = "/segmentfrontend";
-    add(
-        "POST",
-        r,
-        200,
-        probe(Live, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        400,
-        probe(Live, "POST", r).body(&mp, no_image_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        408,
-        probe(Stalled, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        413,
-        probe(Small, "POST", r).body(&mp, bus_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        415,
-        probe(Live, "POST", r).body("text/plain", "hi"),
-    );
-    add(
-        "POST",
-        r,
-        422,
-        probe(Live, "POST", r).body(&mp, corrupt_form.clone()),
-    );
-    add(
-        "POST",
-        r,
-        503,
-        probe(NotReady, "POST", r).body(&mp, bus_form.clone()),
     );
     m
 }
