@@ -79,6 +79,30 @@ fn stages(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    // The 31 MP photo of the cost curve: one ellipse filling a 4000 x 5000 box.
+    let big = {
+        let (w, h) = (4000u32, 5000u32);
+        let bits = (0..h)
+            .flat_map(|y| {
+                (0..w).map(move |x| {
+                    let (dx, dy) = (x as f64 / w as f64 - 0.5, y as f64 / h as f64 - 0.5);
+                    (dx * dx + dy * dy < 0.25) as u8
+                })
+            })
+            .collect();
+        segserve::mask::BoxMask {
+            image_w: 4822,
+            image_h: 6429,
+            x: 400,
+            y: 700,
+            w,
+            h,
+            bits,
+        }
+    };
+    c.bench_function("rle/31MP-one-20MP-mask", |b| {
+        b.iter(|| big.to_coco_rle().len())
+    });
     let seg = Segmentation {
         width: bus.width(),
         height: bus.height(),

@@ -3,39 +3,119 @@
 
 use super::BoxMask;
 
+/// Run lengths being collected: adjacent runs of the same value merge.
+struct Runs {
+    counts: Vec<u32>,
+    value: u8,
+    run: u32,
+}
+
+impl Runs {
+    fn push(&mut self, value: u8, len: u32) {
+        if len == 0 {
+            return;
+        }
+        if value == self.value {
+            self.run += len;
+        } else {
+            self.counts.push(self.run);
+            self.value = value;
+            self.run = len;
+        }
+    }
+}
+
+/// Calls `f(i)` for every `i` where `a[i] != b[i]`, eight bytes at a time: masks change
+/// only along object borders, so nearly every word compares equal.
+fn for_each_change(a: &[u8], b: &[u8], mut f: impl FnMut(usize)) {
+    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (i, (x, y)) in wa.by_ref().zip(wb.by_ref()).enumerate() {
+        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        let mut d = x ^ y;
+        while d != 0 {
+            let byte = d.trailing_zeros() as usize / 8;
+            f(i * 8 + byte);
+            d &= !(0xffu64 << (byte * 8));
+        }
+    }
+    let tail = a.len() - wa.remainder().len();
+    for (j, (x, y)) in wa.remainder().iter().zip(wb.remainder()).enumerate() {
+        if x != y {
+            f(tail + j);
+        }
+    }
+}
+
 impl BoxMask {
     /// Uncompressed COCO run lengths, column-major, starting with a run of zeros.
+    ///
+    /// The bits are row-major; walking each column touches one row per pixel and tests
+    /// every pixel (25 ms for a 20 MP mask). Instead two passes over the rows, comparing
+    /// each with the one above eight bytes at a time, find the rows where each column
+    /// changes value (first counting them per column, then recording them), and the runs
+    /// are the distances between those rows.
     pub fn rle_counts(&self) -> Vec<u32> {
-        let mut counts = Vec::new();
-        let mut current = 0u8;
-        let mut run = 0u32;
-        let mut push = |value: u8, len: u32, counts: &mut Vec<u32>| {
-            if len == 0 {
-                return;
-            }
-            if value == current {
-                run += len;
+        let mut runs = Runs {
+            counts: Vec::new(),
+            value: 0,
+            run: 0,
+        };
+        let (w, h) = (self.w as usize, self.h as usize);
+        if w == 0 || h == 0 {
+            runs.push(0, self.image_w * self.image_h);
+            runs.counts.push(runs.run);
+            return runs.counts;
+        }
+        // Rows 0..=h, each compared with the one above; above the first and below the last
+        // the mask is zero, so every column changes an even number of times.
+        let zero = vec![0u8; w];
+        let row = |r: usize| -> &[u8] {
+            if r < h {
+                &self.bits[r * w..(r + 1) * w]
             } else {
-                counts.push(run);
-                current = value;
-                run = len;
+                &zero
             }
         };
-        let (x_end, y_end) = (self.x + self.w, self.y + self.h);
-        for col in 0..self.image_w {
-            if col < self.x || col >= x_end {
-                push(0, self.image_h, &mut counts);
-                continue;
+        let above = |r: usize| -> &[u8] {
+            if r == 0 {
+                &zero
+            } else {
+                row(r - 1)
             }
-            push(0, self.y, &mut counts);
-            let cx = (col - self.x) as usize;
-            for row in 0..self.h as usize {
-                push(self.bits[row * self.w as usize + cx], 1, &mut counts);
-            }
-            push(0, self.image_h - y_end, &mut counts);
+        };
+        let mut start = vec![0u32; w + 1];
+        for r in 0..=h {
+            for_each_change(above(r), row(r), |c| start[c + 1] += 1);
         }
-        counts.push(run);
-        counts
+        for c in 0..w {
+            start[c + 1] += start[c];
+        }
+        let mut changes = vec![0u32; start[w] as usize];
+        let mut next = start.clone();
+        for r in 0..=h {
+            for_each_change(above(r), row(r), |c| {
+                changes[next[c] as usize] = r as u32;
+                next[c] += 1;
+            });
+        }
+
+        let below = self.image_h - (self.y + self.h);
+        runs.push(0, self.image_h * self.x);
+        for c in 0..w {
+            runs.push(0, self.y);
+            let (mut from, mut value) = (0u32, 0u8);
+            for &r in &changes[start[c] as usize..start[c + 1] as usize] {
+                runs.push(value, r - from);
+                from = r;
+                value ^= 1;
+            }
+            runs.push(0, self.h - from);
+            runs.push(0, below);
+        }
+        runs.push(0, self.image_h * (self.image_w - self.x - self.w));
+        runs.counts.push(runs.run);
+        runs.counts
     }
 
     /// COCO compressed RLE string (pycocotools' `rleToString`).
@@ -179,6 +259,64 @@ mod tests {
             let m = BoxMask::from_dense(w, h, &dense);
             let s = m.to_coco_rle();
             assert_eq!(decode_coco_rle(&s, h, w).unwrap(), dense);
+        }
+    }
+
+    /// The definition: walk each column of the full image, top to bottom.
+    fn counts_by_walking_columns(m: &BoxMask) -> Vec<u32> {
+        let mut runs = Runs {
+            counts: Vec::new(),
+            value: 0,
+            run: 0,
+        };
+        for x in 0..m.image_w {
+            for y in 0..m.image_h {
+                runs.push(m.get(x, y) as u8, 1);
+            }
+        }
+        runs.counts.push(runs.run);
+        runs.counts
+    }
+
+    #[test]
+    fn runs_from_row_changes_equal_the_column_walk() {
+        let mut seed = 0x9E3779B97F4A7C15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..400 {
+            let (image_w, image_h) = (1 + next(40) as u32, 1 + next(40) as u32);
+            let (x, y) = (next(image_w as u64) as u32, next(image_h as u64) as u32);
+            // Empty boxes too, and boxes touching the right and bottom edges.
+            let w = next((image_w - x + 1) as u64) as u32;
+            let h = next((image_h - y + 1) as u64) as u32;
+            // Sparse, dense, and blobby masks (long runs, as real ones have).
+            let density = next(4);
+            let bits = (0..w * h)
+                .map(|i| match density {
+                    0 => (next(10) == 0) as u8,
+                    1 => (next(10) != 0) as u8,
+                    2 => (next(2) == 0) as u8,
+                    _ => ((i % w.max(1)) * 3 < w && (i / w.max(1)) % 7 < 4) as u8,
+                })
+                .collect();
+            let m = BoxMask {
+                image_w,
+                image_h,
+                x,
+                y,
+                w,
+                h,
+                bits,
+            };
+            assert_eq!(
+                m.rle_counts(),
+                counts_by_walking_columns(&m),
+                "case {case}: {m:?}"
+            );
         }
     }
 
