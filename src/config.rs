@@ -10,9 +10,18 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::budget;
-use crate::cli::{PixelLibMasks, RuntimeArgs, ServeArgs};
+use crate::cli::{RuntimeArgs, ServeArgs};
 use crate::engine::{Device, DeviceChoice, DeviceConfig, PoolConfig};
 use crate::imageio::DecodeLimits;
+
+/// When `/segmentapi` sends the dense `mask_values`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum PixelLibMasks {
+    /// On every answer, as the original PixelLib API does (`?mask_values=false` skips them).
+    Always,
+    /// Only with `?mask_values=true`.
+    OnRequest,
+}
 
 /// Bounds on a multipart form besides its total size (`--max-form-parts`,
 /// `--max-form-field-bytes`).

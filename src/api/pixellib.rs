@@ -27,7 +27,7 @@ use super::reply::Reserved;
 use super::upload::{FormOnly, ImageUpload};
 use super::AppState;
 use crate::budget::Reservation;
-use crate::cli::PixelLibMasks;
+use crate::config::PixelLibMasks;
 use crate::engine::{Detection, ModelInfo};
 use crate::error::{AppError, ErrorBody};
 use crate::mask::BoxMask;

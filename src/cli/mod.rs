@@ -15,16 +15,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::budget;
+use crate::config::PixelLibMasks;
 use crate::engine::DeviceChoice;
-
-/// When `/segmentapi` sends the dense `mask_values`.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum PixelLibMasks {
-    /// On every answer, as the original PixelLib API does (`?mask_values=false` skips them).
-    Always,
-    /// Only with `?mask_values=true`.
-    OnRequest,
-}
 
 /// segserve: instance segmentation over HTTP with YOLO ONNX models.
 #[derive(Debug, Parser)]
