@@ -1,5 +1,5 @@
 //! The process's allocator settings, in one place. We use glibc's malloc (mimalloc measured
-//! worse under the soak test); three settings and one habit keep its RSS close to what the
+//! worse under the soak test); two settings and one habit keep its RSS close to what the
 //! memory budget says is in use, without costing speed:
 //!
 //! - two arenas (`M_ARENA_MAX`): glibc otherwise gives each thread that allocates
@@ -9,23 +9,14 @@
 //!   they are freed. At 4 MiB the buffers of ordinary photos (a 1 MP JPEG decodes to 3 MB)
 //!   stay on the heap, where the next request reuses them without page faults, and big
 //!   ones are mapped and unmapped (1 MiB, which maps every photo, cost 15% of throughput);
-//! - a trim threshold of 16 MiB: fixing the mmap threshold also stops glibc from raising
-//!   the trim threshold with it, and at its 128 KiB default every request shrank the heap
-//!   on free and grew it (page faults) on the next request's allocations. Measured side by
-//!   side on bus.jpg: c=1 p50 17.2-19.5 -> 15.0-15.5 ms, c=8 78-81 -> 88-90 req/s, the same
-//!   peak RSS (docs/performance.md);
 //! - [`trim`] after a large release: `crate::budget` calls it when one request gives back
-//!   a lot, so the heap it grew is handed back too (malloc_trim ignores the threshold).
+//!   a lot, so the heap it grew is handed back too.
 //!
 //! Elsewhere (macOS, musl) these are no-ops: those allocators have neither knob.
 
 /// Allocations from this size up get their own mapping, returned to the OS when freed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 4 << 20;
-
-/// Free memory at the top of the heap beyond this goes back to the OS on `free`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: i32 = 16 << 20;
 
 /// Applies the settings. Call first thing in `main`, before any other thread exists.
 pub fn tune() {
@@ -34,7 +25,6 @@ pub fn tune() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 
