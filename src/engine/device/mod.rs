@@ -70,7 +70,7 @@ impl fmt::Display for Device {
     }
 }
 
-/// Checked device settings (built by `config.rs` from the flags).
+/// Checked device settings (built by `crate::config` from the flags).
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     /// What was asked for.
