@@ -178,33 +178,16 @@ async fn v1_segment_multipart_raw_and_options() {
     assert_eq!(v["object_counts"], serde_json::json!({"bus": 1}));
 }
 
-/// One request of the error table: method, path, and the body with its content type.
-struct Case {
-    name: &'static str,
-    method: &'static str,
-    path: &'static str,
-    body: Option<(String, Vec<u8>)>,
-    status: u16,
-    error_type: &'static str,
-}
-
-fn case(
-    name: &'static str,
-    method: &'static str,
-    path: &'static str,
-    body: Option<(String, Vec<u8>)>,
-    status: u16,
-    error_type: &'static str,
-) -> Case {
-    Case {
-        name,
-        method,
-        path,
-        body,
-        status,
-        error_type,
-    }
-}
+/// One row of the error table: what it tries, method, path, the body with its content type,
+/// the status and `error_type` expected.
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(String, Vec<u8>)>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_status() {
@@ -226,8 +209,8 @@ async fn every_error_status() {
             .replace("; filename=\"a.png\"", "");
         Some((ctype, body.into_bytes()))
     };
-    let cases = vec![
-        case(
+    let cases: Vec<ErrorCase> = vec![
+        (
             "a form with no file",
             "POST",
             "/segmentapi",
@@ -235,7 +218,7 @@ async fn every_error_status() {
             400,
             "bad_request",
         ),
-        case(
+        (
             "an empty image field",
             "POST",
             "/segmentapi",
@@ -243,7 +226,7 @@ async fn every_error_status() {
             400,
             "bad_request",
         ),
-        case(
+        (
             "a bad parameter",
             "POST",
             "/v1/segment?conf=2",
@@ -251,7 +234,7 @@ async fn every_error_status() {
             400,
             "bad_request",
         ),
-        case(
+        (
             "a bad mask_values",
             "POST",
             "/segmentapi?mask_values=maybe",
@@ -259,7 +242,7 @@ async fn every_error_status() {
             400,
             "bad_request",
         ),
-        case(
+        (
             "malformed multipart",
             "POST",
             "/segmentapi",
@@ -267,8 +250,8 @@ async fn every_error_status() {
             400,
             "bad_request",
         ),
-        case("an unknown route", "GET", "/nope", None, 404, "not_found"),
-        case(
+        ("an unknown route", "GET", "/nope", None, 404, "not_found"),
+        (
             "an unknown model",
             "POST",
             "/v1/segment?model=unicorn",
@@ -276,7 +259,7 @@ async fn every_error_status() {
             404,
             "not_found",
         ),
-        case(
+        (
             "a wrong method",
             "GET",
             "/segmentapi",
@@ -284,7 +267,7 @@ async fn every_error_status() {
             405,
             "method_not_allowed",
         ),
-        case(
+        (
             "a body over the limit",
             "POST",
             "/segmentapi",
@@ -292,7 +275,7 @@ async fn every_error_status() {
             413,
             "payload_too_large",
         ),
-        case(
+        (
             "an unsupported content type",
             "POST",
             "/v1/segment",
@@ -300,7 +283,7 @@ async fn every_error_status() {
             415,
             "unsupported_media_type",
         ),
-        case(
+        (
             "a raw body where only forms go",
             "POST",
             "/segmentapi",
@@ -308,7 +291,7 @@ async fn every_error_status() {
             415,
             "unsupported_media_type",
         ),
-        case(
+        (
             "a file that is not an image",
             "POST",
             "/segmentapi",
@@ -316,7 +299,7 @@ async fn every_error_status() {
             415,
             "unsupported_media_type",
         ),
-        case(
+        (
             "a corrupt image (a PNG cut in half)",
             "POST",
             "/segmentapi",
@@ -325,22 +308,22 @@ async fn every_error_status() {
             "invalid_image",
         ),
     ];
-    for k in cases {
-        let mut req = c.request(k.method.parse().unwrap(), srv.url(k.path));
-        if let Some((ctype, body)) = k.body {
+    for (name, method, path, body, status, error_type) in cases {
+        let mut req = c.request(method.parse().unwrap(), srv.url(path));
+        if let Some((ctype, body)) = body {
             req = req.header("content-type", ctype).body(body);
         }
-        let (status, v) = json_of(req.send().await.unwrap()).await;
+        let (got, v) = json_of(req.send().await.unwrap()).await;
         assert_eq!(
-            (status, v["error_type"].as_str()),
-            (k.status, Some(k.error_type)),
+            (got, v["error_type"].as_str()),
+            (status, Some(error_type)),
             "{}: {v}",
-            k.name
+            name
         );
         assert!(
             v["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{}: {v}",
-            k.name
+            name
         );
     }
     // A chunked body over the limit (no Content-Length to refuse it by).
