@@ -11,10 +11,12 @@
 //! The budget covers request work only; the models, ONNX Runtime and the runtime's own
 //! memory (the idle RSS) come on top, which is why the default is a fraction of the limit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::meter::{self, Lease, Overrun};
 
 /// A release at least this large asks the allocator to return its free pages to the OS
 /// (see `crate::alloc::trim`); smaller ones leave memory for the next request to reuse.
@@ -45,6 +47,48 @@ pub enum BudgetError {
         /// The budget.
         limit: u64,
     },
+    /// The request's measured memory passed what it had reserved (an estimate missed): it
+    /// is stopped at the stage boundary rather than allowed to go on unaccounted.
+    #[error("used more memory than it reserved ({0})")]
+    Overrun(Overrun),
+}
+
+impl BudgetError {
+    /// The refusal of `what`, with `advice` for the client.
+    pub fn refusing(self, what: impl Into<String>, advice: &'static str) -> Refusal {
+        Refusal {
+            what: what.into(),
+            advice,
+            error: self,
+        }
+    }
+}
+
+/// The budget said no: the one type every stage returns for it, turned into an HTTP answer
+/// in one place (`error.rs`: 413 for never, 503 for not now or an overrun).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {error}")]
+pub struct Refusal {
+    /// The work that was refused, e.g. "decoding this 6480x4860 image".
+    pub what: String,
+    /// What the client can ask for instead.
+    pub advice: &'static str,
+    /// Why.
+    pub error: BudgetError,
+}
+
+/// Auditor mode (`--audit-memory`, the test suites): an overrun is a server fault (500,
+/// logged as an error), so every estimate miss fails a test instead of a pod.
+static AUDIT: AtomicBool = AtomicBool::new(false);
+
+/// Turns auditor mode on or off for the process.
+pub fn set_audit(on: bool) {
+    AUDIT.store(on, Ordering::Relaxed);
+}
+
+/// Whether auditor mode is on.
+pub fn audit() -> bool {
+    AUDIT.load(Ordering::Relaxed)
 }
 
 /// The process-wide budget. Cheap to share: clone the `Arc`.
@@ -55,6 +99,8 @@ pub struct MemoryBudget {
     gauge: metrics::Gauge,
     /// Wakes the trimmer thread (a full channel means a trim is already due).
     trimmer: Option<SyncSender<()>>,
+    /// Whether measured bytes nobody reserved count as used (see [`MemoryBudget::in_use`]).
+    fail_closed: bool,
 }
 
 impl MemoryBudget {
@@ -81,7 +127,16 @@ impl MemoryBudget {
             gauge,
             // Without the thread the budget still works; memory just returns later.
             trimmer: spawned.ok().map(|_| tx),
+            fail_closed: false,
         })
+    }
+
+    /// The server's budget: [`MemoryBudget::new`], and the bytes the allocator measured but
+    /// nobody reserved count as used too (when the build meters allocations).
+    pub fn measured(limit: u64) -> Arc<Self> {
+        let mut b = Self::new(limit);
+        Arc::get_mut(&mut b).expect("just made").fail_closed = meter::ENABLED;
+        b
     }
 
     /// No limit: for the offline commands, where one process serves one user.
@@ -91,6 +146,7 @@ impl MemoryBudget {
             used: AtomicU64::new(0),
             gauge: metrics::Gauge::noop(),
             trimmer: None,
+            fail_closed: false,
         })
     }
 
@@ -104,16 +160,36 @@ impl MemoryBudget {
         self.used.load(Ordering::Acquire)
     }
 
-    /// An empty reservation, to grow as the request learns what it needs.
+    /// An empty reservation, to grow as the request learns what it needs. It is charged to
+    /// the request this thread works for (`meter::current`), whose measured bytes it covers.
     pub fn reservation(self: &Arc<Self>) -> Reservation {
         Reservation {
             budget: self.clone(),
             held: 0,
+            lease: meter::current(),
+            model: None,
+        }
+    }
+
+    /// Bytes in use as the budget counts them: the reservations, plus the measured bytes no
+    /// reservation covers (an estimate's miss, answers hyper has yet to send, connection
+    /// buffers). Fail closed: what nobody reserved still takes room.
+    pub fn in_use(&self) -> u64 {
+        self.used
+            .load(Ordering::Acquire)
+            .saturating_add(self.unreserved())
+    }
+
+    fn unreserved(&self) -> u64 {
+        if self.fail_closed {
+            meter::unreserved_bytes()
+        } else {
+            0
         }
     }
 
     /// Takes `extra` bytes on top of the `held` a request already has, or refuses.
-    fn take(&self, held: u64, extra: u64) -> Result<(), BudgetError> {
+    fn take(&self, held: u64, extra: u64, model: Option<&str>) -> Result<(), BudgetError> {
         let total = held.saturating_add(extra);
         if total > self.limit {
             return Err(BudgetError::NeverFits {
@@ -121,10 +197,15 @@ impl MemoryBudget {
                 limit: self.limit,
             });
         }
+        let unreserved = self.unreserved();
         let mut used = self.used.load(Ordering::Acquire);
         loop {
-            let available = self.limit.saturating_sub(used);
+            let available = self.limit.saturating_sub(used.saturating_add(unreserved));
             if extra > available {
+                // Counted where the budget refuses, whatever the stage.
+                metrics::counter!("segserve_requests_shed_total",
+                    "model" => model.unwrap_or("none").to_string(), "reason" => "memory")
+                .increment(1);
                 return Err(BudgetError::Busy {
                     needed: extra,
                     available,
@@ -163,6 +244,10 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: Arc<MemoryBudget>,
     held: u64,
+    /// The request's place in the meter, where the held bytes are mirrored.
+    lease: Option<Arc<Lease>>,
+    /// The model the work is for, once known (the refusal counter's label).
+    model: Option<Arc<str>>,
 }
 
 impl Reservation {
@@ -171,14 +256,59 @@ impl Reservation {
         self.held
     }
 
+    /// Names the model this reservation's work is for (for the refusal counter).
+    pub fn set_model(&mut self, model: &str) {
+        if self.model.as_deref() != Some(model) {
+            self.model = Some(model.into());
+        }
+    }
+
+    /// The request's meter lease, if it has one.
+    pub fn lease(&self) -> Option<&Arc<Lease>> {
+        self.lease.as_ref()
+    }
+
+    fn mirror(&self, delta: i64) {
+        if let Some(l) = &self.lease {
+            l.reserved_changed(delta);
+        }
+    }
+
     /// Holds `extra` more bytes, or refuses (holding what it held before).
     pub fn grow(&mut self, extra: u64) -> Result<(), BudgetError> {
         if extra == 0 {
             return Ok(());
         }
-        self.budget.take(self.held, extra)?;
+        self.budget.take(self.held, extra, self.model.as_deref())?;
         self.held += extra;
+        self.mirror(extra as i64);
         Ok(())
+    }
+
+    /// Ends a stage: the request's measured peak during it must not have passed what it
+    /// reserved (see `meter::Lease::check`). An overrun is logged with the stage's name.
+    pub fn check(&self, stage: &'static str) -> Result<(), BudgetError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        lease.check(stage).map_err(|o| {
+            if audit() {
+                tracing::error!(
+                    stage,
+                    measured = o.measured,
+                    reserved = o.reserved,
+                    "memory audit: a stage used more than it reserved"
+                );
+            } else {
+                tracing::warn!(
+                    stage,
+                    measured = o.measured,
+                    reserved = o.reserved,
+                    "a stage used more memory than it reserved; request stopped"
+                );
+            }
+            BudgetError::Overrun(o)
+        })
     }
 
     /// Holds at least `total` bytes in all: grows if it holds less, keeps what it has otherwise.
@@ -186,14 +316,40 @@ impl Reservation {
         self.grow(total.saturating_sub(self.held))
     }
 
-    /// Holds exactly `total` bytes: gives back the excess, or grows to it.
+    /// Holds exactly `total` bytes: gives back the excess, or grows to it (which may be
+    /// refused, and must not be ignored).
     pub fn set(&mut self, total: u64) -> Result<(), BudgetError> {
         if total >= self.held {
             return self.grow(total - self.held);
         }
-        self.budget.give_back(self.held - total);
-        self.held = total;
+        self.shrink_to(total);
         Ok(())
+    }
+
+    /// Gives back whatever is held beyond `total` (nothing if it holds less): for work that
+    /// is over, where holding less can never need a refusal.
+    pub fn shrink_to(&mut self, total: u64) {
+        if total < self.held {
+            self.budget.give_back(self.held - total);
+            self.mirror(-((self.held - total) as i64));
+            self.held = total;
+        }
+    }
+
+    /// Moves `bytes` of what this reservation holds into a new one (for work that
+    /// leaves on its own, e.g. an answer's bytes), or all of it if it holds less.
+    pub fn split_off(&mut self, bytes: u64) -> Reservation {
+        let moved = bytes.min(self.held);
+        self.held -= moved;
+        self.mirror(-(moved as i64));
+        let r = Reservation {
+            budget: self.budget.clone(),
+            held: moved,
+            lease: self.lease.clone(),
+            model: self.model.clone(),
+        };
+        r.mirror(moved as i64);
+        r
     }
 }
 
@@ -201,6 +357,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.held > 0 {
             self.budget.give_back(self.held);
+            self.mirror(-(self.held as i64));
         }
     }
 }

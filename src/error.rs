@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::budget::BudgetError;
+use crate::budget::{BudgetError, Refusal};
 use crate::engine::EngineError;
 use crate::imageio::ImageError;
 use crate::options::OptionError;
@@ -172,7 +172,9 @@ impl From<ImageError> for AppError {
             ImageError::Corrupt(_) | ImageError::NoPixels(..) => {
                 AppError::InvalidImage(e.to_string())
             }
-            ImageError::Budget(b) => budget(e.to_string(), b, "send a smaller image"),
+            ImageError::Budget(b) => b
+                .refusing("decoding this image", "send a smaller image")
+                .into(),
         }
     }
 }
@@ -190,14 +192,30 @@ impl From<EngineError> for AppError {
     }
 }
 
-/// A memory-budget refusal: 413 when the work could never fit (with what to ask for
-/// instead), 503 when it does not fit now.
-fn budget(what: String, error: BudgetError, advice: &str) -> AppError {
-    match error {
-        BudgetError::NeverFits { .. } => AppError::PayloadTooLarge(format!("{what}; {advice}")),
-        BudgetError::Busy { .. } => AppError::Overloaded(format!(
-            "{what}; the server is busy with other requests, retry later"
-        )),
+/// The one conversion of a memory-budget refusal: 413 when the work could never fit (with
+/// what to ask for instead), 503 when it does not fit now or used more than it reserved
+/// (500 in auditor mode: there an overrun is a bug to fix, not load to shed).
+impl From<Refusal> for AppError {
+    fn from(r: Refusal) -> Self {
+        let Refusal {
+            what,
+            advice,
+            error,
+        } = r;
+        match error {
+            BudgetError::NeverFits { .. } => {
+                AppError::PayloadTooLarge(format!("{what} {error}; {advice}"))
+            }
+            BudgetError::Busy { .. } => AppError::Overloaded(format!(
+                "{what} {error}; the server is busy with other requests, retry later"
+            )),
+            BudgetError::Overrun(_) if crate::budget::audit() => {
+                AppError::internal("the memory audit", format!("{what} {error}"))
+            }
+            BudgetError::Overrun(_) => AppError::Overloaded(format!(
+                "{what} {error}; the server stopped it to stay within its memory, retry later"
+            )),
+        }
     }
 }
 
@@ -206,11 +224,7 @@ impl From<PipelineError> for AppError {
         match e {
             PipelineError::Image(i) => i.into(),
             PipelineError::Engine(en) => en.into(),
-            PipelineError::Budget {
-                ref what,
-                advice,
-                error,
-            } => budget(format!("{what} {error}"), error, advice),
+            PipelineError::Budget(r) => r.into(),
             PipelineError::Task(_) => AppError::internal("a blocking task", e),
         }
     }

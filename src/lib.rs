@@ -19,6 +19,7 @@
 //! | [`mask`] | box-cropped masks and their encodings (COCO RLE, polygons) |
 //! | [`render`] | drawing detections onto the photo |
 //! | [`schema`] | the JSON shapes of results, shared by the API and the CLI |
+//! | [`meter`] | the counting allocator: live heap, per-request live and peak bytes |
 //! | [`alloc`], [`shutdown`] | the allocator's settings; the shutdown signal |
 //!
 //! Dependencies point one way: `api` and `cli` use `pipeline`, `options` and `schema`;
@@ -45,12 +46,19 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod mask;
+pub mod meter;
 pub mod options;
 pub mod pipeline;
 pub mod render;
 pub mod resize;
 pub mod schema;
 pub mod shutdown;
+
+/// Every Rust allocation goes through the meter (see [`meter`]); tests and benchmarks that
+/// link this crate are measured the same way.
+#[cfg(feature = "alloc-meter")]
+#[global_allocator]
+static ALLOCATOR: meter::Counting = meter::Counting;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use image::RgbImage;
 
-use crate::budget::{BudgetError, Reservation};
-use crate::engine::{self, Admission, Detection, Engine, EngineError, FilterOptions, Slot};
+use crate::budget::{Refusal, Reservation};
+use crate::engine::{Admission, Detection, Engine, EngineError, FilterOptions, Slot};
 use crate::imageio::{self, DecodeLimits, ImageError};
 
 /// Failure anywhere in the pipeline.
@@ -26,16 +26,9 @@ pub enum PipelineError {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The work does not fit the memory budget (now, or ever).
-    #[error("{what} {error}")]
-    Budget {
-        /// The work that was refused, e.g. "decoding this 6480x4860 image".
-        what: String,
-        /// What the client can ask for instead.
-        advice: &'static str,
-        /// Never fits (413) or not now (503).
-        error: BudgetError,
-    },
+    /// The work does not fit the memory budget (now, or ever), or passed its reservation.
+    #[error(transparent)]
+    Budget(#[from] Refusal),
     /// A blocking task panicked.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -44,11 +37,10 @@ pub enum PipelineError {
 impl From<ImageError> for PipelineError {
     fn from(e: ImageError) -> Self {
         match e {
-            ImageError::Budget(error) => PipelineError::Budget {
-                what: "decoding this image".into(),
-                advice: "send a smaller image (fewer pixels, or 8 bits per channel)",
-                error,
-            },
+            ImageError::Budget(error) => PipelineError::Budget(error.refusing(
+                "decoding this image",
+                "send a smaller image (fewer pixels, or 8 bits per channel)",
+            )),
             other => PipelineError::Image(other),
         }
     }
@@ -147,7 +139,7 @@ fn input_bytes(engine: &Engine) -> u64 {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PipelineError> {
-    tokio::task::spawn_blocking(f)
+    crate::meter::spawn_blocking(f)
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))
 }
@@ -158,19 +150,12 @@ struct Held {
     reservation: Reservation,
 }
 
-fn budget_error(
-    engine: &Engine,
-    what: String,
-    advice: &'static str,
-    error: BudgetError,
-) -> PipelineError {
-    if matches!(error, BudgetError::Busy { .. }) {
-        engine::shed_counter(&engine.info().name, engine::SHED_MEMORY).increment(1);
-    }
-    PipelineError::Budget {
-        what,
-        advice,
-        error,
+impl Held {
+    /// Ends a stage (see `Reservation::check`).
+    fn check(&self, stage: &'static str, what: &str) -> Result<(), PipelineError> {
+        self.reservation
+            .check(stage)
+            .map_err(|e| e.refusing(what, "retry later").into())
     }
 }
 
@@ -207,9 +192,9 @@ where
         _ticket: ticket,
         reservation,
     };
+    held.reservation.set_model(&engine.info().name);
     // The input tensor, and the outputs ONNX Runtime's results are copied into.
     let tensor = input_bytes(engine) + engine.output_bytes();
-    let e = engine.clone();
     let (img, lb, input, held, decode, preprocess) = blocking(move || {
         let t0 = Instant::now();
         let probe = imageio::probe(&bytes, &limits)?;
@@ -218,11 +203,11 @@ where
         let advice = "send a smaller image (fewer pixels, or 8 bits per channel)";
         held.reservation
             .grow(probe.peak_bytes() + tensor)
-            .map_err(|err| budget_error(&e, what(), advice, err))?;
+            .map_err(|err| err.refusing(what(), advice))?;
         let img = probe
             .decode(&mut held.reservation)
             .map_err(|err| match err {
-                ImageError::Budget(b) => budget_error(&e, what(), advice, b),
+                ImageError::Budget(b) => b.refusing(what(), advice).into(),
                 other => PipelineError::from(other),
             })?;
         let t1 = Instant::now();
@@ -234,7 +219,8 @@ where
         let img = keep_image.then_some(img);
         drop(bytes);
         let kept = img.as_ref().map_or(0, |i| i.as_raw().len() as u64);
-        let _ = held.reservation.set(kept + tensor);
+        held.check("decode", &what())?;
+        held.reservation.shrink_to(kept + tensor);
         Ok::<_, PipelineError>((img, lb, input, held, t1 - t0, t1.elapsed()))
     })
     .await??;
@@ -246,22 +232,21 @@ where
     let e = engine.clone();
     let done = blocking(move || {
         let mut held = held;
+        held.check("inference", "running the model")?;
         let detections = e
             .postprocess(&raw, &lb, &filter, want_masks, &mut held.reservation)
             .map_err(|err| {
-                budget_error(
-                    &e,
-                    "the masks of these detections".into(),
+                err.refusing(
+                    "the masks of these detections",
                     "ask for masks=none, a higher conf or a lower max_det",
-                    err,
                 )
             })?;
         metrics::histogram!("segserve_detections_per_image").record(detections.len() as f64);
         drop(raw);
+        held.check("masks", "the masks of these detections")?;
         // The input went back to the engine's buffer pool and the outputs are gone.
-        let _ = held
-            .reservation
-            .set(held.reservation.held().saturating_sub(tensor));
+        held.reservation
+            .shrink_to(held.reservation.held().saturating_sub(tensor));
         let postprocess = t_post.elapsed();
         let seg = Segmentation {
             width: lb.src_w,
@@ -278,6 +263,7 @@ where
             image: img,
         };
         let value = finish(seg, &mut held.reservation)?;
+        held.check("answer", "building the answer")?;
         Ok::<_, PipelineError>(Finished {
             value,
             reservation: held.reservation,

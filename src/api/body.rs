@@ -41,14 +41,9 @@ pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<u64>,
 
 /// The 503 (or 413) for a body the memory budget cannot hold.
 pub fn budget_refusal(error: BudgetError) -> AppError {
-    match error {
-        BudgetError::NeverFits { .. } => AppError::PayloadTooLarge(format!(
-            "receiving this body {error}; send a smaller request"
-        )),
-        BudgetError::Busy { .. } => AppError::Overloaded(format!(
-            "receiving this body {error}; the server is busy, retry later"
-        )),
-    }
+    error
+        .refusing("receiving this body", "send a smaller request")
+        .into()
 }
 
 /// Accumulates body bytes under a size limit, growing the reservation with the buffer's
@@ -122,7 +117,8 @@ impl<'r> Collector<'r> {
     /// The bytes; the reservation keeps holding the buffer's capacity, trimmed to its length.
     pub fn finish(mut self) -> Bytes {
         self.buf.shrink_to_fit();
-        let _ = self.reservation.set(self.base + self.buf.len() as u64);
+        self.reservation
+            .shrink_to(self.base + self.buf.capacity() as u64);
         Bytes::from(self.buf)
     }
 }

@@ -4,6 +4,7 @@
 //! against the request's memory reservation.
 
 use super::params::{Extra, Params};
+use super::reply::ReservedWriter;
 use super::upload::{ImageUpload, Source};
 use crate::budget::Reservation;
 use crate::error::AppError;
@@ -83,21 +84,28 @@ pub async fn segment_and_draw<E: Extra, S: Source>(
             .take()
             .expect("keep_image was set, so the pipeline hands over the photo");
         let (w, h) = photo.dimensions();
-        let bound = render::encoded_bound(w, h);
-        // Drawn in place; the encoder writes into a buffer of its worst-case size.
-        res.grow(bound).map_err(|error| PipelineError::Budget {
-            what: format!("drawing this {w}x{h} photo"),
-            advice: "send a smaller image, or ask POST /v1/segment for the detections",
-            error,
-        })?;
         let drawn = render::render(photo, &seg.detections, &names);
-        let mut bytes =
-            render::encode(&drawn, encoding).map_err(|e| PipelineError::Task(e.to_string()))?;
+        // The encoder writes into reserved memory as it goes (a picture that does not
+        // compress is refused when the budget is spent, not allocated past it).
+        let advice = "send a smaller image, or ask POST /v1/segment for the detections";
+        let before = res.held();
+        let mut out = ReservedWriter::new(Vec::new(), res);
+        let encoded = render::encode_into(&drawn, encoding, &mut out);
+        let ReservedWriter {
+            mut buf, refused, ..
+        } = out;
+        if let Some(error) = refused {
+            return Err(PipelineError::Budget(
+                error.refusing(format!("drawing this {w}x{h} photo"), advice),
+            ));
+        }
+        encoded.map_err(|e| PipelineError::Task(e.to_string()))?;
         drop(drawn);
-        bytes.shrink_to_fit();
+        buf.shrink_to_fit();
         // The photo is gone and the encoded bytes take what they take.
         let photo_bytes = u64::from(w) * u64::from(h) * 3;
-        let _ = res.set(res.held() - photo_bytes - bound + bytes.len() as u64);
+        res.shrink_to(before.saturating_sub(photo_bytes) + buf.capacity() as u64);
+        let bytes = buf;
         Ok((seg, bytes))
     })
     .await?;

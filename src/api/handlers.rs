@@ -42,6 +42,11 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format, series prefixed `segserve_`", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    // Read at scrape time: the meter's counters are plain atomics, a gauge per scrape is enough.
+    metrics::gauge!("segserve_memory_heap_bytes").set(crate::meter::heap_bytes() as f64);
+    metrics::gauge!("segserve_memory_measured_bytes").set(crate::meter::measured_bytes() as f64);
+    metrics::gauge!("segserve_memory_unreserved_bytes")
+        .set(crate::meter::unreserved_bytes() as f64);
     (
         [(
             header::CONTENT_TYPE,

@@ -68,7 +68,7 @@ impl AppState {
             models: Arc::new(OnceLock::new()),
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
-            budget: MemoryBudget::new(config.memory_budget),
+            budget: MemoryBudget::measured(config.memory_budget),
             config: Arc::new(config),
             metrics,
         }
@@ -186,7 +186,10 @@ async fn track(
     let method = req.method().clone();
     let started = Instant::now();
     let _in_flight = InFlight::start();
-    let mut resp = next.run(req).await;
+    // Everything the request allocates from here on (its body, decode, answer) is charged
+    // to it, on whichever thread the work runs (see `crate::meter`).
+    let lease = crate::meter::Lease::new();
+    let mut resp = crate::meter::Metered::new(next.run(req), lease).await;
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     metrics::counter!("segserve_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);

@@ -143,27 +143,24 @@ pub async fn segmentapi(
         let outputs = PixelLibOutputs::new(e.info(), &seg);
         let cells = seg.width as u64 * seg.height as u64 * seg.detections.len() as u64;
         if dense && cells > max_cells {
-            return Err(PipelineError::Budget {
-                what: format!(
-                    "dense mask_values for this photo are {} x {} x {} = {cells} cells, over this server's limit of {max_cells}",
+            let never = crate::budget::BudgetError::NeverFits {
+                needed: cells,
+                limit: max_cells,
+            };
+            return Err(PipelineError::Budget(never.refusing(
+                format!(
+                    "dense mask_values for this photo are {} x {} x {} = {cells} cells, over this server's limit of {max_cells}:",
                     seg.height, seg.width, seg.detections.len()
                 ),
-                advice: "ask POST /v1/segment for the masks as RLE or polygons, or send ?mask_values=false",
-                error: crate::budget::BudgetError::NeverFits {
-                    needed: cells,
-                    limit: max_cells,
-                },
-            });
+                "ask POST /v1/segment for the masks as RLE or polygons, or send ?mask_values=false",
+            )));
         }
         let head = serde_json::to_vec(&outputs).map_err(|e| PipelineError::Task(e.to_string()))?;
         // The chunk being written, beside the masks the pipeline already holds.
         if dense {
-            res.grow(CHUNK_BYTES as u64 * 2)
-                .map_err(|error| PipelineError::Budget {
-                    what: "streaming the dense masks".into(),
-                    advice: "retry later",
-                    error,
-                })?;
+            res.grow(CHUNK_BYTES as u64 * 2).map_err(|error| {
+                PipelineError::Budget(error.refusing("streaming the dense masks", "retry later"))
+            })?;
         }
         Ok((head, dense.then_some(seg)))
     })
@@ -220,7 +217,7 @@ fn dense_body(
             return Some((Err(err), (None, w.height + 1, w)));
         }
         let w2 = w.clone();
-        let step = tokio::task::spawn_blocking(move || w2.rows_from(row)).await;
+        let step = crate::meter::spawn_blocking(move || w2.rows_from(row)).await;
         match step {
             Ok((chunk, next)) => Some((Ok(Bytes::from(chunk)), (None, next, w))),
             Err(e) => Some((Err(std::io::Error::other(e)), (None, w.height + 1, w))),

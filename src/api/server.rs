@@ -59,6 +59,9 @@ pub async fn serve(
         let io = TokioIo::new(SendTimeout::new(stream, limits.send_timeout));
         let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
+        // Connection buffers are the server's own measured bytes (a request's work sets its
+        // own lease inside).
+        let conn = crate::meter::Metered::new(conn, None);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed with an error");

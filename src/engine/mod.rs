@@ -157,6 +157,8 @@ pub(crate) struct Job {
     hw: (usize, usize),
     enqueued: Instant,
     carry: Carry,
+    /// The request the job's allocations (the copied outputs) are charged to.
+    lease: Option<std::sync::Arc<crate::meter::Lease>>,
     reply: oneshot::Sender<(Result<RawOutput, EngineError>, Carry)>,
 }
 
@@ -395,6 +397,7 @@ impl Engine {
             hw,
             enqueued: Instant::now(),
             carry: Box::new(carry),
+            lease: crate::meter::current(),
             reply: tx,
         };
         self.try_queue(job)?;

@@ -14,6 +14,8 @@ use super::{EngineError, Inner, Job, ModelInfo, RawOutput};
 /// Worker loop; returns when the engine is dropped (the queue disconnects and every job
 /// already taken has been answered).
 pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, inner: Weak<Inner>) {
+    // Between jobs (and for batches of several requests) allocations are the server's own.
+    let _server = crate::meter::enter_server();
     // Jobs taken from the queue while filling a batch of another shape; they go first next time.
     let mut held: VecDeque<Job> = VecDeque::new();
     while let Some(first) = held.pop_front().or_else(|| rx.recv().ok()) {
@@ -45,10 +47,16 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
         let started = Instant::now();
         let hw = live[0].0.hw;
         let inputs: Vec<&[f32]> = live.iter().map(|(j, _)| j.input.as_slice()).collect();
+        // A lone job's outputs are its request's bytes.
+        let job_scope = match live.as_slice() {
+            [(job, _)] => job.lease.as_ref().map(crate::meter::Lease::enter),
+            _ => None,
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_batch(&mut session, &inner.info, hw, &inputs)
         }))
         .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
+        drop(job_scope);
         let run_time = started.elapsed();
         metrics::histogram!("segserve_inference_seconds", "model" => inner.info.name.clone())
             .record(run_time.as_secs_f64());

@@ -5,7 +5,6 @@
 mod text;
 
 use image::codecs::jpeg::JpegEncoder;
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
 use crate::engine::Detection;
@@ -262,21 +261,55 @@ pub fn encoded_bound(w: u32, h: u32) -> u64 {
 pub fn encode(img: &RgbImage, enc: Encoding) -> Result<Vec<u8>, EncodeError> {
     let (w, h) = img.dimensions();
     let mut out = Vec::with_capacity(encoded_bound(w, h) as usize);
+    encode_into(img, enc, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes the drawn photo into `out` as it goes: neither encoder holds a whole-image
+/// buffer of its own (the PNG one compresses row by row through the png crate's stream
+/// writer; `image`'s PNG encoder would first deflate the whole picture into a vector of its
+/// own, a second photo-sized buffer when the picture does not compress), so what `out`
+/// holds is what encoding costs.
+pub fn encode_into(
+    img: &RgbImage,
+    enc: Encoding,
+    out: impl std::io::Write,
+) -> Result<(), EncodeError> {
+    let (w, h) = img.dimensions();
     match enc {
         // Fast compression: the bytes only travel to a browser; saving ~10% is not worth
         // several times the encode time on a 1 MP overlay.
         Encoding::Png => {
-            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)?
+            let mut e = png::Encoder::new(out, w, h);
+            e.set_color(png::ColorType::Rgb);
+            e.set_depth(png::BitDepth::Eight);
+            e.set_compression(png::Compression::Fast);
+            e.set_filter(png::Filter::Adaptive);
+            let mut header = e.write_header().map_err(png_error)?;
+            let mut stream = header.stream_writer().map_err(png_error)?;
+            std::io::Write::write_all(&mut stream, img.as_raw())
+                .map_err(|e| EncodeError(e.into()))?;
+            stream.finish().map_err(png_error)?;
         }
-        Encoding::Jpeg => JpegEncoder::new_with_quality(&mut out, 90).write_image(
+        Encoding::Jpeg => JpegEncoder::new_with_quality(out, 90).write_image(
             img.as_raw(),
             w,
             h,
             ExtendedColorType::Rgb8,
         )?,
     }
-    Ok(out)
+    Ok(())
+}
+
+fn png_error(e: png::EncodingError) -> EncodeError {
+    let e = match e {
+        png::EncodingError::IoError(io) => image::ImageError::IoError(io),
+        other => image::ImageError::Encoding(image::error::EncodingError::new(
+            image::error::ImageFormatHint::Exact(image::ImageFormat::Png),
+            other,
+        )),
+    };
+    EncodeError(e)
 }
 
 #[cfg(test)]

@@ -185,11 +185,10 @@ pub fn images(
             reservation
                 .grow(text.len() as u64 / 4 * 3 + 3)
                 .map_err(|error| {
-                    AppError::from(PipelineError::Budget {
-                        what: "decoding the base64 images".into(),
-                        advice: "send fewer or smaller images per request",
-                        error,
-                    })
+                    AppError::from(PipelineError::Budget(error.refusing(
+                        "decoding the base64 images",
+                        "send fewer or smaller images per request",
+                    )))
                 })?;
             Ok(Image {
                 bytes: Bytes::from(base64_image(text)?),

@@ -174,7 +174,7 @@ pub async fn infer(
         .grow(json_len as u64)
         .map_err(body::budget_refusal)?;
     let (e, budget) = (engine.clone(), s.budget.clone());
-    let (parsed, ticket) = tokio::task::spawn_blocking(move || {
+    let (parsed, ticket) = crate::meter::spawn_blocking(move || {
         (parse(raw, framing, reservation, e.info(), &budget), ticket)
     })
     .await
@@ -218,7 +218,7 @@ pub async fn infer(
     let (results, held): (Vec<ImageResult>, Vec<Reservation>) =
         done.into_iter().map(|f| (f.value, f.reservation)).unzip();
     let (e, budget) = (engine.clone(), s.budget.clone());
-    let (encoded, reservation) = tokio::task::spawn_blocking(move || {
+    let (encoded, reservation) = crate::meter::spawn_blocking(move || {
         let mut reservation = budget.reservation();
         let estimate = 1024 + held.iter().map(Reservation::held).sum::<u64>();
         let encoded = encode(e.info(), id, &results, &wanted, estimate, &mut reservation);
@@ -263,7 +263,7 @@ impl AsRef<[u8]> for HeldBody {
 
 fn held(bytes: Bytes, mut reservation: Reservation) -> Bytes {
     // The parsed copy is gone by now; the body itself is what stays.
-    let _ = reservation.set(bytes.len() as u64);
+    reservation.shrink_to(bytes.len() as u64);
     Bytes::from_owner(HeldBody {
         bytes,
         _reservation: reservation,
@@ -386,13 +386,12 @@ fn encode(
     }
     let header_len = buf.len();
     let extra: usize = binary_data.iter().map(binary::encoded_size).sum();
-    reservation
-        .grow(extra as u64)
-        .map_err(|error| PipelineError::Budget {
-            what: "the binary answer".into(),
-            advice: "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
-            error,
-        })?;
+    reservation.grow(extra as u64).map_err(|error| {
+        PipelineError::Budget(error.refusing(
+            "the binary answer",
+            "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+        ))
+    })?;
     buf.reserve_exact(extra);
     for d in &binary_data {
         binary::encode(d, &mut buf);

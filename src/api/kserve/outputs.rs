@@ -101,14 +101,12 @@ impl ImageResult {
     /// `finish`), with the reservation holding its estimated size from here on.
     pub fn new(seg: Segmentation, reservation: &mut Reservation) -> Result<Self, PipelineError> {
         let estimate = SegmentResponse::size_estimate(&seg, MaskFormat::Rle);
-        reservation
-            .grow(estimate)
-            .map_err(|error| PipelineError::Budget {
-                what: "the answer".into(),
-                advice:
-                    "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
-                error,
-            })?;
+        reservation.grow(estimate).map_err(|error| {
+            PipelineError::Budget(error.refusing(
+                "the answer",
+                "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+            ))
+        })?;
         let rows = seg
             .detections
             .iter()
@@ -126,7 +124,7 @@ impl ImageResult {
         };
         // The decoded masks go with `seg`; only the estimate of this result stays held.
         drop(seg);
-        let _ = reservation.set(estimate);
+        reservation.shrink_to(estimate);
         Ok(result)
     }
 
