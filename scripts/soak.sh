@@ -31,7 +31,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 log=$(mktemp)
 # Warnings only: the soak sends thousands of requests, and per-request info lines would
 # make the log itself the memory and disk hog.
-RUST_LOG=warn "$target/release/segserve" serve --host 127.0.0.1 --port "$port" \
+RUST_LOG=warn SEGSERVE_AUDIT_MEMORY=1 "$target/release/segserve" serve --host 127.0.0.1 --port "$port" \
   --memory-budget "${budget_mib}MiB" --shutdown-drain-ms 0 >"$log" 2>&1 &
 server=$!
 cleanup() {

@@ -239,6 +239,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    budget::set_audit(config.audit_memory);
     let state = AppState::new(config.clone(), metrics_handle());
     tracing::info!(
         memory_budget_mib = state.budget.limit() >> 20,
@@ -288,7 +289,28 @@ pub async fn run(
         let _ = begin_tx.send(());
         tracing::info!("listener closed; waiting for in-flight requests");
     };
-    let server = api::server::serve(listener, app, config.connections, graceful);
+    let probes = match config.probe_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on the probe port {addr}"))?;
+            tracing::info!(%addr, "probes and metrics also served on their own port");
+            let app = api::probe_router(state.clone());
+            Some(tokio::spawn(api::server::serve_probes(
+                l,
+                app,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
+    let server = api::server::serve(
+        listener,
+        app,
+        config.connections,
+        config.max_header_bytes,
+        graceful,
+    );
     let deadline = async move {
         if begin_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -301,6 +323,9 @@ pub async fn run(
         _ = deadline => tracing::warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway"),
     }
     upkeep.abort();
+    if let Some(p) = probes {
+        p.abort();
+    }
     if let Some(e) = fatal.lock().expect("fatal slot lock poisoned").take() {
         return Err(e);
     }

@@ -1,17 +1,27 @@
 //! Reading request bodies: every route that takes a body reads it here, under the body size
-//! limit and the receive timeout, and holds what it has received against the request's
-//! memory reservation while it arrives (the budget counts an upload before it is admitted
-//! to any queue, so a thousand slow uploads cannot fill memory behind the queue's back).
+//! limit, the receive timeout and a minimum receive rate, and holds what it has received
+//! against the request's memory reservation *as it arrives* (never by the declared length:
+//! headers that promise 20 MiB and send nothing reserve nothing). Bodies still arriving
+//! also hold a [`Receiving`] share, so slow senders cannot take the budget from work that
+//! could finish.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use tokio::time::Instant;
 
-use crate::budget::{BudgetError, Reservation};
+use crate::budget::{BudgetError, MemoryBudget, Receiving, Reservation};
 use crate::error::AppError;
+
+/// Time a body gets before the minimum rate applies (a connection's slow start, a phone
+/// waking its radio).
+pub const RATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Limits on one body.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +30,8 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// Longest time to receive them all.
     pub timeout: Duration,
+    /// Slowest arrival accepted after [`RATE_GRACE`], bytes per second (0: none).
+    pub min_rate: u64,
 }
 
 /// The 413 for a body over `limit` bytes.
@@ -46,46 +58,130 @@ pub fn budget_refusal(error: BudgetError) -> AppError {
         .into()
 }
 
-/// Accumulates body bytes under a size limit, growing the reservation with the buffer's
-/// capacity (what is really allocated) before each allocation.
+/// When the next bytes of a body must have arrived: within the whole-body timeout, and
+/// fast enough on average that `received` bytes keep up with the minimum rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    started: Instant,
+    limits: BodyLimits,
+    received: u64,
+}
+
+impl Pace {
+    /// Starts the clock now.
+    pub fn start(limits: BodyLimits) -> Self {
+        Pace {
+            started: Instant::now(),
+            limits,
+            received: 0,
+        }
+    }
+
+    /// Counts `n` more bytes received.
+    pub fn add(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    fn deadline(&self) -> (Instant, bool) {
+        let whole = self.started + self.limits.timeout;
+        if self.limits.min_rate == 0 {
+            return (whole, false);
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64);
+        let rate = self.started + RATE_GRACE + earned;
+        if rate < whole {
+            (rate, true)
+        } else {
+            (whole, false)
+        }
+    }
+
+    /// The next frame of `body`, or 408 when it comes too late.
+    pub async fn next<B>(&mut self, body: &mut B) -> Result<Option<B::Data>, AppError>
+    where
+        B: http_body::Body + Unpin,
+        B::Data: bytes::Buf,
+        B::Error: std::error::Error + 'static,
+    {
+        loop {
+            let (at, by_rate) = self.deadline();
+            let frame = match tokio::time::timeout_at(at, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(self.too_slow(by_rate)),
+            };
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(read_error(&e, self.limits.max_bytes)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.add(bytes::Buf::remaining(&data));
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    fn too_slow(&self, by_rate: bool) -> AppError {
+        AppError::RequestTimeout(if by_rate {
+            format!(
+                "the request body arrived slower than {} bytes per second",
+                self.limits.min_rate
+            )
+        } else {
+            format!(
+                "the request body was not received within {} ms",
+                self.limits.timeout.as_millis()
+            )
+        })
+    }
+}
+
+/// Accumulates body bytes under a size limit, growing the reservation (and the arriving
+/// share) with the buffer's capacity before each allocation. The capacity follows what has
+/// arrived (doubling), never past the declared length.
 pub struct Collector<'r> {
     buf: Vec<u8>,
     limit: usize,
+    /// Most capacity worth having: the declared length, else the limit.
+    cap_hint: usize,
     reservation: &'r mut Reservation,
+    receiving: Receiving,
     /// Bytes the reservation held before collecting started (other parts of the request).
     base: u64,
 }
 
 impl<'r> Collector<'r> {
-    /// A collector expecting about `hint` bytes (the declared length, if any).
+    /// A collector for a body declared as `hint` bytes (if it was), from `client`.
     pub fn new(
         limit: usize,
         hint: Option<u64>,
         reservation: &'r mut Reservation,
-    ) -> Result<Self, AppError> {
+        budget: &Arc<MemoryBudget>,
+        client: Option<IpAddr>,
+    ) -> Self {
         let base = reservation.held();
-        let mut c = Collector {
+        Collector {
             buf: Vec::new(),
             limit,
+            cap_hint: hint.map_or(limit, |n| (n as usize).min(limit)),
             reservation,
+            receiving: budget.receiving(client),
             base,
-        };
-        if let Some(n) = hint {
-            c.reserve_total(n.min(limit as u64) as usize)?;
         }
-        Ok(c)
     }
 
     fn reserve_total(&mut self, total: usize) -> Result<(), AppError> {
         if total <= self.buf.capacity() {
             return Ok(());
         }
-        // Grow as Vec would (doubling), but never past the limit: the reservation then
-        // matches the allocation.
         let cap = total
             .max(self.buf.capacity() * 2)
+            .max(16 << 10)
+            .min(self.cap_hint)
             .min(self.limit)
             .max(total);
+        self.receiving.ensure(cap as u64).map_err(budget_refusal)?;
         self.reservation
             .ensure(self.base + cap as u64)
             .map_err(budget_refusal)?;
@@ -114,7 +210,7 @@ impl<'r> Collector<'r> {
         self.buf.is_empty()
     }
 
-    /// The bytes; the reservation keeps holding the buffer's capacity, trimmed to its length.
+    /// The bytes; the reservation keeps holding the buffer, trimmed to its length.
     pub fn finish(mut self) -> Bytes {
         self.buf.shrink_to_fit();
         self.reservation
@@ -123,28 +219,126 @@ impl<'r> Collector<'r> {
     }
 }
 
-/// Reads a whole body: at most `limits.max_bytes`, within `limits.timeout`, held against
-/// `reservation`.
+/// Reads a whole body: at most `limits.max_bytes`, at the minimum rate and within
+/// `limits.timeout`, held against `reservation` as it arrives.
 pub async fn read_limited(
     body: Body,
     headers: &HeaderMap,
     limits: BodyLimits,
     reservation: &mut Reservation,
+    budget: &Arc<MemoryBudget>,
+    client: Option<IpAddr>,
 ) -> Result<Bytes, AppError> {
     let declared = declared_length(headers, limits.max_bytes)?;
-    let read = async {
-        let mut c = Collector::new(limits.max_bytes, declared, reservation)?;
-        let mut body = body;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| read_error(&e, limits.max_bytes))?;
-            if let Some(data) = frame.data_ref() {
-                c.push(data)?;
+    let mut c = Collector::new(limits.max_bytes, declared, reservation, budget, client);
+    let mut body = body;
+    let mut pace = Pace::start(limits);
+    while let Some(data) = pace.next(&mut body).await? {
+        c.push(&data)?;
+    }
+    Ok(c.finish())
+}
+
+/// Bytes handed to a parser that buffers on its own (multer reads ahead of the fields we
+/// take, and holds a preamble or part headers whole until their end): what it may hold is
+/// what was fed minus what was taken out, and that is reserved as it is fed.
+pub struct Feed {
+    body: Body,
+    pace: Pace,
+    reservation: Reservation,
+    receiving: Receiving,
+    fed: u64,
+    /// Bytes taken out of the parser as field data (shared with the reader of the fields).
+    taken: Arc<AtomicU64>,
+    /// Until the first boundary is seen: the bytes before it, which may not exceed
+    /// [`MAX_PREAMBLE`] (a parser would buffer them whole).
+    preamble: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Most bytes a multipart body may have before its first boundary (RFC 2046 allows a
+/// preamble; browsers and clients send none).
+pub const MAX_PREAMBLE: usize = 4 << 10;
+
+impl Feed {
+    /// A feed of `body`; `reservation` is the request's share for the parser's buffer.
+    pub fn new(
+        body: Body,
+        limits: BodyLimits,
+        reservation: Reservation,
+        receiving: Receiving,
+        boundary: &str,
+    ) -> (Self, Arc<AtomicU64>) {
+        let taken = Arc::new(AtomicU64::new(0));
+        let feed = Feed {
+            body,
+            pace: Pace::start(limits),
+            reservation,
+            receiving,
+            fed: 0,
+            taken: taken.clone(),
+            preamble: Some((format!("--{boundary}").into_bytes(), Vec::new())),
+        };
+        (feed, taken)
+    }
+
+    /// The feed as the stream a parser reads; its errors carry the `AppError` to answer with.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, Refused>> {
+        futures_util::stream::unfold(self, |mut f| async move {
+            let item = f.next().await.transpose()?;
+            Some((item, f))
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>, Refused> {
+        let Some(data) = self.pace.next(&mut self.body).await.map_err(refused)? else {
+            return Ok(None);
+        };
+        self.fed += data.len() as u64;
+        if let Some((boundary, seen)) = &mut self.preamble {
+            let room =
+                MAX_PREAMBLE + boundary.len() - seen.len().min(MAX_PREAMBLE + boundary.len());
+            seen.extend_from_slice(&data[..data.len().min(room)]);
+            if seen.windows(boundary.len()).any(|w| w == &boundary[..]) {
+                self.preamble = None;
+            } else if seen.len() >= MAX_PREAMBLE + boundary.len() {
+                return Err(refused(AppError::BadRequest(format!(
+                    "the multipart body has more than {MAX_PREAMBLE} bytes before its first boundary"
+                ))));
             }
         }
-        Ok(c.finish())
-    };
-    within(limits.timeout, read).await
+        // What the parser may hold: everything fed that was not taken out as field data.
+        let pending = self.fed.saturating_sub(self.taken.load(Ordering::Acquire));
+        self.reservation.shrink_to(pending);
+        self.receiving
+            .ensure(pending)
+            .and_then(|()| self.reservation.ensure(pending))
+            .map_err(|e| refused(budget_refusal(e)))?;
+        Ok(Some(data))
+    }
 }
+
+/// An `AppError` travelling through a parser's stream error (taken out once, by
+/// [`read_error`]).
+#[derive(Debug)]
+pub struct Refused {
+    text: String,
+    error: std::sync::Mutex<Option<AppError>>,
+}
+
+fn refused(e: AppError) -> Refused {
+    Refused {
+        text: e.to_string(),
+        error: std::sync::Mutex::new(Some(e)),
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Runs `read` under the receive timeout (408 past it).
 pub async fn within<T>(
@@ -159,10 +353,17 @@ pub async fn within<T>(
     })?
 }
 
-/// A body read error: 413 when a length limit below us fired, else 400.
+/// A body read error: the error a feed refused with, 413 when a length limit below us
+/// fired, else 400.
 pub fn read_error(e: &(dyn std::error::Error + 'static), limit: usize) -> AppError {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
+        if let Some(app) = err
+            .downcast_ref::<Refused>()
+            .and_then(|r| r.error.lock().ok()?.take())
+        {
+            return app;
+        }
         if err.is::<http_body_util::LengthLimitError>() {
             return too_large(limit);
         }

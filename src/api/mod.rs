@@ -95,6 +95,7 @@ impl AppState {
         BodyLimits {
             max_bytes: self.config.max_body_bytes,
             timeout: self.config.body_timeout,
+            min_rate: self.config.min_receive_rate,
         }
     }
 
@@ -121,6 +122,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::docs_js))
         .routes(routes!(openapi::docs_css))
         .merge(page::routes())
+}
+
+/// The probe port's router: liveness, readiness (also as KServe's health routes) and
+/// metrics, with the logging and security headers but no API key.
+pub fn probe_router(state: AppState) -> Router {
+    let routes: Router<AppState> = Router::new()
+        .route("/healthz", axum::routing::get(handlers::healthz))
+        .route("/readyz", axum::routing::get(handlers::readyz))
+        .route("/metrics", axum::routing::get(handlers::metrics))
+        .route("/v2/health/live", axum::routing::get(kserve::live))
+        .route("/v2/health/ready", axum::routing::get(kserve::ready))
+        .fallback(handlers::not_found);
+    let app = routes.layer(middleware::from_fn_with_state(state.clone(), track));
+    security::headers(app, &state.config.security).with_state(state)
 }
 
 /// Builds the router with every route and layer.

@@ -15,16 +15,11 @@ use super::{drain, AppState};
 use crate::config::SecurityConfig;
 use crate::error::AppError;
 
-/// Routes that stay open without the API key (unless `--auth-probes`): kubelet probes and
-/// Prometheus scrapes usually carry no credentials. KServe points its probes at the
-/// protocol's own health routes, so those are probes too.
-pub const PROBES: [&str; 5] = [
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/v2/health/live",
-    "/v2/health/ready",
-];
+/// Routes that stay open without the API key (unless `--auth-probes`): kubelet probes
+/// usually carry no credentials. KServe points its probes at the protocol's own health
+/// routes, so those are probes too. `/metrics` is not among them: on the main port it would
+/// tell anyone how much of the budget is left; scrape it on `--probe-port`, or with the key.
+pub const PROBES: [&str; 4] = ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"];
 
 /// Routes that never need the key: the page, its assets and the API docs hold no data and
 /// run no model; every API call they make still carries (or lacks) the key itself.

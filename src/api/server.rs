@@ -1,28 +1,68 @@
 //! Accepting connections and serving HTTP/1.1 on them, with the limits a server exposed to
-//! the internet needs and `axum::serve` does not set: a cap on open connections (further
-//! ones wait in the kernel's listen backlog, which costs us nothing), a header-read timeout
-//! (slow or stalled headers are closed, like nginx's `client_header_timeout`; hyper arms
-//! the same timer while an idle keep-alive connection waits for its next request), and a
-//! send timeout (a client that stops reading is cut off, like nginx's `send_timeout`, so
-//! its answer stops holding memory). On shutdown, idle connections close at once and busy
-//! ones after their response.
+//! the internet needs and `axum::serve` does not set:
+//!
+//! - a cap on open connections (further ones wait in the kernel's listen backlog, which
+//!   costs us nothing), and near it idle keep-alive connections are closed first, so a
+//!   flood of idle sockets cannot lock out new clients; a cap per client address;
+//! - a header-read timeout (slow or stalled headers are closed, like nginx's
+//!   `client_header_timeout`) and a shorter keep-alive idle timeout between requests;
+//! - a cap on requests and on age per connection (then `Connection: close`);
+//! - hyper's read buffer bounded near the header limit (its default of ~400 KiB per
+//!   connection would be unreserved memory a thousand sockets wide);
+//! - on the write side, a stall timeout, a minimum send rate and a whole-answer deadline
+//!   (like nginx's `send_timeout`), so a slow reader cannot keep an answer in memory.
+//!
+//! On shutdown, idle connections close at once and busy ones after their response.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{header, Extensions, HeaderValue, Request, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::time::Sleep;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
 
 use crate::config::ConnectionLimits;
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Peer {
+    /// The client address of the request with these extensions, if it came over a socket.
+    pub fn ip(ext: &Extensions) -> Option<IpAddr> {
+        ext.get::<Peer>().map(|p| p.0.ip())
+    }
+}
+
+/// hyper's read buffer: the header limit plus room for body chunks. hyper's minimum is 8 KiB.
+pub fn read_buffer(max_header_bytes: usize) -> usize {
+    (max_header_bytes + (16 << 10)).max(8 << 10)
+}
+
+/// Connections open (and per client), shared by the accept loop and the connections.
+struct Open {
+    all: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Wakes idle connections to close when the cap is near.
+    pressure: Notify,
+}
+
+/// Near this share of the cap, idle connections are closed to make room.
+const PRESSURE_NUM: usize = 9;
+const PRESSURE_DEN: usize = 10;
 
 /// Serves `app` on `listener` until `stop` resolves, then stops accepting and waits for the
 /// open connections to finish their requests (the caller bounds that wait).
@@ -30,13 +70,20 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    max_header_bytes: usize,
     stop: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(Open {
+        all: AtomicUsize::new(0),
+        per_client: Mutex::new(HashMap::new()),
+        pressure: Notify::new(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(read_buffer(max_header_bytes))
         .keep_alive(true);
     tokio::pin!(stop);
     loop {
@@ -44,9 +91,9 @@ pub async fn serve(
             p = permits.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
             _ = &mut stop => break,
         };
-        let stream = tokio::select! {
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(a) => a,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -54,23 +101,216 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        let Some(place) = Place::take(&open, addr.ip(), limits.max_per_client) else {
+            tracing::debug!(client = %addr.ip(), "connection over the per-client cap closed");
+            continue;
+        };
+        let count = open.all.load(Ordering::Relaxed);
+        if count * PRESSURE_DEN >= limits.max_connections * PRESSURE_NUM {
+            open.pressure.notify_waiters();
+        }
         // Small answers go out at once rather than waiting for Nagle's timer.
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(SendTimeout::new(stream, limits.send_timeout));
-        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(SendLimits::new(stream, &limits));
+        let conn_state = Arc::new(ConnState::new());
+        let svc = {
+            let (app, st) = (app.clone(), conn_state.clone());
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (app, st) = (app.clone(), st.clone());
+                async move {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(Peer(addr));
+                    st.begin();
+                    let served = st.served.fetch_add(1, Ordering::Relaxed) + 1;
+                    let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                    let (mut parts, body) = resp.into_parts();
+                    if served >= limits.max_requests || st.born.elapsed() >= limits.max_age {
+                        parts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    let body = Body::new(Ending {
+                        inner: body,
+                        state: Some(st),
+                    });
+                    Ok::<_, std::convert::Infallible>(Response::from_parts(parts, body))
+                }
+            })
+        };
+        let conn = http.serve_connection(io, svc);
         // Connection buffers are the server's own measured bytes (a request's work sets its
         // own lease inside).
-        let conn = crate::meter::Metered::new(conn, None);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-            drop(permit);
-        });
+        let (open2, limits2, mut stop_rx) = (open.clone(), limits, stop_rx.clone());
+        tokio::spawn(crate::meter::Metered::new(
+            async move {
+                tokio::pin!(conn);
+                let mut closing = false;
+                loop {
+                    let idle_deadline = conn_state.idle_deadline(limits2.keep_alive_timeout);
+                    let pressure = open2.pressure.notified();
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection closed with an error");
+                            }
+                            break;
+                        }
+                        _ = sleep_until_opt(idle_deadline), if !closing => {
+                            if conn_state.is_idle() {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                        }
+                        _ = pressure, if !closing => {
+                            if conn_state.is_idle() {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                        }
+                        _ = conn_state.ended.notified() => {}
+                        _ = stop_rx.changed(), if !closing => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+                drop(place);
+                drop(permit);
+            },
+            None,
+        ));
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop_tx.send(true);
+    // Every connection holds a permit until it closes: taking them all waits for the last.
+    let _ = permits.acquire_many(limits.max_connections as u32).await;
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's place in the counts, given back when it closes.
+struct Place {
+    open: Arc<Open>,
+    ip: IpAddr,
+}
+
+impl Place {
+    fn take(open: &Arc<Open>, ip: IpAddr, per_client: usize) -> Option<Place> {
+        let mut map = open.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = map.entry(ip).or_insert(0);
+        if per_client > 0 && *mine >= per_client {
+            return None;
+        }
+        *mine += 1;
+        open.all.fetch_add(1, Ordering::Relaxed);
+        Some(Place {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.all.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self
+            .open
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection's watcher needs to know about its requests.
+struct ConnState {
+    born: Instant,
+    served: AtomicU64,
+    /// Requests whose answer is not fully handed to hyper yet.
+    active: AtomicUsize,
+    /// When the last answer ended (ms since `born`).
+    idle_since_ms: AtomicU64,
+    ended: Notify,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            born: Instant::now(),
+            served: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            ended: Notify::new(),
+        }
+    }
+
+    fn begin(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        self.idle_since_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        self.ended.notify_one();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+    }
+
+    /// When an idle connection should close (`None` while a request is in progress).
+    fn idle_deadline(&self, keep_alive: Duration) -> Option<Instant> {
+        self.is_idle().then(|| {
+            self.born
+                + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
+                + keep_alive
+        })
+    }
+}
+
+/// A response body that tells its connection when the answer is over (dropped).
+struct Ending {
+    inner: Body,
+    state: Option<Arc<ConnState>>,
+}
+
+impl HttpBody for Ending {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            s.end();
+        }
+    }
 }
 
 /// Accept errors are per-connection (the client reset before we took it) or a resource
@@ -88,40 +328,151 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// A stream whose writes fail with `TimedOut` once one has made no progress for `limit`.
-pub struct SendTimeout<S> {
-    inner: S,
-    limit: Duration,
-    stalled: Option<Pin<Box<Sleep>>>,
+/// Serves `app` on `listener` with no caps until `stop` resolves: the probe port, whose
+/// few clients (the kubelet, Prometheus) must get through whatever the main port suffers.
+pub async fn serve_probes(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .max_buf_size(read_buffer(16 << 10));
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), svc);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
 }
 
-impl<S> SendTimeout<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, limit: Duration) -> Self {
-        SendTimeout {
+/// How long without a write in progress makes the next write the start of a new answer
+/// (for the rate and deadline).
+const NEW_ANSWER_GAP: Duration = Duration::from_secs(1);
+/// Time an answer gets before the minimum send rate applies.
+const SEND_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// A stream whose writes fail with `TimedOut` when the client reads too slowly: a write
+/// that makes no progress for `stall`, an answer read slower than `min_rate` on average
+/// after a grace period, or one still being written after `deadline`.
+pub struct SendLimits<S> {
+    inner: S,
+    stall: Duration,
+    min_rate: u64,
+    deadline: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    stalled_since: Option<Instant>,
+    /// The answer being written: when it started and how much of it went out.
+    started: Option<Instant>,
+    sent: u64,
+    last_progress: Instant,
+}
+
+impl<S> SendLimits<S> {
+    /// Wraps `inner` with the limits of `limits`.
+    pub fn new(inner: S, limits: &ConnectionLimits) -> Self {
+        Self::with(
             inner,
-            limit,
-            stalled: None,
+            limits.send_timeout,
+            limits.min_send_rate,
+            limits.response_timeout,
+        )
+    }
+
+    /// Wraps `inner`: `stall` without progress, `min_rate` bytes/s (0: none), `deadline`.
+    pub fn with(inner: S, stall: Duration, min_rate: u64, deadline: Duration) -> Self {
+        SendLimits {
+            inner,
+            stall,
+            min_rate,
+            deadline,
+            timer: None,
+            stalled_since: None,
+            started: None,
+            sent: 0,
+            last_progress: Instant::now(),
         }
     }
 
-    /// After a write-side poll: clears the timer on progress, starts or checks it on a stall.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// The earliest moment the current stall becomes fatal, and why.
+    fn limit(&self, stalled_since: Instant) -> (Instant, &'static str) {
+        let mut at = (
+            stalled_since + self.stall,
+            "the client stopped reading the response",
+        );
+        if let Some(started) = self.started {
+            let whole = started + self.deadline;
+            if whole < at.0 {
+                at = (
+                    whole,
+                    "the response was not read within the response timeout",
+                );
+            }
+            if self.min_rate > 0 {
+                let earned = Duration::from_secs_f64(self.sent as f64 / self.min_rate as f64);
+                let rate = started + SEND_RATE_GRACE + earned;
+                if rate < at.0 {
+                    at = (
+                        rate,
+                        "the client read the response slower than the minimum send rate",
+                    );
+                }
+            }
+        }
+        at
+    }
+
+    /// Around a write-side poll: counts progress, or checks the limits on a stall.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        wrote: usize,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let now = Instant::now();
         match poll {
             Poll::Ready(r) => {
-                self.stalled = None;
+                if self.stalled_since.is_none()
+                    && now.duration_since(self.last_progress) >= NEW_ANSWER_GAP
+                {
+                    self.started = None;
+                }
+                self.started.get_or_insert(now);
+                self.sent += wrote as u64;
+                self.last_progress = now;
+                self.stalled_since = None;
+                self.timer = None;
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let limit = self.limit;
+                if self.started.is_none()
+                    || (self.stalled_since.is_none()
+                        && now.duration_since(self.last_progress) >= NEW_ANSWER_GAP)
+                {
+                    self.started = Some(now);
+                    self.sent = 0;
+                }
+                let since = *self.stalled_since.get_or_insert(now);
+                let (at, why) = self.limit(since);
                 let timer = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client stopped reading the response",
-                    ))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -129,7 +480,7 @@ impl<S> SendTimeout<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for SendLimits<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -139,14 +490,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendLimits<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, poll)
+        let n = match &poll {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.watch(cx, n, poll)
     }
 
     fn poll_write_vectored(
@@ -155,7 +510,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, poll)
+        let n = match &poll {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.watch(cx, n, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -164,12 +523,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, poll)
+        self.watch(cx, 0, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, poll)
+        self.watch(cx, 0, poll)
     }
 }
 
@@ -182,7 +541,7 @@ mod tests {
     async fn a_reader_that_stops_reading_is_cut_off() {
         // A duplex pipe with a 1 KiB buffer that nobody reads: writes stall, then fail.
         let (a, _b) = tokio::io::duplex(1024);
-        let mut w = SendTimeout::new(a, Duration::from_millis(100));
+        let mut w = SendLimits::with(a, Duration::from_millis(100), 0, Duration::from_secs(60));
         let started = std::time::Instant::now();
         let err = w.write_all(&vec![0u8; 64 * 1024]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -192,7 +551,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_keeps_reading_is_not() {
         let (a, mut b) = tokio::io::duplex(1024);
-        let mut w = SendTimeout::new(a, Duration::from_millis(200));
+        let mut w = SendLimits::with(a, Duration::from_millis(200), 0, Duration::from_secs(60));
         let reader = tokio::spawn(async move {
             let mut sink = Vec::new();
             tokio::io::AsyncReadExt::read_to_end(&mut b, &mut sink)

@@ -10,13 +10,16 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 
-use super::body::{self, BodyLimits, Collector};
+use super::body::{self, BodyLimits, Collector, Feed};
+use super::server::Peer;
 use super::AppState;
-use crate::budget::Reservation;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::config::FormLimits;
 use crate::error::AppError;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The multipart field holding the photo (PixelLib's name).
 pub const FIELD: &str = "image";
@@ -52,8 +55,18 @@ impl<S: Source> FromRequest<AppState> for ImageUpload<S> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let mut reservation = state.budget.reservation();
         let (parts, body) = req.into_parts();
+        // Refused from the headers when the model's queue is full: the body is then drained
+        // (or the connection closed), never parsed, so refusing costs next to nothing.
+        let pairs = super::params::query_pairs(parts.uri.query())?;
+        state
+            .engine(crate::options::model_param(&pairs))?
+            .check_room()?;
+        let mut reservation = state.budget.reservation();
+        let from = Sender {
+            budget: &state.budget,
+            client: Peer::ip(&parts.extensions),
+        };
         let bytes = read_image(
             &parts.headers,
             body,
@@ -61,6 +74,7 @@ impl<S: Source> FromRequest<AppState> for ImageUpload<S> {
             state.config.form,
             S::RAW,
             &mut reservation,
+            from,
         )
         .await?;
         Ok(ImageUpload {
@@ -79,6 +93,13 @@ fn unsupported(ctype: &str, raw: bool) -> AppError {
     })
 }
 
+/// Who is sending, for the budget's shares.
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    budget: &'a Arc<MemoryBudget>,
+    client: Option<IpAddr>,
+}
+
 async fn read_image(
     headers: &HeaderMap,
     body: Body,
@@ -86,6 +107,7 @@ async fn read_image(
     form: FormLimits,
     raw: bool,
     reservation: &mut Reservation,
+    from: Sender<'_>,
 ) -> Result<Bytes, AppError> {
     let declared = body::declared_length(headers, limits.max_bytes)?;
     let ctype = headers
@@ -97,18 +119,11 @@ async fn read_image(
         ("multipart", "form-data") => {
             let boundary = multer::parse_boundary(ctype)
                 .map_err(|_| AppError::BadRequest("multipart body has no boundary".into()))?;
-            let read = read_multipart(
-                body,
-                boundary,
-                limits.max_bytes,
-                declared,
-                form,
-                reservation,
-            );
+            let read = read_multipart(body, boundary, limits, declared, form, reservation, from);
             body::within(limits.timeout, read).await?
         }
         ("image", _) | ("application", "octet-stream") if raw => {
-            body::read_limited(body, headers, limits, reservation).await?
+            body::read_limited(body, headers, limits, reservation, from.budget, from.client).await?
         }
         _ => return Err(unsupported(ctype, raw)),
     };
@@ -126,21 +141,40 @@ struct OtherFile {
     bytes: Option<Bytes>,
 }
 
+/// Most bytes of headers one form part may have (a file part's are ~150).
+const MAX_PART_HEADER_BYTES: usize = 8 << 10;
+
 async fn read_multipart(
     body: Body,
     boundary: String,
-    limit: usize,
+    limits: BodyLimits,
     declared: Option<u64>,
     form: FormLimits,
     reservation: &mut Reservation,
+    from: Sender<'_>,
 ) -> Result<Bytes, AppError> {
+    let limit = limits.max_bytes;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(limit as u64)
             .per_field(limit as u64),
     );
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut mp = multer::Multipart::with_constraints(stream, boundary, constraints);
+    // The parser's own buffer (preamble, part headers, read-ahead) is reserved as it is fed;
+    // the photo is collected into the request's reservation below.
+    let (feed, taken) = Feed::new(
+        body,
+        limits,
+        from.budget.reservation(),
+        from.budget.receiving(from.client),
+        &boundary,
+    );
+    let mut mp = multer::Multipart::with_constraints(feed.into_stream(), boundary, constraints);
+    let take = Take {
+        taken,
+        from,
+        limit,
+        declared,
+    };
     let mut image: Option<Bytes> = None;
     let mut others: Vec<OtherFile> = Vec::new();
     let mut fields: Vec<String> = Vec::new();
@@ -157,6 +191,16 @@ async fn read_multipart(
                 form.max_parts
             )));
         }
+        let header_bytes: usize = field
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_PART_HEADER_BYTES {
+            return Err(AppError::BadRequest(format!(
+                "a form part has {header_bytes} bytes of headers; the limit is {MAX_PART_HEADER_BYTES}"
+            )));
+        }
         let name = field.name().unwrap_or("").to_string();
         let is_file = field.file_name().is_some();
         if name == FIELD {
@@ -165,27 +209,25 @@ async fn read_multipart(
                     "the form has more than one `{FIELD}` field; send exactly one"
                 )));
             }
-            image = Some(collect(&mut field, limit, declared, reservation).await?);
+            image = Some(take.collect(&mut field, reservation).await?);
         } else if is_file && image.is_none() && others.is_empty() {
             // Kept in case it is the only file (FastAPI-style clients send `file`).
-            let bytes = collect(&mut field, limit, declared, reservation).await?;
+            let bytes = take.collect(&mut field, reservation).await?;
             others.push(OtherFile {
                 name,
                 bytes: Some(bytes),
             });
         } else if is_file {
             // Another file: only its name matters, for the error.
-            while field
-                .chunk()
-                .await
-                .map_err(|e| multipart_error(e, limit))?
-                .is_some()
-            {}
+            while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                take.skipped(chunk.len());
+            }
             others.push(OtherFile { name, bytes: None });
         } else {
             // Other fields are read (to reach the next part) but bounded and dropped.
             let mut seen = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                take.skipped(chunk.len());
                 seen += chunk.len() as u64;
                 if seen > form.max_field_bytes {
                     return Err(AppError::PayloadTooLarge(format!(
@@ -225,17 +267,41 @@ fn list(names: &[String]) -> String {
         .join(", ")
 }
 
-async fn collect(
-    field: &mut multer::Field<'_>,
+/// Takes field data out of the parser, telling the feed what no longer sits in its buffer.
+struct Take<'a> {
+    taken: Arc<AtomicU64>,
+    from: Sender<'a>,
     limit: usize,
     declared: Option<u64>,
-    reservation: &mut Reservation,
-) -> Result<Bytes, AppError> {
-    let mut c = Collector::new(limit, declared, reservation)?;
-    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
-        c.push(&chunk)?;
+}
+
+impl Take<'_> {
+    fn skipped(&self, n: usize) {
+        self.taken.fetch_add(n as u64, Ordering::Release);
     }
-    Ok(c.finish())
+
+    async fn collect(
+        &self,
+        field: &mut multer::Field<'_>,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, AppError> {
+        let mut c = Collector::new(
+            self.limit,
+            self.declared,
+            reservation,
+            self.from.budget,
+            self.from.client,
+        );
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| multipart_error(e, self.limit))?
+        {
+            c.push(&chunk)?;
+            self.skipped(chunk.len());
+        }
+        Ok(c.finish())
+    }
 }
 
 fn multipart_error(e: multer::Error, limit: usize) -> AppError {

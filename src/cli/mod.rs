@@ -260,9 +260,55 @@ pub struct ServeArgs {
     /// is disconnected, so its answer does not hold memory).
     #[arg(long, env = "SEGSERVE_SEND_TIMEOUT_MS", default_value_t = 30_000)]
     pub send_timeout_ms: u64,
-    /// Most connections open at once; further ones wait in the listen backlog.
+    /// Most connections open at once; further ones wait in the listen backlog. Near the
+    /// cap, idle keep-alive connections are closed first.
     #[arg(long, env = "SEGSERVE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most connections one client address may hold open (0: no cap); more are closed at
+    /// once. Behind a proxy that hides client addresses, raise it or set 0.
+    #[arg(
+        long,
+        env = "SEGSERVE_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 256
+    )]
+    pub max_connections_per_client: usize,
+    /// How long a keep-alive connection may sit idle between requests, in ms.
+    #[arg(long, env = "SEGSERVE_KEEP_ALIVE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub keep_alive_timeout_ms: u64,
+    /// Requests served on one connection before it is closed (the client reconnects).
+    #[arg(
+        long,
+        env = "SEGSERVE_MAX_REQUESTS_PER_CONNECTION",
+        default_value_t = 1_000
+    )]
+    pub max_requests_per_connection: u64,
+    /// Age after which a connection is closed once its current request is done, in ms.
+    #[arg(
+        long,
+        env = "SEGSERVE_MAX_CONNECTION_AGE_MS",
+        default_value_t = 600_000
+    )]
+    pub max_connection_age_ms: u64,
+    /// Slowest upload accepted, in bytes per second, after a 5 s grace (slower: 408);
+    /// 0 leaves only --body-timeout-ms.
+    #[arg(long, env = "SEGSERVE_MIN_RECEIVE_RATE", default_value_t = 8 * 1024)]
+    pub min_receive_rate: u64,
+    /// Slowest reader of an answer, in bytes per second, after a 5 s grace (slower: the
+    /// connection is closed, so the answer stops holding memory); 0: no minimum.
+    #[arg(long, env = "SEGSERVE_MIN_SEND_RATE", default_value_t = 16 * 1024)]
+    pub min_send_rate: u64,
+    /// Longest an answer may take to be sent, in ms, however steadily it is read.
+    #[arg(long, env = "SEGSERVE_RESPONSE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub response_timeout_ms: u64,
+    /// Also serve /healthz, /readyz, /metrics and /v2/health/* on this port, outside the
+    /// connection caps, so a flood on the main port cannot make probes fail (the
+    /// Kubernetes manifests point the kubelet here).
+    #[arg(long, env = "SEGSERVE_PROBE_PORT")]
+    pub probe_port: Option<u16>,
+    /// Auditor mode: a request whose measured memory passes its reservation is a server
+    /// fault (500, logged as an error) instead of a 503. The test suites run with it.
+    #[arg(long, env = "SEGSERVE_AUDIT_MEMORY")]
+    pub audit_memory: bool,
 }
 
 /// The port `serve` listens on when no `--port` or `SEGSERVE_PORT` is given and `PORT` is unset.

@@ -108,6 +108,12 @@ pub struct ServeConfig {
     pub pixellib: PixelLibConfig,
     /// Connection handling.
     pub connections: ConnectionLimits,
+    /// Slowest upload accepted, bytes per second (0: only the body timeout).
+    pub min_receive_rate: u64,
+    /// Where the probes and metrics are also served, outside the connection caps.
+    pub probe_addr: Option<SocketAddr>,
+    /// Auditor mode (see `budget::set_audit`).
+    pub audit_memory: bool,
 }
 
 /// `/segmentapi` settings.
@@ -122,12 +128,24 @@ pub struct PixelLibConfig {
 /// How connections are accepted and timed out.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// Headers must arrive within this; idle keep-alive connections close after it.
+    /// Headers must arrive within this.
     pub header_timeout: Duration,
+    /// Idle keep-alive connections close after this.
+    pub keep_alive_timeout: Duration,
     /// A response write may stall this long.
     pub send_timeout: Duration,
+    /// Slowest reading of an answer, bytes per second (0: none).
+    pub min_send_rate: u64,
+    /// Longest sending of one answer.
+    pub response_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections one client address may hold (0: no cap).
+    pub max_per_client: usize,
+    /// Requests on one connection.
+    pub max_requests: u64,
+    /// Age of a connection after which it closes when idle.
+    pub max_age: Duration,
 }
 
 /// The default memory budget: [`DEFAULT_BUDGET_FRACTION`] of what this process may use
@@ -351,9 +369,18 @@ impl TryFrom<ServeArgs> for ServeConfig {
             },
             connections: ConnectionLimits {
                 header_timeout: Duration::from_millis(a.header_timeout_ms),
+                keep_alive_timeout: Duration::from_millis(a.keep_alive_timeout_ms.max(1)),
                 send_timeout: Duration::from_millis(a.send_timeout_ms),
+                min_send_rate: a.min_send_rate,
+                response_timeout: Duration::from_millis(a.response_timeout_ms.max(1)),
                 max_connections: a.max_connections,
+                max_per_client: a.max_connections_per_client,
+                max_requests: a.max_requests_per_connection.max(1),
+                max_age: Duration::from_millis(a.max_connection_age_ms.max(1)),
             },
+            min_receive_rate: a.min_receive_rate,
+            probe_addr: a.probe_port.map(|p| SocketAddr::new(a.host, p)),
+            audit_memory: a.audit_memory,
         })
     }
 }

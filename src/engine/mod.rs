@@ -329,6 +329,18 @@ impl Engine {
         self.inner.device
     }
 
+    /// Refuses at once when the queue is full, before a request's body is read: under
+    /// overload, refusing from the headers costs next to nothing, where reading and parsing
+    /// an upload only to refuse it costs as much as serving it. (A place is still taken
+    /// with [`Engine::try_admit`] once the photo is in: this is a cheap early look.)
+    pub fn check_room(&self) -> Result<(), EngineError> {
+        if self.inner.admission.available_permits() == 0 {
+            shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
+            return Err(EngineError::Overloaded);
+        }
+        Ok(())
+    }
+
     /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).
     pub fn try_admit(&self) -> Result<Admission, EngineError> {
         self.inner

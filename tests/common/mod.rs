@@ -109,6 +109,8 @@ pub fn serve_config(extra: &[&str]) -> ServeConfig {
         model.display().to_string(),
         "--shutdown-drain-ms".into(),
         "0".into(),
+        // Auditor mode: a request whose measured memory passes its reservation fails (500).
+        "--audit-memory".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let cli = <Cli as clap::Parser>::try_parse_from(args).expect("valid test flags");
@@ -181,6 +183,8 @@ impl Binary {
         ])
         .args(args)
         .env("ORT_DISABLE_TELEMETRY", "1")
+        // Auditor mode (see `budget::set_audit`): every estimate miss fails the test.
+        .env("SEGSERVE_AUDIT_MEMORY", "1")
         .env_remove("SEGSERVE_PORT")
         .env_remove("PORT")
         .stdout(Stdio::null())

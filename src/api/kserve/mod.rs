@@ -23,12 +23,14 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::server::Peer;
 use super::{body, reply, AppState, NOT_READY};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::engine::ModelInfo;
@@ -155,13 +157,23 @@ pub async fn model_metadata(
 pub async fn infer(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    client: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
     let engine = s.engine(Some(&name))?;
     let framing = binary::framing(&headers, s.config.max_body_bytes)?;
+    engine.check_room()?;
     let mut reservation = s.budget.reservation();
-    let raw = body::read_limited(body, &headers, s.body_limits(), &mut reservation).await?;
+    let raw = body::read_limited(
+        body,
+        &headers,
+        s.body_limits(),
+        &mut reservation,
+        &s.budget,
+        client.map(|Extension(p)| p.0.ip()),
+    )
+    .await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
     // blocking pool, under a place in the engine's stage, with the parsed copy reserved.
     let ticket = Ticket::take(&engine).await?;
@@ -476,9 +488,10 @@ pub async fn model_version_ready(
 pub async fn model_version_infer(
     State(s): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    client: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
     check_version(&version)?;
-    infer(State(s), Path(name), headers, body).await
+    infer(State(s), Path(name), client, headers, body).await
 }
