@@ -2,11 +2,13 @@
 //! decoded while the process's peak RSS is measured (the kernel's VmHWM, reset through
 //! /proc/self/clear_refs), and the measured growth must stay within what
 //! `Probe::peak_bytes` reserved, and not be far below it (a budget that over-reserves
-//! many times over would turn away work it could do).
+//! many times over would turn away work it could do). Reading the header, before anything
+//! is reserved, must take no more than a few MiB, whatever the file holds.
 
 mod common;
 
 use common::craft;
+use common::craft::TiffLayout;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use segserve::budget::MemoryBudget;
 use segserve::imageio::{self, DecodeLimits};
@@ -17,18 +19,25 @@ fn status_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Decodes `bytes` and returns (estimated peak, measured peak growth) in bytes.
-fn measure(bytes: &[u8]) -> (u64, u64) {
-    let limits = DecodeLimits::default();
-    let probe = imageio::probe(bytes, &limits).unwrap();
-    let estimate = probe.peak_bytes();
+/// Peak RSS growth, in bytes, while `f` runs.
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
     std::fs::write("/proc/self/clear_refs", "5").expect("peak RSS reset (Linux >= 4.0)");
     let before = status_kib("VmRSS:");
-    let mut r = MemoryBudget::unlimited().reservation();
-    let img = probe.decode(&mut r).unwrap();
+    let out = f();
     let peak = status_kib("VmHWM:");
+    (out, peak.saturating_sub(before) * 1024)
+}
+
+/// Probes and decodes `bytes`; returns (estimated peak, measured peak growth while
+/// decoding, measured peak growth while probing) in bytes.
+fn measure(bytes: &[u8]) -> (u64, u64, u64) {
+    let limits = DecodeLimits::default();
+    let (probe, probing) = peak_growth(|| imageio::probe(bytes, &limits).unwrap());
+    let estimate = probe.peak_bytes();
+    let mut r = MemoryBudget::unlimited().reservation();
+    let (img, decoding) = peak_growth(|| probe.decode(&mut r).unwrap());
     drop(img);
-    (estimate, (peak - before) * 1024)
+    (estimate, decoding, probing)
 }
 
 #[test]
@@ -111,16 +120,85 @@ fn decode_estimates_cover_what_decoding_takes() {
                 ImageFormat::Bmp,
             ),
         ),
+        // Ancillary chunks the png crate would inflate (iCCP, up to its allocation cap,
+        // while reading the header) or buffer (text): never shown to it.
+        (
+            "RGB PNG 12 MP, 256 MiB iCCP bomb",
+            craft::png_with_chunks(
+                &craft::png(DynamicImage::ImageRgb8(photo(4000, 3000))),
+                &[
+                    (
+                        b"iCCP",
+                        [&b"bomb\0\0"[..], &craft::zlib_zeros(256)].concat(),
+                    ),
+                    (
+                        b"zTXt",
+                        [&b"Comment\0\0"[..], &craft::zlib_zeros(64)].concat(),
+                    ),
+                    (b"tEXt", [&b"Comment\0"[..], &[b'a'; 8 << 20]].concat()),
+                ],
+            ),
+        ),
+        // libjpeg skips the byte with a warning and buffers the whole coefficient arrays.
+        (
+            "progressive JPEG 12 MP, stray byte",
+            craft::jpeg_with_stray_byte_after_sof(&craft::mozjpeg(
+                4000,
+                3000,
+                mozjpeg::ColorSpace::JCS_RGB,
+                true,
+            )),
+        ),
+        // libjpeg reads CMYK through, then the image crate decodes it. (MozJPEG's defaults
+        // are progressive.)
+        (
+            "progressive CMYK JPEG 6 MP",
+            craft::mozjpeg(3000, 2000, mozjpeg::ColorSpace::JCS_CMYK, false),
+        ),
+        // The tiff crate's own buffer is 4 samples a pixel for CMYK.
+        (
+            "TIFF CMYK 6 MP",
+            craft::tiff(3000, 2000, 5, 4, 1, TiffLayout::Strips(64)),
+        ),
+        (
+            "TIFF RGB 16-bit 6 MP",
+            craft::encode(
+                &DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(3000, 2000, |x, y| {
+                    image::Rgb([(x * 13) as u16, (y * 7) as u16, 30_000u16])
+                })),
+                ImageFormat::Tiff,
+            ),
+        ),
+        (
+            "TIFF LZW 6 MP",
+            craft::tiff(3000, 2000, 2, 3, 5, TiffLayout::Strips(16)),
+        ),
+        (
+            "TIFF Deflate 6 MP, one strip",
+            craft::tiff(3000, 2000, 2, 3, 8, TiffLayout::Strips(2000)),
+        ),
+        (
+            "TIFF tiled 6 MP",
+            craft::tiff(3000, 2000, 2, 3, 1, TiffLayout::Tiles(256)),
+        ),
+        (
+            "TIFF CMYK Deflate tiled 6 MP",
+            craft::tiff(3000, 2000, 5, 4, 8, TiffLayout::Tiles(512)),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, bytes) in &cases {
-        let (estimate, measured) = measure(bytes);
+        let (estimate, measured, probing) = measure(bytes);
         println!(
-            "{name:<32} estimate {:>6.1} MiB  measured {:>6.1} MiB  ({:.2}x)",
+            "{name:<36} estimate {:>6.1} MiB  measured {:>6.1} MiB  ({:.2}x)  probe {:>4.1} MiB",
             estimate as f64 / 1048576.0,
             measured as f64 / 1048576.0,
-            estimate as f64 / measured.max(1) as f64
+            estimate as f64 / measured.max(1) as f64,
+            probing as f64 / 1048576.0,
         );
+        if probing > 4 << 20 {
+            failures.push(format!("{name}: reading the header took {probing} bytes"));
+        }
         // A page-rounding and allocator allowance below, a 1.5x ceiling above.
         if measured > estimate + (4 << 20) {
             failures.push(format!(

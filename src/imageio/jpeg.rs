@@ -1,19 +1,33 @@
 //! JPEG through libjpeg-turbo (the MozJPEG build of it): the decoder OpenCV uses, so the
 //! pixels Ultralytics sees. Also the judge of truncation: libjpeg pads a cut-off file with
 //! grey and only *warns*, which would have us segment half a photo of grey without a word.
+//!
+//! Driven through mozjpeg-sys rather than the mozjpeg crate, whose `Decompress` keeps
+//! `cinfo` private: we need `cinfo.mem->max_memory_to_use`, libjpeg's own cap on what it
+//! may hold.
 
-use std::os::raw::c_int;
+use std::cell::Cell;
+use std::os::raw::{c_int, c_long, c_ulong};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use image::RgbImage;
-use std::cell::Cell;
-
-use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JTRC_SOS, JWRN_JPEG_EOF};
+use mozjpeg_sys::{
+    jpeg_common_struct, jpeg_create_decompress, jpeg_decompress_struct, jpeg_destroy_decompress,
+    jpeg_error_mgr, jpeg_finish_decompress, jpeg_mem_src, jpeg_read_header, jpeg_read_scanlines,
+    jpeg_start_decompress, jpeg_std_error, JDIMENSION, JERR_NO_BACKING_STORE, JERR_OUT_OF_MEMORY,
+    JTRC_SOS, JWRN_JPEG_EOF, J_COLOR_SPACE,
+};
 
 /// Most scans a JPEG may have. Encoders write one (baseline) or about ten (progressive);
 /// each scan makes libjpeg walk the whole coefficient buffer again, so a file of thousands
 /// of tiny scans is a CPU bomb (libjpeg-turbo's own tools cap it the same way).
 pub(super) const MAX_SCANS: u32 = 100;
+
+/// `jpeg_read_header`'s answer for a file with an image (jpeglib.h).
+const JPEG_HEADER_OK: c_int = 1;
+
+/// Rows handed to one `jpeg_read_scanlines` call (libjpeg's `rec_outbuf_height` is at most 4).
+const ROWS_PER_CALL: usize = 16;
 
 thread_local! {
     // Scans seen by the decode running on this thread (libjpeg decodes on the caller's thread).
@@ -32,6 +46,8 @@ pub(super) enum Turbo {
     Truncated,
     /// More scans than [`MAX_SCANS`].
     TooManyScans(u32),
+    /// libjpeg would have needed more than `max_memory` for its buffers.
+    OutOfMemory,
     /// libjpeg refused it (its message; safe to show: it names no file or path).
     Failed(String),
 }
@@ -41,6 +57,9 @@ struct TruncatedPayload;
 
 /// Unwind payload of the scan limit.
 struct TooManyScansPayload;
+
+/// Unwind payload of a refused allocation.
+struct OutOfMemoryPayload;
 
 /// `emit_message` hook: level -1 is a warning about corrupt data. Premature end of file is
 /// the one we refuse; the others ("extraneous bytes before marker" and friends) are common
@@ -65,10 +84,16 @@ extern "C-unwind" fn on_message(cinfo: &mut jpeg_common_struct, level: c_int) {
 }
 
 /// `error_exit` hook: libjpeg must not return from it; we unwind (the `unwinding` feature
-/// of mozjpeg-sys builds libjpeg so that this crosses its C frames safely).
+/// of mozjpeg-sys builds libjpeg so that this crosses its C frames safely). With the
+/// memory manager of jmemnobs.c, going over `max_memory_to_use` is JERR_NO_BACKING_STORE
+/// (no temporary files to spill the coefficient arrays to); a failed malloc is
+/// JERR_OUT_OF_MEMORY.
 extern "C-unwind" fn on_fatal(cinfo: &mut jpeg_common_struct) {
     // SAFETY: as above.
     let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code).unwrap_or(-1) };
+    if code == JERR_NO_BACKING_STORE as c_int || code == JERR_OUT_OF_MEMORY as c_int {
+        resume_unwind(Box::new(OutOfMemoryPayload));
+    }
     resume_unwind(Box::new(format!("libjpeg error code {code}")));
 }
 
@@ -84,29 +109,36 @@ fn error_mgr() -> jpeg_error_mgr {
     }
 }
 
+/// A decompressor and its error manager, together on the heap so the pointer libjpeg keeps
+/// to the manager stays valid; destroyed however decoding ends, an unwind from our hooks
+/// included (the guard drops while the unwind passes).
+struct Decompressor {
+    cinfo: jpeg_decompress_struct,
+    err: jpeg_error_mgr,
+}
+
+struct Guard(Box<Decompressor>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: jpeg_destroy frees the memory manager's pools if it was created, and
+        // only marks the struct destroyed if not (its `mem` is still null).
+        unsafe { jpeg_destroy_decompress(&mut self.0.cinfo) }
+    }
+}
+
 /// Decodes `bytes` (a JPEG whose header declared `width` x `height`, already checked against
-/// the limits) with libjpeg-turbo.
-pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
+/// the limits) with libjpeg-turbo, which may hold at most `max_memory` bytes of its own
+/// (the RGB output is ours, outside that). `max_memory_to_use` is what libjpeg checks when
+/// it allocates its whole-image coefficient arrays (jmemmgr.c `realize_virt_arrays`, through
+/// jmemnobs.c `jpeg_mem_available`), against everything it holds by then: going over is a
+/// refusal ([`Turbo::OutOfMemory`]), never an allocation. Its other allocations (row
+/// buffers, a fixed few per component, and small tables) are made before that check and
+/// counted in it, bar a few hundred bytes.
+pub(super) fn decode(bytes: &[u8], width: u32, height: u32, max_memory: u64) -> Turbo {
     SCANS.with(|s| s.set(0));
-    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<Vec<u8>>> {
-        let d = mozjpeg::Decompress::with_err(error_mgr()).from_mem(bytes)?;
-        if (d.width(), d.height()) != (width as usize, height as usize) {
-            return Err(std::io::Error::other("header dimensions disagree"));
-        }
-        let cmyk = matches!(
-            d.color_space(),
-            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-        );
-        // CMYK: decode anyway (as CMYK) so truncation is caught here too; the pixels are
-        // then produced by the `image` crate.
-        let mut started = if cmyk {
-            d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?
-        } else {
-            d.rgb()?
-        };
-        let pixels = started.read_scanlines::<u8>()?;
-        started.finish()?;
-        Ok((!cmyk).then_some(pixels))
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        decode_unwinding(bytes, width, height, max_memory)
     }));
     match result {
         Ok(Ok(Some(pixels))) => match RgbImage::from_raw(width, height, pixels) {
@@ -114,9 +146,10 @@ pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
             None => Turbo::Failed("libjpeg returned fewer pixels than declared".into()),
         },
         Ok(Ok(None)) => Turbo::Fallback,
-        Ok(Err(e)) => Turbo::Failed(e.to_string()),
+        Ok(Err(e)) => Turbo::Failed(e),
         Err(payload) if payload.is::<TruncatedPayload>() => Turbo::Truncated,
         Err(payload) if payload.is::<TooManyScansPayload>() => Turbo::TooManyScans(MAX_SCANS),
+        Err(payload) if payload.is::<OutOfMemoryPayload>() => Turbo::OutOfMemory,
         Err(payload) => Turbo::Failed(
             payload
                 .downcast_ref::<String>()
@@ -126,9 +159,87 @@ pub(super) fn decode(bytes: &[u8], width: u32, height: u32) -> Turbo {
     }
 }
 
+/// The decode proper; libjpeg's errors leave it by unwinding. `Ok(None)`: a complete
+/// CMYK/YCCK image, read through and dropped row by row (only to catch truncation).
+fn decode_unwinding(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    max_memory: u64,
+) -> Result<Option<Vec<u8>>, String> {
+    // SAFETY: all zeroes is what jpeg_create_decompress starts from, and what the guard's
+    // jpeg_destroy_decompress accepts should creation fail.
+    let mut guard = Guard(Box::new(unsafe { std::mem::zeroed::<Decompressor>() }));
+    let d = &mut *guard.0;
+    d.err = error_mgr();
+    d.cinfo.common.err = &mut d.err;
+    let cinfo = &mut d.cinfo;
+    // SAFETY: `cinfo` is created before use; `bytes` (non-empty, as the probe requires)
+    // outlives it, and libjpeg only reads it.
+    unsafe {
+        jpeg_create_decompress(cinfo);
+        // 0 would mean "no limit" to libjpeg.
+        (*cinfo.common.mem).max_memory_to_use =
+            c_long::try_from(max_memory.max(1)).unwrap_or(c_long::MAX);
+        jpeg_mem_src(cinfo, bytes.as_ptr(), bytes.len() as c_ulong);
+        if jpeg_read_header(cinfo, 0) != JPEG_HEADER_OK {
+            return Err("no image in the JPEG file".into());
+        }
+    }
+    // libjpeg reads its own header: if it disagrees with the size the limits and the
+    // estimate were worked out from (two parsers, one file), it must not allocate for its
+    // own idea of the size.
+    if (cinfo.image_width, cinfo.image_height) != (width, height) {
+        return Err("header dimensions disagree".into());
+    }
+    let cmyk = matches!(
+        cinfo.jpeg_color_space,
+        J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK
+    );
+    // CMYK: decode anyway (as CMYK) so truncation is caught here too; the pixels are then
+    // produced by the `image` crate.
+    cinfo.out_color_space = if cmyk {
+        J_COLOR_SPACE::JCS_CMYK
+    } else {
+        J_COLOR_SPACE::JCS_RGB
+    };
+    // SAFETY: header read; a memory source never suspends.
+    if unsafe { jpeg_start_decompress(cinfo) } == 0 {
+        return Err("libjpeg suspended".into());
+    }
+    let channels = if cmyk { 4 } else { 3 };
+    if (cinfo.output_width, cinfo.output_height) != (width, height)
+        || cinfo.output_components != channels
+    {
+        return Err("libjpeg's output differs from the header".into());
+    }
+    let row = width as usize * channels as usize;
+    let mut pixels = vec![0u8; row * if cmyk { ROWS_PER_CALL } else { height as usize }];
+    let base = pixels.as_mut_ptr();
+    while cinfo.output_scanline < cinfo.output_height {
+        let done = cinfo.output_scanline as usize;
+        let first = if cmyk { 0 } else { done };
+        let n = ROWS_PER_CALL.min(height as usize - done);
+        // SAFETY: rows `first..first + n` lie inside `pixels`, each `row` bytes long.
+        let mut rows: [*mut u8; ROWS_PER_CALL] =
+            std::array::from_fn(|i| unsafe { base.add((first + i.min(n - 1)) * row) });
+        // SAFETY: `rows` holds `n` valid row pointers.
+        let got = unsafe { jpeg_read_scanlines(cinfo, rows.as_mut_ptr(), n as JDIMENSION) };
+        if got == 0 {
+            return Err("libjpeg returned no rows".into());
+        }
+    }
+    // SAFETY: every scanline has been read.
+    unsafe { jpeg_finish_decompress(cinfo) };
+    Ok((!cmyk).then_some(pixels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plenty for the small test images.
+    const ROOMY: u64 = 64 << 20;
 
     fn small_jpeg() -> Vec<u8> {
         let mut v = Vec::new();
@@ -145,20 +256,63 @@ mod tests {
         let mut jpg = small_jpeg();
         let sof = jpg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
         jpg[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]); // 50000x50000
-        assert!(matches!(decode(&jpg, 16, 8), Turbo::Failed(m) if m.contains("disagree")));
+        assert!(matches!(decode(&jpg, 16, 8, ROOMY), Turbo::Failed(m) if m.contains("disagree")));
     }
 
     #[test]
     fn whole_truncated_and_garbage() {
         let jpg = small_jpeg();
-        assert!(matches!(decode(&jpg, 16, 8), Turbo::Rgb(img) if img.dimensions() == (16, 8)));
+        assert!(
+            matches!(decode(&jpg, 16, 8, ROOMY), Turbo::Rgb(img) if img.dimensions() == (16, 8))
+        );
         assert!(matches!(
-            decode(&jpg[..jpg.len() - 40], 16, 8),
+            decode(&jpg[..jpg.len() - 40], 16, 8, ROOMY),
             Turbo::Truncated
         ));
         assert!(matches!(
-            decode(b"\xFF\xD8garbage", 16, 8),
+            decode(b"\xFF\xD8garbage", 16, 8, ROOMY),
             Turbo::Failed(_) | Turbo::Truncated
         ));
+    }
+
+    /// The pixels must be exactly those of the mozjpeg crate's decoder, which this code
+    /// replaced (and so OpenCV's, which Ultralytics uses).
+    #[test]
+    fn pixels_are_those_of_the_mozjpeg_crate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
+        let mut files: Vec<Vec<u8>> = ["bus.jpg", "zidane.jpg", "zidane_exif6.jpg"]
+            .iter()
+            .filter_map(|n| std::fs::read(dir.join(n)).ok())
+            .collect();
+        files.push(super::super::headers::tests::mozjpeg(333, 217, true));
+        files.push(super::super::headers::tests::mozjpeg(333, 217, false));
+        for jpg in &files {
+            let d = mozjpeg::Decompress::new_mem(jpg).unwrap();
+            let (w, h) = (d.width() as u32, d.height() as u32);
+            let mut started = d.rgb().unwrap();
+            let theirs: Vec<u8> = started.read_scanlines().unwrap();
+            started.finish().unwrap();
+            let Turbo::Rgb(ours) = decode(jpg, w, h, 256 << 20) else {
+                panic!("libjpeg refused a {w}x{h} JPEG")
+            };
+            assert!(ours.as_raw() == &theirs, "{w}x{h}: pixels differ");
+        }
+    }
+
+    /// `max_memory_to_use` below the coefficient arrays of a progressive JPEG: libjpeg
+    /// refuses instead of allocating them.
+    #[test]
+    fn libjpeg_refuses_coefficient_arrays_over_its_memory_cap() {
+        let jpg = super::super::headers::tests::mozjpeg(512, 512, true);
+        let header = super::super::headers::jpeg_header(&jpg).unwrap();
+        // 4:2:0, 32x32 MCUs of 6 blocks.
+        assert_eq!(header.coefficient_bytes, 32 * 32 * 6 * 128);
+        assert!(matches!(
+            decode(&jpg, 512, 512, header.coefficient_bytes / 2),
+            Turbo::OutOfMemory
+        ));
+        // What the probe allows it: the arrays, the rows and the flat allowance.
+        let allowance = header.coefficient_bytes + header.row_bytes + (2 << 20);
+        assert!(matches!(decode(&jpg, 512, 512, allowance), Turbo::Rgb(_)));
     }
 }

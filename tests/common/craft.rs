@@ -163,3 +163,185 @@ pub fn animated_gif() -> Vec<u8> {
     }
     v
 }
+
+/// `png` with `chunks` inserted right after its IHDR (which ends 33 bytes in).
+pub fn png_with_chunks(png: &[u8], chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    let mut out = png[..33].to_vec();
+    for (kind, data) in chunks {
+        png_chunk(&mut out, kind, data);
+    }
+    out.extend_from_slice(&png[33..]);
+    out
+}
+
+/// A zlib stream of `mib` MiB of zeros (about 1 KiB per MiB): a decompression bomb.
+pub fn zlib_zeros(mib: usize) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        z.write_all(&block).unwrap();
+    }
+    z.finish().unwrap()
+}
+
+/// `jpeg` with one byte of garbage right after its frame header (libjpeg skips it with a
+/// warning, JWRN_EXTRANEOUS_DATA).
+pub fn jpeg_with_stray_byte_after_sof(jpeg: &[u8]) -> Vec<u8> {
+    let sof = jpeg
+        .windows(2)
+        .position(|m| m == [0xFF, 0xC0] || m == [0xFF, 0xC2])
+        .expect("a SOF marker");
+    let end = sof + 2 + usize::from(u16::from_be_bytes([jpeg[sof + 2], jpeg[sof + 3]]));
+    [&jpeg[..end], &[0x42], &jpeg[end..]].concat()
+}
+
+/// How a crafted TIFF's pixel data is cut up.
+#[derive(Clone, Copy)]
+pub enum TiffLayout {
+    /// Strips of this many rows.
+    Strips(u32),
+    /// Square tiles of this side (a multiple of 16), padded at the right and bottom edges.
+    Tiles(u32),
+}
+
+/// A little-endian TIFF of `w` x `h`, `samples` 8-bit samples a pixel (`photometric` 2:
+/// RGB, 5: CMYK), chunky, compressed with `compression` (1: none, 5: LZW, 8: Deflate).
+pub fn tiff(
+    w: u32,
+    h: u32,
+    photometric: u16,
+    samples: u16,
+    compression: u16,
+    layout: TiffLayout,
+) -> Vec<u8> {
+    let bpp = usize::from(samples);
+    let (cw, ch, tiled) = match layout {
+        TiffLayout::Strips(rows) => (w, rows, false),
+        TiffLayout::Tiles(t) => (t, t, true),
+    };
+    let mut chunks = Vec::new();
+    for ty in 0..h.div_ceil(ch) {
+        for tx in 0..w.div_ceil(cw) {
+            let rows = if tiled { ch } else { ch.min(h - ty * ch) };
+            let mut raw = Vec::with_capacity(rows as usize * cw as usize * bpp);
+            for y in ty * ch..ty * ch + rows {
+                for x in tx * cw..tx * cw + cw {
+                    let v = x
+                        .wrapping_mul(2_654_435_761)
+                        .wrapping_add(y.wrapping_mul(40_503));
+                    for s in 0..bpp as u32 {
+                        let inside = x < w && y < h;
+                        raw.push(if inside { (v >> (3 + 5 * s)) as u8 } else { 0 });
+                    }
+                }
+            }
+            chunks.push(match compression {
+                1 => raw,
+                5 => lzw_literals(&raw),
+                8 => {
+                    let mut z =
+                        flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                    z.write_all(&raw).unwrap();
+                    z.finish().unwrap()
+                }
+                other => panic!("compression {other} not crafted"),
+            });
+        }
+    }
+    let n = chunks.len() as u32;
+    // (tag, type, values); SHORT = 3, LONG = 4. Offsets are filled in below.
+    let mut entries: Vec<(u16, u16, Vec<u32>)> = vec![
+        (256, 4, vec![w]),
+        (257, 4, vec![h]),
+        (258, 3, vec![8; bpp]),
+        (259, 3, vec![compression.into()]),
+        (262, 3, vec![photometric.into()]),
+        (277, 3, vec![samples.into()]),
+        (284, 3, vec![1]),
+    ];
+    let counts: Vec<u32> = chunks.iter().map(|c| c.len() as u32).collect();
+    let (offsets_tag, counts_tag) = if tiled {
+        entries.extend([(322, 4, vec![cw]), (323, 4, vec![ch])]);
+        (324, 325)
+    } else {
+        entries.push((278, 4, vec![ch]));
+        (273, 279)
+    };
+    entries.push((offsets_tag, 4, vec![0; n as usize]));
+    entries.push((counts_tag, 4, counts.clone()));
+    entries.sort_by_key(|e| e.0);
+    let size = |kind: u16| if kind == 3 { 2 } else { 4 };
+    let ifd_len = 2 + 12 * entries.len() + 4;
+    let extra: usize = entries
+        .iter()
+        .map(|(_, k, v)| v.len() * size(*k))
+        .filter(|&b| b > 4)
+        .sum();
+    let mut at = (8 + ifd_len + extra) as u32;
+    let offsets: Vec<u32> = counts
+        .iter()
+        .map(|len| {
+            let o = at;
+            at += len;
+            o
+        })
+        .collect();
+    entries.iter_mut().find(|e| e.0 == offsets_tag).unwrap().2 = offsets;
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    let mut tail = Vec::new();
+    let mut extra_at = (8 + ifd_len) as u32;
+    out.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, values) in &entries {
+        let mut bytes = Vec::new();
+        for &v in values {
+            if *kind == 3 {
+                bytes.extend((v as u16).to_le_bytes());
+            } else {
+                bytes.extend(v.to_le_bytes());
+            }
+        }
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend((values.len() as u32).to_le_bytes());
+        if bytes.len() <= 4 {
+            bytes.resize(4, 0);
+            out.extend(bytes);
+        } else {
+            out.extend(extra_at.to_le_bytes());
+            extra_at += bytes.len() as u32;
+            tail.extend(bytes);
+        }
+    }
+    out.extend(0u32.to_le_bytes());
+    out.extend(tail);
+    for c in chunks {
+        out.extend(c);
+    }
+    out
+}
+
+/// TIFF's LZW (MSB first) with every byte a literal code, and a clear code every 250 so the
+/// codes stay 9 bits wide: no compression, but a stream any decoder must read as LZW.
+fn lzw_literals(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() * 9 / 8 + 16);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    let mut put = |code: u32, out: &mut Vec<u8>| {
+        acc = (acc << 9) | code;
+        bits += 9;
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+        acc &= (1 << bits) - 1;
+    };
+    for run in data.chunks(250) {
+        put(256, &mut out);
+        for &b in run {
+            put(u32::from(b), &mut out);
+        }
+    }
+    put(257, &mut out);
+    put(0, &mut out); // flushes the last code's bits (padding)
+    out
+}
