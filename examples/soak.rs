@@ -8,6 +8,11 @@
 //! budget. Exits non-zero on any violation. A load tool like `oha` sends one request
 //! shape; this sends a mix and checks each answer, which is the point.
 //!
+//! With `--goodput SECONDS` it first measures goodput under overload: photos only, at
+//! concurrency 8 (the capacity) and then 64 with clients that retry at once, ignoring
+//! `Retry-After`, each for SECONDS; the successful photos a second at 64 must stay at least
+//! 85 % of those at 8, i.e. refusing must cost little next to serving.
+//!
 //! `cargo run --release --example soak -- --url http://127.0.0.1:5000 --pid <server pid>`
 
 use std::collections::BTreeMap;
@@ -48,6 +53,8 @@ struct Args {
     photos: Vec<std::path::PathBuf>,
     /// The server's --memory-budget, in MiB: peak RSS must stay within idle + this.
     budget_mib: Option<u64>,
+    /// Seconds per goodput phase (none: no goodput check).
+    goodput: Option<Duration>,
 }
 
 fn parse_args() -> Args {
@@ -58,6 +65,7 @@ fn parse_args() -> Args {
         pid: None,
         photos: Vec::new(),
         budget_mib: None,
+        goodput: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +77,7 @@ fn parse_args() -> Args {
             "--pid" => a.pid = Some(value().parse().expect("a pid")),
             "--photo" => a.photos.push(value().into()),
             "--budget-mib" => a.budget_mib = Some(value().parse().expect("MiB")),
+            "--goodput" => a.goodput = Some(Duration::from_secs(value().parse().expect("seconds"))),
             other => panic!("unknown flag {other}; see the module docs"),
         }
     }
@@ -340,6 +349,10 @@ async fn main() {
         .build()
         .unwrap();
     wait_ready(&client, &args.url).await;
+    let goodput_failed = match args.goodput {
+        Some(phase) => !goodput(&client, &args.url, &photos, phase).await,
+        None => false,
+    };
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -434,7 +447,7 @@ async fn main() {
         t.answered as f64 / elapsed,
         t.by_status
     );
-    let mut failed = !t.errors.is_empty() || t.sent != t.answered;
+    let mut failed = goodput_failed || !t.errors.is_empty() || t.sent != t.answered;
     let mut distinct: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &t.errors {
         *distinct.entry(e.as_str()).or_default() += 1;
@@ -488,6 +501,110 @@ async fn main() {
         std::process::exit(1);
     }
     println!("soak: passed");
+}
+
+/// What one goodput phase saw.
+#[derive(Default)]
+struct Goodput {
+    served: u64,
+    refused: u64,
+    /// Requests the server closed on (a refusal that does not drain the body may do that).
+    closed: u64,
+    /// Answers a retrying client must never get (a 5xx other than 503, a 4xx for a photo).
+    wrong: BTreeMap<u16, u64>,
+}
+
+/// Photos at `concurrency` for `phase`, each refused one sent again at once.
+async fn goodput_phase(
+    client: &Client,
+    url: &str,
+    photos: &[Vec<u8>],
+    concurrency: usize,
+    phase: Duration,
+) -> (Goodput, f64) {
+    let bodies: Arc<Vec<Bytes>> = Arc::new(photos.iter().map(|p| form("image", p)).collect());
+    let seen = Arc::new(Mutex::new(Goodput::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (client, bodies, seen, stop) =
+                (client.clone(), bodies.clone(), seen.clone(), stop.clone());
+            let url = format!("{url}/v1/segment");
+            tokio::spawn(async move {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let resp = client
+                        .post(&url)
+                        .header(
+                            "content-type",
+                            format!("multipart/form-data; boundary={BOUNDARY}"),
+                        )
+                        .body(bodies[i % bodies.len()].clone())
+                        .send()
+                        .await;
+                    let status = match resp {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            // Read the answer, as a client does, so the connection is reused.
+                            let _answer = r.bytes().await;
+                            Some(status)
+                        }
+                        Err(_) => None,
+                    };
+                    let mut g = seen.lock().unwrap();
+                    match status {
+                        Some(200) => {
+                            g.served += 1;
+                            i += 1;
+                        }
+                        Some(503) => g.refused += 1,
+                        None => g.closed += 1,
+                        Some(other) => *g.wrong.entry(other).or_default() += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+    let stopped = started.elapsed().as_secs_f64();
+    for w in workers {
+        w.await.expect("goodput worker");
+    }
+    let g = std::mem::take(&mut *seen.lock().unwrap());
+    let rate = g.served as f64 / stopped;
+    (g, rate)
+}
+
+/// Goodput under overload (see the module docs); prints both phases, true when it holds.
+async fn goodput(client: &Client, url: &str, photos: &[Vec<u8>], phase: Duration) -> bool {
+    const CAPACITY_CONCURRENCY: usize = 8;
+    const OVERLOAD_CONCURRENCY: usize = 64;
+    const FLOOR: f64 = 0.85;
+    let (cap, capacity) = goodput_phase(client, url, photos, CAPACITY_CONCURRENCY, phase).await;
+    let (over, overloaded) = goodput_phase(client, url, photos, OVERLOAD_CONCURRENCY, phase).await;
+    let ratio = overloaded / capacity.max(f64::EPSILON);
+    for (c, g, rate) in [
+        (CAPACITY_CONCURRENCY, &cap, capacity),
+        (OVERLOAD_CONCURRENCY, &over, overloaded),
+    ] {
+        println!(
+            "goodput: concurrency {c}: {rate:.1} photos/s served ({} served, {} refused with 503, {} closed, wrong answers {:?})",
+            g.served, g.refused, g.closed, g.wrong
+        );
+    }
+    println!("goodput: overloaded/capacity {ratio:.2} (floor {FLOOR})");
+    let mut ok = true;
+    if ratio < FLOOR {
+        println!("  FAIL: goodput under overload is {ratio:.2} of capacity (floor {FLOOR})");
+        ok = false;
+    }
+    if !cap.wrong.is_empty() || !over.wrong.is_empty() {
+        println!("  FAIL: answers other than 200 and 503 to good photos");
+        ok = false;
+    }
+    ok
 }
 
 /// Each worker walks the mix with a stride coprime to its length, so the 64 workers do not

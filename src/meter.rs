@@ -427,6 +427,8 @@ mod tests {
         // Freed on another thread, outside the lease: still the lease's bytes.
         std::thread::spawn(move || drop(v)).join().unwrap();
         assert!(lease.live() < 1 << 20);
+        // The stage that freed them started with them live; the next one starts without.
+        assert!(lease.check("freeing").is_err());
         assert!(lease.check("after").is_ok());
     }
 

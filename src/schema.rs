@@ -129,6 +129,20 @@ impl SegmentResponse {
             .sum::<u64>()
     }
 
+    /// Scratch memory building the answer takes beyond [`Self::size_estimate`]: tracing
+    /// polygons, one mask at a time.
+    pub fn scratch_estimate(seg: &Segmentation, format: MaskFormat) -> u64 {
+        if format != MaskFormat::Polygon {
+            return 0;
+        }
+        seg.detections
+            .iter()
+            .filter_map(|d| d.mask.as_ref())
+            .map(polygon::scratch_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Shapes an engine result for the wire, masks as COCO RLE.
     pub fn new(info: &ModelInfo, seg: &Segmentation) -> Self {
         Self::with_masks(info, seg, MaskFormat::Rle, DEFAULT_POLYGON_TOLERANCE)

@@ -1,6 +1,7 @@
 //! Connection handling: the cap on open connections queues the excess (in the listen
-//! backlog) instead of refusing or serving it, and connections that send nothing, or stop
-//! between requests, are closed after the header timeout.
+//! backlog) instead of refusing or serving it, idle keep-alive connections make room near
+//! the cap, and connections that send nothing, or stop between requests, are closed after
+//! the header timeout.
 
 mod common;
 
@@ -35,12 +36,16 @@ async fn healthz(s: &mut TcpStream) -> String {
 async fn excess_connections_wait_until_one_closes() {
     let srv =
         common::spawn_server(&["--max-connections", "3", "--header-timeout-ms", "30000"]).await;
-    // Three idle connections take every place.
-    let mut idle = Vec::new();
+    // Three connections in the middle of a request (headers not finished) take every
+    // place; they are busy, so nothing closes them to make room.
+    let mut busy = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(srv.addr).await.unwrap();
-        assert!(healthz(&mut s).await.starts_with("HTTP/1.1 200"));
-        idle.push(s);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        busy.push(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A fourth is accepted by the kernel but not served while they stay open...
     let mut fourth = TcpStream::connect(srv.addr).await.unwrap();
@@ -56,12 +61,45 @@ async fn excess_connections_wait_until_one_closes() {
         "a connection over the cap was served"
     );
     // ...and is served as soon as one closes.
-    drop(idle.pop());
+    drop(busy.pop());
     let n = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
         .await
         .expect("served once a place freed")
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_make_room_near_the_cap() {
+    let srv = common::spawn_server(&[
+        "--max-connections",
+        "4",
+        "--header-timeout-ms",
+        "30000",
+        "--keep-alive-timeout-ms",
+        "30000",
+    ])
+    .await;
+    // Idle keep-alive connections (one request each, then nothing) up to the cap.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        assert!(healthz(&mut s).await.starts_with("HTTP/1.1 200"));
+        idle.push(s);
+    }
+    // A new client is served at once: idle connections were closed to make room, not it.
+    let mut new = TcpStream::connect(srv.addr).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), healthz(&mut new))
+        .await
+        .expect("a new client is served while idle connections fill the cap");
+    assert!(answer.starts_with("HTTP/1.1 200"));
+    let mut closed = 0;
+    for s in &mut idle {
+        if until_closed(s, Duration::from_millis(200)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no idle connection was closed near the cap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,24 +337,65 @@ fn selectors_match_the_pods() {
     }
 }
 
+/// The probe port the Deployment gives the server (`SEGSERVE_PROBE_PORT`).
+fn config_probe_port(m: &Manifests) -> i32 {
+    container(&m.deployment)
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SEGSERVE_PROBE_PORT")
+        .and_then(|e| e.value.as_deref())
+        .expect("SEGSERVE_PROBE_PORT is set")
+        .parse()
+        .expect("SEGSERVE_PROBE_PORT is a port number")
+}
+
 #[test]
-fn ports_are_the_servers_default_port() {
+fn ports_are_the_servers_default_port_and_the_probe_port() {
     for (which, m) in both() {
         println!("checking {which}");
         let port = i32::from(default_serve_args().port);
         let c = container(&m.deployment);
         let ports = c.ports.as_ref().unwrap();
-        assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].container_port, port, "containerPort");
+        assert_eq!(ports.len(), 2, "the API port and the probe port");
+        let http = ports.iter().find(|p| p.name.as_deref() == Some("http"));
+        assert_eq!(http.unwrap().container_port, port, "containerPort");
+        let probe = ports.iter().find(|p| p.name.as_deref() == Some("probe"));
+        assert_eq!(
+            probe.expect("a port named probe").container_port,
+            config_probe_port(&m),
+            "the probe port is the server's SEGSERVE_PROBE_PORT"
+        );
         let svc = m.service.spec.as_ref().unwrap();
         assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
-        let sp = &svc.ports.as_ref().unwrap()[0];
+        let svc_ports = svc.ports.as_ref().unwrap();
+        assert_eq!(
+            svc_ports.len(),
+            1,
+            "the probe port stays out of the Service"
+        );
+        let sp = &svc_ports[0];
         assert_eq!(sp.port, 80, "the seed's Service answers on port 80");
         match sp.target_port.as_ref().unwrap() {
             IntOrString::Int(p) => assert_eq!(*p, port, "targetPort"),
-            IntOrString::String(name) => assert_eq!(ports[0].name.as_deref(), Some(name.as_str())),
+            IntOrString::String(name) => assert_eq!(name, "http"),
         }
-        // The Dockerfile exposes the same port.
+        // Prometheus scrapes the probe port, where /metrics needs no key.
+        let annotations = m
+            .deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            config_probe_port(&m).to_string()
+        );
+        // The Dockerfile exposes the API port.
         let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
         assert!(
             dockerfile
@@ -553,29 +594,41 @@ fn grace_period_covers_drain_and_shutdown_timeout() {
 }
 
 #[tokio::test]
-async fn probe_paths_answer_200_on_a_ready_server() {
+async fn probe_paths_answer_200_on_the_probe_port_of_a_ready_server() {
     let m = manifests();
     let c = container(&m.deployment);
-    let port_name = c.ports.as_ref().unwrap()[0].name.clone();
     let probes = [
         ("startupProbe", c.startup_probe.as_ref()),
         ("readinessProbe", c.readiness_probe.as_ref()),
         ("livenessProbe", c.liveness_probe.as_ref()),
     ];
-    let server = common::spawn_server(&[]).await;
+    // The server as the manifests run it, its probe listener on a free port here.
+    let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let server = common::spawn_server(&["--probe-port", &probe_port]).await;
     let client = reqwest::Client::new();
     for (which, probe) in probes {
         let get = probe
             .and_then(|p| p.http_get.as_ref())
             .unwrap_or_else(|| panic!("{which} is an httpGet probe"));
-        match &get.port {
-            IntOrString::String(name) => assert_eq!(Some(name), port_name.as_ref(), "{which} port"),
-            IntOrString::Int(p) => assert_eq!(i32::from(default_serve_args().port), *p),
-        }
+        assert_eq!(
+            get.port,
+            IntOrString::String("probe".into()),
+            "{which} goes to the probe port, outside the main port's connection caps"
+        );
         let path = get.path.as_deref().unwrap();
-        let status = client.get(server.url(path)).send().await.unwrap().status();
-        assert_eq!(status, 200, "{which} {path}");
+        let url = format!("http://127.0.0.1:{probe_port}{path}");
+        let status = client.get(&url).send().await.unwrap().status();
+        assert_eq!(status, 200, "{which} {path} on the probe port");
     }
+    let metrics = format!("http://127.0.0.1:{probe_port}/metrics");
+    let status = client.get(&metrics).send().await.unwrap().status();
+    assert_eq!(status, 200, "/metrics on the probe port");
+    drop(server);
     // Readiness and startup use /readyz (503 while loading and draining), liveness /healthz
     // (a pod is not restarted merely for draining).
     let path = |p: Option<&k8s_openapi::api::core::v1::Probe>| {

@@ -455,7 +455,9 @@ struct BinaryAnswer {
 }
 
 async fn binary_answer(r: reqwest::Response) -> BinaryAnswer {
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        panic!("status {}: {}", r.status(), r.text().await.unwrap());
+    }
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
     let header: usize = r.headers()["inference-header-content-length"]
         .to_str()

@@ -1,11 +1,15 @@
 //! Resource attacks on the release binary: requests that are valid, or nearly, but ask for
-//! far more work or memory than one request should get. The server runs with a 512 MiB
-//! memory budget; for each attack a thread samples its RSS from /proc and a client probes
-//! /healthz every 100 ms. Each attack must leave peak RSS under the budget plus the idle
-//! RSS, /healthz answering within a second throughout, no status but the documented ones
-//! (503 only with Retry-After, never another 5xx), no reservation left behind, and the
-//! server ready afterwards. What each attack did before the budget existed is in the README
-//! ("Memory budget"); this suite is how those numbers stay history.
+//! far more work or memory than one request should get, and clients that hold what the
+//! server gives them (slow readers, idle keep-alives, headers that promise a body). The
+//! server runs as a pod does (2 sessions, a 512 MiB memory budget, probes on their own
+//! port) in auditor mode; for each attack a thread samples its RSS from /proc and a client
+//! probes /healthz on the probe port every 100 ms, as a kubelet does. Each attack must keep
+//! peak RSS within the idle RSS plus the budget plus 10 % (connection buffers and allocator
+//! slack the budget does not count), /healthz answering within a second throughout, no
+//! status but the documented ones (503 only with Retry-After, never another 5xx), no
+//! reservation left behind, and the server ready afterwards; the slow-client attacks also
+//! need normal requests served beside them. The before/after table is in docs/security.md
+//! (`SEGSERVE_ATTACK_BIN=<old binary> SEGSERVE_ATTACK_REPORT=1` measures an older build).
 
 mod common;
 
@@ -23,8 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BUDGET_MIB: u64 = 512;
 const HEADER_TIMEOUT_MS: u64 = 2000;
 
-/// The release binary, started as a pod runs it, with the suite's budget.
-struct Server(common::Binary);
+/// The release binary, started as a pod runs it, with the suite's budget; and its probe
+/// port, if the build has one.
+struct Server(common::Binary, Option<u16>);
 
 impl Server {
     /// Starts this build's binary, or `SEGSERVE_ATTACK_BIN` (an older build, to measure
@@ -45,6 +50,16 @@ impl Server {
                 HEADER_TIMEOUT_MS.to_string(),
             ]);
         }
+        let probe_port = knows("--probe-port").then(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        if let Some(p) = probe_port {
+            args.extend(["--probe-port".into(), p.to_string()]);
+        }
         args.extend(["--sessions", "2", "--shutdown-drain-ms", "0", "--model"].map(String::from));
         args.push(common::model("yolov8n-seg-320").display().to_string());
         let b = common::Binary::start(bin.as_deref(), &args, |v| {
@@ -53,7 +68,15 @@ impl Server {
             }
         });
         b.wait_ready().await;
-        Server(b)
+        Server(b, probe_port)
+    }
+
+    /// Where the kubelet would probe liveness: the probe port, else the main one.
+    fn health_url(&self) -> String {
+        match self.1 {
+            Some(p) => format!("http://127.0.0.1:{p}/healthz"),
+            None => self.url("/healthz"),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -125,7 +148,7 @@ async fn watched<F: std::future::Future>(server: &Server, attack: F) -> (F::Outp
         })
     };
     let health = {
-        let (stop, url) = (stop.clone(), server.url("/healthz"));
+        let (stop, url) = (stop.clone(), server.health_url());
         tokio::spawn(async move {
             let (mut worst, mut failures) = (Duration::ZERO, 0);
             while !stop.load(Ordering::Relaxed) {
@@ -186,6 +209,100 @@ fn multipart() -> String {
     common::multipart("image", "a", b"").0
 }
 
+/// Like [`post`], but a connection the server closes instead of answering (a refusal that
+/// does not read a large body to its end) is status 0.
+async fn post_or_closed(url: String, ctype: &str, body: Vec<u8>) -> Answer {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    match c
+        .post(url)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry = r.headers().contains_key("retry-after");
+            let _ = r.bytes().await;
+            (status, retry)
+        }
+        Err(_) => (0, false),
+    }
+}
+
+/// A normal client beside an attack: sends again after each shed 503 (as it is told to)
+/// until `within` has passed, and returns the answer it finally got.
+async fn served(url: String, ctype: &str, body: Vec<u8>, within: Duration) -> Answer {
+    let t = Instant::now();
+    loop {
+        let a = post_or_closed(url.clone(), ctype, body.clone()).await;
+        if (a.0 != 503 && a.0 != 0) || t.elapsed() > within {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A connection from 127.0.0.`from`: another loopback address is another client to the
+/// server's per-client connection cap.
+async fn connect_from(addr: SocketAddr, from: u8) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
+    s.connect(addr).await
+}
+
+/// An HTTP/1.1 POST of `body` to `path`, as bytes for a raw socket.
+fn raw_post(path: &str, ctype: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The 88-byte animated WebP whose canvas is 6000 x 4000.
+fn animated_webp() -> Vec<u8> {
+    let mut body = b"WEBPVP8X".to_vec();
+    body.extend(10u32.to_le_bytes());
+    body.extend([0x02, 0, 0, 0]);
+    body.extend(&5999u32.to_le_bytes()[..3]);
+    body.extend(&3999u32.to_le_bytes()[..3]);
+    body.extend(b"ANIM");
+    body.extend(6u32.to_le_bytes());
+    body.extend([0; 6]);
+    body.extend(b"ANMF");
+    body.extend(24u32.to_le_bytes());
+    body.extend([0; 24]);
+    let mut webp = b"RIFF".to_vec();
+    webp.extend((body.len() as u32).to_le_bytes());
+    webp.extend(body);
+    webp
+}
+
+/// A CMYK TIFF declaring 6000 x 4000, JPEG-compressed (compression 7).
+fn jpeg_cmyk_tiff() -> Vec<u8> {
+    let mut t = craft::tiff(64, 64, 5, 4, 1, craft::TiffLayout::Strips(64));
+    let mut patch = |tag: u16, kind: u16, value: u32| {
+        let mut entry = tag.to_le_bytes().to_vec();
+        entry.extend(kind.to_le_bytes());
+        entry.extend(1u32.to_le_bytes());
+        let at = t
+            .windows(8)
+            .position(|w| w == entry.as_slice())
+            .expect("the IFD entry");
+        t[at + 8..at + 12].copy_from_slice(&value.to_le_bytes());
+    };
+    patch(256, 4, 6000);
+    patch(257, 4, 4000);
+    patch(259, 3, 7);
+    t
+}
+
 /// Runs `attack` and waits for the work it left behind to finish (nothing reserved any
 /// more), watching all along; then checks the budget, the probes, the statuses and that the
 /// server is ready, and prints one line for the record. With `SEGSERVE_ATTACK_REPORT=1`
@@ -213,7 +330,7 @@ where
     for (status, _) in &answers {
         *counts.entry(*status).or_insert(0) += 1;
     }
-    let limit_kib = idle_kib + BUDGET_MIB * 1024;
+    let limit_kib = idle_kib + BUDGET_MIB * 1024 * 110 / 100;
     println!(
         "attack {name:<36} {:>5.1} s  peak RSS {:>4} MiB (limit {} MiB)  /healthz worst {:>4} ms  answers {counts:?}",
         started.elapsed().as_secs_f64(),
@@ -235,7 +352,7 @@ where
     }
     assert!(
         seen.peak_rss_kib <= limit_kib,
-        "{name}: peak RSS {} KiB over the budget plus idle ({limit_kib} KiB)",
+        "{name}: peak RSS {} KiB over idle + budget + 10% ({limit_kib} KiB)",
         seen.peak_rss_kib
     );
     assert_eq!(seen.health_failures, 0, "{name}: /healthz failed");
@@ -411,6 +528,78 @@ async fn a_small_budget_holds_under_every_attack() {
         },
     )
     .await;
+
+    // Eight clients ask for PNG renders of the 31.5 MP photo and never read them, while a
+    // normal client wants its answer. The answers stay reserved until written, and the
+    // minimum send rate closes the readers. Before: 787 MiB in hyper's write buffers with
+    // nothing reserved, past the request timeout.
+    check(
+        &server,
+        idle,
+        "8 slow readers of 31.5 MP PNG renders",
+        &[200],
+        async {
+            let req = raw_post("/v1/render?format=png", "image/jpeg", &big);
+            let readers: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let (req, addr) = (req.clone(), server.addr());
+                    tokio::spawn(async move {
+                        let mut s = connect_from(addr, 20 + i).await.unwrap();
+                        s.write_all(&req).await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(12)).await;
+                        // Now read what is buffered: the server must have closed by now.
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+                                .await
+                            {
+                                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                                Ok(Ok(_)) => {}
+                                Err(_) => return false,
+                            }
+                        }
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let normal = served(
+                server.url("/v1/segment?masks=none"),
+                "image/jpeg",
+                bus.clone(),
+                Duration::from_secs(25),
+            )
+            .await;
+            let closed = futures_util::future::join_all(readers)
+                .await
+                .into_iter()
+                .filter(|c| *c.as_ref().unwrap())
+                .count();
+            println!("  slow readers closed by the server: {closed} of 8");
+            assert!(
+                report_only() || closed == 8,
+                "readers that never read were left open"
+            );
+            vec![normal]
+        },
+    )
+    .await;
+
+    // Polygons of up to 1000 photo-sized masks: the tracing's grid and stack are reserved.
+    // Before: a padded copy, a u32 label array and a stack per box, none reserved (+906 MiB).
+    check(
+        &server,
+        idle,
+        "3 x 1000 polygon masks, 31.5 MP",
+        &[200, 413, 503],
+        async {
+            let url = server.url("/v1/segment?masks=polygon&conf=0.01&iou=1&max_det=1000");
+            futures_util::future::join_all(
+                (0..3).map(|_| post(url.clone(), "image/jpeg", big.clone())),
+            )
+            .await
+        },
+    )
+    .await;
     drop(big);
 
     // Flat 39 MP PNGs (a few hundred kB each) whose clients leave 0.3 s after sending.
@@ -562,6 +751,246 @@ async fn a_small_budget_holds_under_every_attack() {
                 "slow headers held a connection for {longest:?}"
             );
             vec![normal]
+        },
+    )
+    .await;
+    // PNG photos carrying a 300 MiB zlib bomb as their colour profile, sixteen at once:
+    // unused chunks are not inflated. Before: +1013 MiB while reading the headers.
+    let bus_png = craft::png(image::load_from_memory(&bus).unwrap());
+    let mut iccp = b"bomb\0\0".to_vec();
+    iccp.extend(craft::zlib_zeros(300));
+    let iccp_bomb = craft::png_with_chunks(&bus_png, &[(b"iCCP", iccp)]);
+    check(
+        &server,
+        idle,
+        "16 x PNG with a 300 MiB iCCP bomb",
+        &[200, 503],
+        async {
+            let url = server.url("/v1/segment?masks=none");
+            futures_util::future::join_all(
+                (0..16).map(|_| post(url.clone(), "image/png", iccp_bomb.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+
+    // Multipart bodies with 19 MiB before the first boundary, 24 at once: the preamble is
+    // capped. A refusal may close the connection rather than read 19 MiB (status 0).
+    // Before: the parser buffered it all before anything was reserved (+758 MiB).
+    let mut preamble = vec![b'x'; 19 << 20];
+    preamble.extend(form(&bus));
+    check(
+        &server,
+        idle,
+        "24 x 19 MiB multipart preamble",
+        &[0, 400, 413, 503],
+        async {
+            let (url, ct) = (server.url("/v1/segment"), multipart());
+            futures_util::future::join_all(
+                (0..24).map(|_| post_or_closed(url.clone(), &ct, preamble.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+    drop(preamble);
+
+    // Progressive JPEGs declaring 6000 x 6000 with one stray byte after the frame header,
+    // which once made the coefficient estimate 0. Before: six at once, +1000 MiB.
+    let stray = craft::jpeg_with_stray_byte_after_sof(&craft::jpeg_with_declared_size(
+        craft::mozjpeg(256, 256, mozjpeg::ColorSpace::JCS_RGB, true),
+        6000,
+        6000,
+    ));
+    check(
+        &server,
+        idle,
+        "6 x progressive 36 MP JPEG, stray byte",
+        &[200, 413, 422, 503],
+        async {
+            let url = server.url("/v1/segment?masks=none");
+            futures_util::future::join_all(
+                (0..6).map(|_| post(url.clone(), "image/jpeg", stray.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+
+    // PNG renders of a photo the encoder cannot compress: the encoder writes into reserved
+    // memory as it goes. Before: two whole buffers a render (+694 MiB).
+    let noisy = craft::jpeg(4000, 3000);
+    check(
+        &server,
+        idle,
+        "6 x PNG render, incompressible 12 MP",
+        &[200, 503],
+        async {
+            let url = server.url("/v1/render?format=png");
+            futures_util::future::join_all(
+                (0..6).map(|_| post(url.clone(), "image/jpeg", noisy.clone())),
+            )
+            .await
+        },
+    )
+    .await;
+
+    // Tiny files with huge buffers behind them: refused from their headers. Before: an
+    // 88-byte animated WebP took +721 MiB, a JPEG-compressed CMYK TIFF +836 MiB.
+    let (webp, tiff) = (animated_webp(), jpeg_cmyk_tiff());
+    check(
+        &server,
+        idle,
+        "16 x animated WebP, 16 x JPEG-in-TIFF",
+        &[415, 422],
+        async {
+            let url = server.url("/v1/segment");
+            let w = (0..16).map(|_| post(url.clone(), "image/webp", webp.clone()));
+            let t = (0..16).map(|_| post(url.clone(), "image/tiff", tiff.clone()));
+            let mut all = futures_util::future::join_all(w).await;
+            all.extend(futures_util::future::join_all(t).await);
+            all
+        },
+    )
+    .await;
+
+    // 1100 keep-alive connections from eight client addresses, each sending a request every
+    // 8 s and reconnecting when closed: more than --max-connections. Idle connections go
+    // first near the cap, the probes have their own port, a normal client is served.
+    // Before: every slot held, and the kubelet's /healthz timed out.
+    check(
+        &server,
+        idle,
+        "1100 keep-alive connections, a request / 8 s",
+        &[200],
+        async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flood: Vec<_> = (0..1100u32)
+                .map(|i| {
+                    let (stop, addr) = (stop.clone(), server.addr());
+                    tokio::spawn(async move {
+                        let mut closed = 0u32;
+                        let mut buf = vec![0u8; 4096];
+                        'connect: while !stop.load(Ordering::Relaxed) {
+                            let Ok(mut s) = connect_from(addr, 40 + (i % 8) as u8).await else {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                continue;
+                            };
+                            while !stop.load(Ordering::Relaxed) {
+                                let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+                                if s.write_all(req).await.is_err() {
+                                    closed += 1;
+                                    continue 'connect;
+                                }
+                                match tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf))
+                                    .await
+                                {
+                                    Ok(Ok(0)) | Ok(Err(_)) => {
+                                        closed += 1;
+                                        continue 'connect;
+                                    }
+                                    _ => {}
+                                }
+                                for _ in 0..80 {
+                                    if stop.load(Ordering::Relaxed) {
+                                        break;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                            }
+                        }
+                        closed
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let normal = served(
+                server.url("/v1/segment?masks=none"),
+                "image/jpeg",
+                bus.clone(),
+                Duration::from_secs(15),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            stop.store(true, Ordering::Relaxed);
+            let closed: u32 = futures_util::future::join_all(flood)
+                .await
+                .into_iter()
+                .map(|c| c.unwrap())
+                .sum();
+            println!("  flood connections the server closed: {closed}");
+            vec![normal]
+        },
+    )
+    .await;
+
+    // 26 requests that send headers declaring a 19 MB body, and nothing more; ten normal
+    // requests meanwhile. Bodies reserve what arrives, and the minimum receive rate ends
+    // them. Before: the declared lengths reserved the whole budget for the 30 s body
+    // timeout, and none of the ten was served.
+    check(
+        &server,
+        idle,
+        "26 headers-only 19 MB uploads",
+        &[200],
+        async {
+            let holders: Vec<_> = (0..26u8)
+                .map(|i| {
+                    let addr = server.addr();
+                    tokio::spawn(async move {
+                        let mut s = connect_from(addr, 60 + i % 4).await.unwrap();
+                        s.write_all(
+                            b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 19000000\r\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                        let mut buf = vec![0u8; 4096];
+                        let _ = tokio::time::timeout(Duration::from_secs(12), s.read(&mut buf)).await;
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let normals = futures_util::future::join_all((0..10).map(|_| {
+                served(
+                    server.url("/v1/segment?masks=none"),
+                    "image/jpeg",
+                    bus.clone(),
+                    Duration::from_secs(10),
+                )
+            }))
+            .await;
+            futures_util::future::join_all(holders).await;
+            normals
+        },
+    )
+    .await;
+
+    // 500 connections pipelining 400 KiB of requests each and reading no answer: hyper's
+    // read buffer is bounded by the header limit. Before: its default 408 KiB a
+    // connection, +393 MiB with nothing reserved, and it stayed resident.
+    check(
+        &server,
+        idle,
+        "500 connections pipelining 400 KiB",
+        &[],
+        async {
+            let mut req = Vec::new();
+            while req.len() < 400 << 10 {
+                req.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            }
+            let conns = (0..500u32).map(|i| {
+                let (req, addr) = (req.clone(), server.addr());
+                tokio::spawn(async move {
+                    let Ok(mut s) = connect_from(addr, 80 + (i % 4) as u8).await else {
+                        return;
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(4), s.write_all(&req)).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                })
+            });
+            futures_util::future::join_all(conns).await;
+            Vec::new()
         },
     )
     .await;

@@ -381,6 +381,7 @@ mod tests {
         BodyLimits {
             max_bytes,
             timeout: Duration::from_secs(5),
+            min_rate: 0,
         }
     }
 
@@ -398,6 +399,8 @@ mod tests {
             &HeaderMap::new(),
             limits(100),
             &mut r,
+            &budget,
+            None,
         )
         .await
         .unwrap();
@@ -416,6 +419,8 @@ mod tests {
             &HeaderMap::new(),
             limits(100),
             &mut r,
+            &budget,
+            None,
         )
         .await
         .unwrap_err();
@@ -430,6 +435,8 @@ mod tests {
             &HeaderMap::new(),
             limits(100),
             &mut r,
+            &budget,
+            None,
         )
         .await
         .unwrap_err();
@@ -440,7 +447,7 @@ mod tests {
 
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_LENGTH, "500".parse().unwrap());
-        let err = read_limited(Body::empty(), &headers, limits(100), &mut r)
+        let err = read_limited(Body::empty(), &headers, limits(100), &mut r, &budget, None)
             .await
             .unwrap_err();
         assert_eq!(err.status_and_type().0.as_u16(), 413);

@@ -120,9 +120,22 @@ pub async fn segment(
     let e = engine.clone();
     let (format, tolerance) = (options.masks, options.tolerance);
     let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {
+        // The answer's structure (RLE strings, polygons) and its tracing scratch are held
+        // while they exist, the JSON text by `to_json`; only the text stays held after.
         let estimate = SegmentResponse::size_estimate(&seg, format);
+        let base = res.held();
+        res.grow(estimate + SegmentResponse::scratch_estimate(&seg, format))
+            .map_err(|error| {
+                error.refusing(
+                    "building the answer",
+                    "ask for fewer or smaller masks (masks=none or rle, a higher conf, a lower max_det)",
+                )
+            })?;
         let body = SegmentResponse::with_masks(e.info(), &seg, format, tolerance);
-        reply::to_json(&body, estimate, res)
+        let json = reply::to_json(&body, estimate, res)?;
+        drop(body);
+        res.shrink_to(base + json.capacity() as u64);
+        Ok(json)
     })
     .await?;
     Ok(reply::json(done.value, done.reservation))

@@ -307,7 +307,7 @@ pub struct ServeArgs {
     pub probe_port: Option<u16>,
     /// Auditor mode: a request whose measured memory passes its reservation is a server
     /// fault (500, logged as an error) instead of a 503. The test suites run with it.
-    #[arg(long, env = "SEGSERVE_AUDIT_MEMORY")]
+    #[arg(long, env = "SEGSERVE_AUDIT_MEMORY", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub audit_memory: bool,
 }
 

@@ -381,6 +381,12 @@ impl Engine {
             .expect("buffer pool lock poisoned")
             .pop();
         let mut b = recycled.unwrap_or_default();
+        if b.capacity() < 3 * h * w {
+            // Pooled buffers outlive the request that first needed one, so they are the
+            // server's bytes (a request reserves the tensor it uses, not the pool's growth).
+            let _server = crate::meter::enter_server();
+            b.reserve_exact(3 * h * w - b.len());
+        }
         b.resize(3 * h * w, 0.0);
         b
     }

@@ -25,7 +25,14 @@ const DIRS: [(i32, i32); 8] = [
     (1, -1),
 ];
 
-/// A 0/1 grid with a one-pixel zero border, so neighbour look-ups never leave it.
+/// Pixel states in the padded grid: one byte per pixel is all the tracing keeps, so its
+/// scratch memory is known from the box alone (see [`scratch_bytes`]).
+const BACKGROUND: u8 = 0;
+const FOREGROUND: u8 = 1;
+/// Foreground already reached by a flood fill (its blob is traced or being traced).
+const SEEN: u8 = 2;
+
+/// The mask with a one-pixel background border, so neighbour look-ups never leave it.
 struct Padded {
     w: usize,
     cells: Vec<u8>,
@@ -34,11 +41,12 @@ struct Padded {
 impl Padded {
     fn new(m: &BoxMask) -> Self {
         let (w, h) = (m.w as usize + 2, m.h as usize + 2);
-        let mut cells = vec![0u8; w * h];
+        let mut cells = vec![BACKGROUND; w * h];
         for y in 0..m.h as usize {
             let src = &m.bits[y * m.w as usize..(y + 1) * m.w as usize];
-            for (x, b) in src.iter().enumerate() {
-                cells[(y + 1) * w + x + 1] = (*b != 0) as u8;
+            let row = &mut cells[(y + 1) * w + 1..(y + 1) * w + 1 + m.w as usize];
+            for (c, b) in row.iter_mut().zip(src) {
+                *c = if *b != 0 { FOREGROUND } else { BACKGROUND };
             }
         }
         Padded { w, cells }
@@ -48,63 +56,87 @@ impl Padded {
         let (dx, dy) = DIRS[dir];
         (idx as isize + dy as isize * self.w as isize + dx as isize) as usize
     }
+
+    fn on(&self, idx: usize) -> bool {
+        self.cells[idx] != BACKGROUND
+    }
+}
+
+/// The most scratch memory tracing `mask` takes beyond its result, for the memory budget
+/// to hold before [`mask_polygons`] runs: the padded grid (a byte a pixel), a flood fill's
+/// stack (a `u32` a pixel at worst) and one blob's raw border with its simplification's
+/// copies (~40 bytes a point; a mask from the model's prototypes has a smooth outline of a
+/// few times its box's width and height, and a rougher one ends the stage with an overrun,
+/// which the budget stops).
+pub fn scratch_bytes(mask: &BoxMask) -> u64 {
+    let (w, h) = (u64::from(mask.w), u64::from(mask.h));
+    (w + 2) * (h + 2) * (1 + 4) + 40 * 4 * (w + h)
 }
 
 /// Outer contours of every 8-connected blob of `mask`, largest blob first, in image pixels.
 /// Blobs lying in a hole of another blob are returned too (OpenCV's RETR_EXTERNAL would
 /// drop them; they are rare in instance masks and harmless to keep).
 pub fn outer_contours(mask: &BoxMask) -> Vec<Polygon> {
-    let grid = Padded::new(mask);
+    traced(mask, |c| c.to_vec())
+}
+
+/// Traces every blob of `mask` and keeps `keep(border)` of each (in image pixels), largest
+/// blob first. Each raw border lives only until `keep` has seen it.
+fn traced(mask: &BoxMask, mut keep: impl FnMut(&[[u32; 2]]) -> Polygon) -> Vec<Polygon> {
+    let mut grid = Padded::new(mask);
     let n = grid.cells.len();
-    // Component labels (0 = background/unlabelled), filled by 8-connected flood fill so
-    // each blob is traced exactly once, from its first pixel in raster order.
-    let mut label = vec![0u32; n];
     let mut found: Vec<(usize, Polygon)> = Vec::new();
-    let mut stack = Vec::new();
+    // Flood-fill stack of grid indices (u32: a box never has 4 G pixels, see decode limits).
+    let mut stack: Vec<u32> = Vec::new();
+    let mut border: Vec<[u32; 2]> = Vec::new();
     for start in 0..n {
-        if grid.cells[start] == 0 || label[start] != 0 {
+        if grid.cells[start] != FOREGROUND {
             continue;
         }
-        let id = found.len() as u32 + 1;
+        // 8-connected flood fill marks the blob SEEN so it is traced exactly once, from
+        // its first pixel in raster order.
         let mut area = 0usize;
-        label[start] = id;
-        stack.push(start);
+        grid.cells[start] = SEEN;
+        stack.push(start as u32);
         while let Some(p) = stack.pop() {
             area += 1;
             for d in 0..8 {
-                let q = grid.step(p, d);
-                if grid.cells[q] != 0 && label[q] == 0 {
-                    label[q] = id;
-                    stack.push(q);
+                let q = grid.step(p as usize, d);
+                if grid.cells[q] == FOREGROUND {
+                    grid.cells[q] = SEEN;
+                    stack.push(q as u32);
                 }
             }
         }
-        // `start` is the blob's first pixel in raster order: its west neighbour is 0,
-        // which is where Suzuki & Abe start following an outer border.
-        let border = follow_border(&grid, start);
-        let to_image = |idx: usize| {
+        // `start` is the blob's first pixel in raster order: its west neighbour is
+        // background, which is where Suzuki & Abe start following an outer border.
+        border.clear();
+        follow_border(&grid, start, |idx| {
             let (px, py) = (idx % grid.w - 1, idx / grid.w - 1);
-            [mask.x + px as u32, mask.y + py as u32]
-        };
-        found.push((area, border.into_iter().map(to_image).collect()));
+            border.push([mask.x + px as u32, mask.y + py as u32]);
+        });
+        let kept = keep(&border);
+        if !kept.is_empty() {
+            found.push((area, kept));
+        }
     }
     found.sort_by_key(|(area, _)| std::cmp::Reverse(*area));
     found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Suzuki & Abe (1985), steps 3.1-3.5, for an outer border starting at `start`, whose
-/// west neighbour is background. Returns the border pixels' grid indices.
-fn follow_border(g: &Padded, start: usize) -> Vec<usize> {
+/// west neighbour is background: calls `visit` with each border pixel's grid index.
+fn follow_border(g: &Padded, start: usize, mut visit: impl FnMut(usize)) {
     const WEST: usize = 4;
     // 3.1: clockwise from the west neighbour, the first foreground neighbour.
     let Some(first_dir) = (0..8)
         .map(|k| (WEST + k) % 8)
-        .find(|&d| g.cells[g.step(start, d)] != 0)
+        .find(|&d| g.on(g.step(start, d)))
     else {
-        return vec![start]; // an isolated pixel
+        visit(start); // an isolated pixel
+        return;
     };
     let first = g.step(start, first_dir);
-    let mut out = Vec::new();
     let (mut prev, mut cur) = (first, start);
     loop {
         // 3.3: counter-clockwise around `cur`, starting just after `prev`.
@@ -113,10 +145,10 @@ fn follow_border(g: &Padded, start: usize) -> Vec<usize> {
             .expect("prev is a neighbour of cur");
         let next_dir = (1..=8)
             .map(|k| (back + 8 - k) % 8)
-            .find(|&d| g.cells[g.step(cur, d)] != 0)
+            .find(|&d| g.on(g.step(cur, d)))
             .expect("cur has at least the neighbour prev");
         let next = g.step(cur, next_dir);
-        out.push(cur);
+        visit(cur);
         // 3.5: back at the start, about to repeat the first move.
         if next == start && cur == first {
             break;
@@ -124,7 +156,6 @@ fn follow_border(g: &Padded, start: usize) -> Vec<usize> {
         prev = cur;
         cur = next;
     }
-    out
 }
 
 /// Douglas-Peucker simplification of a closed polygon: no point of the original lies
@@ -141,9 +172,8 @@ pub fn simplify_closed(poly: &[[u32; 2]], tolerance: f64) -> Polygon {
     let mut keep = vec![false; poly.len()];
     keep[0] = true;
     keep[far] = true;
-    let pts: Vec<[f64; 2]> = (0..poly.len()).map(pt).collect();
-    let mut ring = pts.clone();
-    ring.push(pts[0]); // close the ring so the second half ends at the first point
+    // Closed: the second half ends back at the first point.
+    let ring: Vec<[f64; 2]> = (0..=poly.len()).map(|i| pt(i % poly.len())).collect();
     dp(&ring, 0, far, tolerance, &mut keep);
     let mut keep_ring = vec![false; ring.len()];
     dp(&ring, far, poly.len(), tolerance, &mut keep_ring);
@@ -197,11 +227,14 @@ fn dp(pts: &[[f64; 2]], lo: usize, hi: usize, tol: f64, keep: &mut [bool]) {
 /// The polygons `masks=polygon` returns for one mask: outer contours simplified with
 /// `tolerance`, dropping those left with fewer than 3 points (no area to draw).
 pub fn mask_polygons(mask: &BoxMask, tolerance: f64) -> Vec<Polygon> {
-    outer_contours(mask)
-        .into_iter()
-        .map(|c| simplify_closed(&c, tolerance))
-        .filter(|p| p.len() >= 3)
-        .collect()
+    traced(mask, |c| {
+        let p = simplify_closed(c, tolerance);
+        if p.len() >= 3 {
+            p
+        } else {
+            Vec::new()
+        }
+    })
 }
 
 #[cfg(test)]
