@@ -1,6 +1,7 @@
 //! The request body extractor, `api::upload::read_image`: the input's first line is the
 //! Content-Type header, the rest the body (multipart or raw). Must never panic, and an
-//! accepted image must be non-empty and within the body limit.
+//! accepted image must be non-empty, within the body limit and held by its reservation, and
+//! nothing may stay reserved afterwards.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use segserve::api::upload::{read_image, Accept, FormLimits};
+use segserve::api::body::BodyLimits;
+use segserve::api::upload::{read_image, Sender};
+use segserve::budget::MemoryBudget;
+use segserve::config::FormLimits;
 
 const LIMIT: usize = 64 * 1024;
 
@@ -34,18 +38,34 @@ fuzz_target!(|data: &[u8]| {
         max_parts: 8,
         max_field_bytes: 1024,
     };
-    for accept in [Accept::MultipartOnly, Accept::MultipartOrRaw] {
+    let limits = BodyLimits {
+        max_bytes: LIMIT,
+        timeout: Duration::from_secs(10),
+        min_rate: 0,
+    };
+    let budget = MemoryBudget::new(1 << 20);
+    for raw in [false, true] {
         let body = Body::from(body.to_vec());
+        let mut reservation = budget.reservation();
+        let from = Sender {
+            budget: &budget,
+            client: None,
+        };
         let got = runtime().block_on(read_image(
             &headers,
             body,
-            LIMIT,
-            Duration::from_secs(10),
+            limits,
             form,
-            accept,
+            raw,
+            &mut reservation,
+            from,
         ));
         if let Ok(bytes) = got {
             assert!(!bytes.is_empty() && bytes.len() <= LIMIT);
+            // The bytes are held by the reservation while they live.
+            assert!(reservation.held() >= bytes.len() as u64);
         }
+        drop(reservation);
+        assert_eq!(budget.used(), 0, "a reservation outlived its request");
     }
 });

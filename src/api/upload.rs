@@ -95,12 +95,16 @@ fn unsupported(ctype: &str, raw: bool) -> AppError {
 
 /// Who is sending, for the budget's shares.
 #[derive(Clone, Copy)]
-struct Sender<'a> {
-    budget: &'a Arc<MemoryBudget>,
-    client: Option<IpAddr>,
+pub struct Sender<'a> {
+    /// The budget the body is held against.
+    pub budget: &'a Arc<MemoryBudget>,
+    /// The client's address (its share of bodies still arriving).
+    pub client: Option<IpAddr>,
 }
 
-async fn read_image(
+/// Reads the photo of a request with `headers` from `body`: a multipart form's `image`
+/// field or (with `raw`) the body itself, held against `reservation` as it arrives.
+pub async fn read_image(
     headers: &HeaderMap,
     body: Body,
     limits: BodyLimits,
