@@ -48,7 +48,9 @@ fn stages(c: &mut Criterion) {
     g.finish();
 
     let (raw, _) = rt.block_on(async {
-        let ticket = segserve::pipeline::Ticket::take(&engine).await.unwrap();
+        let ticket = segserve::pipeline::Ticket::take(&engine, None)
+            .await
+            .unwrap();
         engine.infer(input.clone(), (ih, iw), ticket).await.unwrap()
     });
     let budget = segserve::budget::MemoryBudget::unlimited();
@@ -131,6 +133,7 @@ fn stages(c: &mut Criterion) {
                 masks: true,
                 keep_image: false,
                 ticket: None,
+                admission: None,
             };
             rt.block_on(segserve::pipeline::segment(
                 &engine,

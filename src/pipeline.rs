@@ -61,6 +61,9 @@ pub struct SegmentRequest {
     pub keep_image: bool,
     /// A place already taken (when the caller had work to do under it first).
     pub ticket: Option<Ticket>,
+    /// A place in the queue already taken (from the headers, before the body was read),
+    /// for the ticket to start from.
+    pub admission: Option<Admission>,
 }
 
 /// A place in the engine's queue and compute stage: taken before any work on a request,
@@ -76,9 +79,16 @@ pub struct Ticket {
 impl Ticket {
     /// Takes a place, or sheds load: `Overloaded` at once when the queue is full,
     /// `QueueTimeout` after waiting the queue timeout for a slot.
-    pub async fn take(engine: &Engine) -> Result<Ticket, EngineError> {
+    /// `admission`, when given, is the queue place already taken.
+    pub async fn take(
+        engine: &Engine,
+        admission: Option<Admission>,
+    ) -> Result<Ticket, EngineError> {
         let started = Instant::now();
-        let admission = engine.try_admit()?;
+        let admission = match admission {
+            Some(a) => a,
+            None => engine.try_admit()?,
+        };
         let slot = engine.slot(&admission).await?;
         Ok(Ticket {
             _admission: admission,
@@ -175,7 +185,7 @@ where
     let started = Instant::now();
     let ticket = match req.ticket {
         Some(t) => t,
-        None => Ticket::take(engine).await?,
+        None => Ticket::take(engine, req.admission).await?,
     };
     let slot_wait = ticket.waited;
     let canvas = engine.info().canvas;
@@ -187,6 +197,7 @@ where
         masks: want_masks,
         keep_image,
         ticket: _,
+        admission: _,
     } = req;
     let mut held = Held {
         _ticket: ticket,
@@ -276,7 +287,7 @@ where
 /// Runs one inference on a neutral grey canvas, so the first real request does not pay
 /// for ONNX Runtime's lazy initialisation.
 pub async fn warm_up(engine: &Engine) -> Result<(), PipelineError> {
-    let ticket = Ticket::take(engine).await?;
+    let ticket = Ticket::take(engine, None).await?;
     let mut input = engine.input_buffer();
     input.fill(114.0 / 255.0);
     let (raw, _) = engine.infer(input, engine.info().input_hw, ticket).await?;

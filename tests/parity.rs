@@ -132,6 +132,7 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
             masks: true,
             keep_image: false,
             ticket: None,
+            admission: None,
         };
         let seg = pipeline::segment(&engine, DecodeLimits::default(), req, |seg, _| Ok(seg))
             .await

@@ -16,9 +16,12 @@ use axum::http::StatusCode;
 use futures_util::StreamExt;
 
 /// At most this much of a refused body is read and discarded (not stored: memory stays flat),
-/// like nginx's lingering close; a larger remainder means a grossly oversized upload, and
-/// then the connection is closed as hyper would.
-pub const MAX_DRAIN_BYTES: usize = 8 << 20;
+/// like nginx's lingering close: above the default 20 MiB body limit, so a client whose
+/// upload the server would have taken reads its refusal (a 503 from the headers comes before
+/// any of the body is read). A larger remainder means a grossly oversized upload, and then
+/// the connection is closed as hyper would. Refusals are paced (`engine::ROOM_HOLD`), so
+/// draining costs bandwidth at a bounded rate, never memory.
+pub const MAX_DRAIN_BYTES: usize = 32 << 20;
 /// And for at most this long, so a slow sender cannot hold the connection.
 pub const MAX_DRAIN_TIME: Duration = Duration::from_secs(2);
 

@@ -76,6 +76,7 @@ pub async fn segment_and_draw<E: Extra, S: Source>(
         masks: options.masks == MaskFormat::Rle,
         keep_image: true,
         ticket: None,
+        admission: upload.admission,
     };
     let names = engine.info().names.clone();
     let done = pipeline::segment(engine, limits, req, move |mut seg, res| {

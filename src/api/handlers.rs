@@ -116,6 +116,7 @@ pub async fn segment(
         masks: options.masks != MaskFormat::None,
         keep_image: false,
         ticket: None,
+        admission: upload.admission,
     };
     let e = engine.clone();
     let (format, tolerance) = (options.masks, options.tolerance);

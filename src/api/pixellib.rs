@@ -137,6 +137,7 @@ pub async fn segmentapi(
         masks: dense,
         keep_image: false,
         ticket: None,
+        admission: upload.admission,
     };
     let e = engine.clone();
     let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {

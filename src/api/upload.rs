@@ -48,6 +48,9 @@ pub struct ImageUpload<S = FormOrRaw> {
     pub bytes: Bytes,
     /// The request's memory reservation; the pipeline grows it from here.
     pub reservation: Reservation,
+    /// The place in the model's queue taken before the body was read (pass it on in
+    /// [`crate::pipeline::SegmentRequest::admission`]).
+    pub admission: Option<crate::engine::Admission>,
     _source: PhantomData<S>,
 }
 
@@ -56,12 +59,14 @@ impl<S: Source> FromRequest<AppState> for ImageUpload<S> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let (parts, body) = req.into_parts();
-        // Refused from the headers when the model's queue is full: the body is then drained
-        // (or the connection closed), never parsed, so refusing costs next to nothing.
+        // Refused from the headers when the model's queue stays full for a moment: the body
+        // is then drained (or the connection closed), never parsed, so refusing costs next to
+        // nothing, and clients that retry at once cannot spin on refusals.
         let pairs = super::params::query_pairs(parts.uri.query())?;
-        state
+        let admission = state
             .engine(crate::options::model_param(&pairs))?
-            .check_room()?;
+            .admit_within(crate::engine::ROOM_HOLD)
+            .await?;
         let mut reservation = state.budget.reservation();
         let from = Sender {
             budget: &state.budget,
@@ -80,6 +85,7 @@ impl<S: Source> FromRequest<AppState> for ImageUpload<S> {
         Ok(ImageUpload {
             bytes,
             reservation,
+            admission,
             _source: PhantomData,
         })
     }

@@ -209,6 +209,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
                 masks: masks != MaskFormat::None,
                 keep_image: render_dir.is_some(),
                 ticket: None,
+                admission: None,
             };
             let e = engine.clone();
             let out_rel = job.out_rel.clone();

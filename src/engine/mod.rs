@@ -28,6 +28,9 @@ pub use metadata::Task;
 pub use postprocess::FilterOptions;
 pub use session::ModelInfo;
 
+/// How long a request that finds its model's queue full waits for a place before the 503
+/// (see [`Engine::admit_within`]): short beside the queue timeout, long beside a refusal.
+pub const ROOM_HOLD: Duration = Duration::from_millis(200);
 /// Everything that can go wrong between a ready tensor and detections.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -339,6 +342,28 @@ impl Engine {
             return Err(EngineError::Overloaded);
         }
         Ok(())
+    }
+
+    /// Looks for room in the queue before a request's body is read, waiting up to `hold`
+    /// ([`ROOM_HOLD`] on the routes) when it is full. With room at once nothing is taken
+    /// (`None`: the place is taken with [`Engine::try_admit`] once the photo is in, so slow
+    /// uploads never hold places). When it had to wait, the place it got is kept (`Some`):
+    /// a look that let it go would wake every waiter to read its body and be refused after
+    /// all. Clients that retry a 503 at once (ignoring `Retry-After`) would otherwise turn
+    /// refusals into a busy loop that takes the CPUs from the work being served; held for
+    /// a moment, each costs one refusal per `hold`. Nothing is read or reserved while it
+    /// waits: the body stays in the socket.
+    pub async fn admit_within(&self, hold: Duration) -> Result<Option<Admission>, EngineError> {
+        if self.inner.admission.available_permits() > 0 {
+            return Ok(None);
+        }
+        match tokio::time::timeout(hold, self.inner.admission.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(Admission(p))),
+            _ => {
+                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
+                Err(EngineError::Overloaded)
+            }
+        }
     }
 
     /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).

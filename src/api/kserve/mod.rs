@@ -163,7 +163,7 @@ pub async fn infer(
 ) -> Result<Response, AppError> {
     let engine = s.engine(Some(&name))?;
     let framing = binary::framing(&headers, s.config.max_body_bytes)?;
-    engine.check_room()?;
+    let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
     let mut reservation = s.budget.reservation();
     let raw = body::read_limited(
         body,
@@ -176,7 +176,7 @@ pub async fn infer(
     .await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
     // blocking pool, under a place in the engine's stage, with the parsed copy reserved.
-    let ticket = Ticket::take(&engine).await?;
+    let ticket = Ticket::take(&engine, admission).await?;
     let json_len = match framing {
         Framing::Json => raw.len(),
         Framing::Binary { header } => header.min(raw.len()),
@@ -214,6 +214,7 @@ pub async fn infer(
             masks,
             keep_image: false,
             ticket: first.take(),
+            admission: None,
         };
         let engine = engine.clone();
         async move {
