@@ -433,7 +433,8 @@ async fn main() {
         w.await.expect("worker task");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let t = tally.lock().unwrap();
+    // The workers are done: take the tally out of its lock (the checks below await).
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     println!(
         "soak: {:.0} s at concurrency {} against {}",
         elapsed, args.concurrency, args.url
@@ -459,9 +460,9 @@ async fn main() {
     for (e, n) in distinct.iter().take(20) {
         println!("  ERROR x{n}: {e}");
     }
-    if args.pid.is_some() && samples.len() >= 4 {
+    if let Some(pid) = args.pid.filter(|_| samples.len() >= 4) {
         // The first 10% is warm-up (allocator arenas and thread stacks fill under the new
-        // load); compare the next fifth of the run with its last fifth.
+        // load); the next fifth of the run and its last fifth are shown.
         let d = args.duration.as_secs_f64();
         let window = |a: f64, b: f64| {
             median(
@@ -485,7 +486,6 @@ async fn main() {
         // whichever heavy requests happen to be in flight (the budget's job), so windows of
         // it compare mixes, not leaks. Settled, what stays above the warmed-up idle server is
         // what the run left behind.
-        let pid = args.pid.unwrap();
         let settled = settle(&client, &args.url, pid).await;
         let growth = (settled as f64 - samples[0].1 as f64) / samples[0].1.max(1) as f64 * 100.0;
         println!(
