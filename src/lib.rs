@@ -143,6 +143,18 @@ fn describe_metrics() {
         Unit::Seconds,
         "time to load a model's sessions at startup, by model"
     );
+    describe_gauge!(
+        "segserve_queue_pending_requests",
+        "requests waiting for a place in the compute stage, by model"
+    );
+    describe_gauge!(
+        "segserve_compute_busy",
+        "places of the compute stage in use (decode to answer), by model"
+    );
+    describe_gauge!(
+        "segserve_compute_places",
+        "places of the compute stage (two per session, more when batching), by model"
+    );
     describe_histogram!(
         "segserve_detections_per_image",
         "objects returned per segmented image"

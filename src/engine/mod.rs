@@ -190,9 +190,42 @@ pub struct Engine {
 #[derive(Debug)]
 pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
-/// A place in the compute stage (decode, letterbox, inference, postprocessing, encoding).
+/// A place in the compute stage (decode, letterbox, inference, postprocessing, encoding),
+/// counted in `segserve_compute_busy` while held.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] Counted,
+);
+
+/// One in a gauge while alive: the queue gauges stay exact however a wait or a piece of
+/// work ends (an answer, an error, a timeout, or a client that leaves and drops the future).
+#[derive(Debug)]
+pub struct Counted(metrics::Gauge);
+
+impl Counted {
+    fn new(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Requests of `model` waiting for a place in its compute stage (the queue depth an
+/// autoscaler reads, like Triton's `nv_inference_pending_request_count`).
+pub fn pending_gauge(model: &str) -> metrics::Gauge {
+    metrics::gauge!("segserve_queue_pending_requests", "model" => model.to_string())
+}
+
+/// Places of `model`'s compute stage in use.
+pub fn busy_gauge(model: &str) -> metrics::Gauge {
+    metrics::gauge!("segserve_compute_busy", "model" => model.to_string())
+}
 
 /// Requests per session allowed in the compute stage: one computing, one being decoded so
 /// the session never waits for image work.
@@ -243,13 +276,16 @@ impl Engine {
             0
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(sessions + pool.queue_depth);
+        // Enough to fill a batch while the previous one computes.
+        let places = sessions * STAGE_PER_SESSION.max(pool.max_batch + 1) + decoders;
+        // Present from startup, so an autoscaler's query has a series to read.
+        pending_gauge(name).set(0.0);
+        busy_gauge(name).set(0.0);
+        metrics::gauge!("segserve_compute_places", "model" => name.to_string()).set(places as f64);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
-            // Enough to fill a batch while the previous one computes.
-            stage: Arc::new(Semaphore::new(
-                sessions * STAGE_PER_SESSION.max(pool.max_batch + 1) + decoders,
-            )),
+            stage: Arc::new(Semaphore::new(places)),
             pool,
             device,
             jobs: tx,
@@ -384,8 +420,10 @@ impl Engine {
     /// decoded photos and tensors exist for at most `2 x sessions` requests at a time.
     pub async fn slot(&self, _admission: &Admission) -> Result<Slot, EngineError> {
         let sem = self.inner.stage.clone();
+        let name = &self.inner.info.name;
+        let _pending = Counted::new(pending_gauge(name));
         match tokio::time::timeout(self.inner.pool.queue_timeout, sem.acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Slot(p)),
+            Ok(Ok(p)) => Ok(Slot(p, Counted::new(busy_gauge(name)))),
             Ok(Err(_)) => Err(EngineError::Closed),
             Err(_) => {
                 shed_counter(&self.inner.info.name, SHED_QUEUE_TIMEOUT).increment(1);
