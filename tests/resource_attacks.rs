@@ -209,6 +209,11 @@ fn multipart() -> String {
     common::multipart("image", "a", b"").0
 }
 
+/// `n` copies of the same POST at once.
+async fn burst(n: usize, url: String, ctype: &str, body: &[u8]) -> Vec<Answer> {
+    futures_util::future::join_all((0..n).map(|_| post(url.clone(), ctype, body.to_vec()))).await
+}
+
 /// Like [`post`], but a connection the server closes instead of answering (a refusal that
 /// does not read a large body to its end) is status 0.
 async fn post_or_closed(url: String, ctype: &str, body: Vec<u8>) -> Answer {
@@ -503,13 +508,7 @@ async fn a_small_budget_holds_under_every_attack() {
         idle,
         "6 x /v1/render png, 31.5 MP",
         &[200, 503],
-        async {
-            let url = server.url("/v1/render?format=png");
-            futures_util::future::join_all(
-                (0..6).map(|_| post(url.clone(), "image/jpeg", big.clone())),
-            )
-            .await
-        },
+        async { burst(6, server.url("/v1/render?format=png"), "image/jpeg", &big).await },
     )
     .await;
 
@@ -520,9 +519,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "1000 masks of a 31.5 MP photo",
         &[200, 413, 503],
         async {
-            let url = server.url("/v1/segment?conf=0.01&iou=1&max_det=1000");
-            futures_util::future::join_all(
-                (0..3).map(|_| post(url.clone(), "image/jpeg", big.clone())),
+            burst(
+                3,
+                server.url("/v1/segment?conf=0.01&iou=1&max_det=1000"),
+                "image/jpeg",
+                &big,
             )
             .await
         },
@@ -616,9 +617,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "4 x 8 photo-sized polygon masks",
         &[200, 413, 503],
         async {
-            let url = server.url("/v1/segment?masks=polygon&conf=0.01&iou=1&max_det=8");
-            futures_util::future::join_all(
-                (0..4).map(|_| post(url.clone(), "image/jpeg", bus_big.clone())),
+            burst(
+                4,
+                server.url("/v1/segment?masks=polygon&conf=0.01&iou=1&max_det=8"),
+                "image/jpeg",
+                &bus_big,
             )
             .await
         },
@@ -667,13 +670,7 @@ async fn a_small_budget_holds_under_every_attack() {
         idle,
         "4 x 16-bit RGBA 20 MP, rotated",
         &[200, 503],
-        async {
-            let url = server.url("/v1/segment?masks=none");
-            futures_util::future::join_all(
-                (0..4).map(|_| post(url.clone(), "image/png", deep.clone())),
-            )
-            .await
-        },
+        async { burst(4, server.url("/v1/segment?masks=none"), "image/png", &deep).await },
     )
     .await;
 
@@ -715,9 +712,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "3 x 18 MiB KServe parameter bombs",
         &[400, 503],
         async {
-            let url = server.url("/v2/models/yolov8n-seg-320/infer");
-            futures_util::future::join_all(
-                (0..3).map(|_| post(url.clone(), "application/json", bomb.clone())),
+            burst(
+                3,
+                server.url("/v2/models/yolov8n-seg-320/infer"),
+                "application/json",
+                &bomb,
             )
             .await
         },
@@ -791,9 +790,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "16 x PNG with a 300 MiB iCCP bomb",
         &[200, 503],
         async {
-            let url = server.url("/v1/segment?masks=none");
-            futures_util::future::join_all(
-                (0..16).map(|_| post(url.clone(), "image/png", iccp_bomb.clone())),
+            burst(
+                16,
+                server.url("/v1/segment?masks=none"),
+                "image/png",
+                &iccp_bomb,
             )
             .await
         },
@@ -834,9 +835,11 @@ async fn a_small_budget_holds_under_every_attack() {
         "6 x progressive 36 MP JPEG, stray byte",
         &[200, 413, 422, 503],
         async {
-            let url = server.url("/v1/segment?masks=none");
-            futures_util::future::join_all(
-                (0..6).map(|_| post(url.clone(), "image/jpeg", stray.clone())),
+            burst(
+                6,
+                server.url("/v1/segment?masks=none"),
+                "image/jpeg",
+                &stray,
             )
             .await
         },
@@ -851,13 +854,7 @@ async fn a_small_budget_holds_under_every_attack() {
         idle,
         "6 x PNG render, incompressible 20 MP",
         &[200, 503],
-        async {
-            let url = server.url("/v1/render?format=png");
-            futures_util::future::join_all(
-                (0..6).map(|_| post(url.clone(), "image/jpeg", noisy.clone())),
-            )
-            .await
-        },
+        async { burst(6, server.url("/v1/render?format=png"), "image/jpeg", &noisy).await },
     )
     .await;
 

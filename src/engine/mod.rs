@@ -178,6 +178,11 @@ pub(crate) struct Inner {
     /// Bytes of one image's outputs as copied out of ONNX Runtime, measured by the warm-up
     /// run on the full canvas (the largest a request can get), for the memory budget.
     output_bytes: std::sync::atomic::AtomicU64,
+    /// `segserve_queue_pending_requests`: requests waiting for a place in `stage` (the
+    /// queue depth an autoscaler reads, like Triton's `nv_inference_pending_request_count`).
+    pending: metrics::Gauge,
+    /// `segserve_compute_busy`: places of `stage` in use.
+    busy: metrics::Gauge,
 }
 
 /// Cheap-to-clone handle to one loaded model and its session pool.
@@ -214,17 +219,6 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
-}
-
-/// Requests of `model` waiting for a place in its compute stage (the queue depth an
-/// autoscaler reads, like Triton's `nv_inference_pending_request_count`).
-pub fn pending_gauge(model: &str) -> metrics::Gauge {
-    metrics::gauge!("segserve_queue_pending_requests", "model" => model.to_string())
-}
-
-/// Places of `model`'s compute stage in use.
-pub fn busy_gauge(model: &str) -> metrics::Gauge {
-    metrics::gauge!("segserve_compute_busy", "model" => model.to_string())
 }
 
 /// Requests per session allowed in the compute stage: one computing, one being decoded so
@@ -279,9 +273,12 @@ impl Engine {
         // Enough to fill a batch while the previous one computes.
         let places = sessions * STAGE_PER_SESSION.max(pool.max_batch + 1) + decoders;
         // Present from startup, so an autoscaler's query has a series to read.
-        pending_gauge(name).set(0.0);
-        busy_gauge(name).set(0.0);
-        metrics::gauge!("segserve_compute_places", "model" => name.to_string()).set(places as f64);
+        let model = name.to_string();
+        let pending = metrics::gauge!("segserve_queue_pending_requests", "model" => model.clone());
+        let busy = metrics::gauge!("segserve_compute_busy", "model" => model.clone());
+        pending.set(0.0);
+        busy.set(0.0);
+        metrics::gauge!("segserve_compute_places", "model" => model).set(places as f64);
         let inner = Arc::new(Inner {
             info,
             admission: Arc::new(Semaphore::new(sessions + pool.queue_depth)),
@@ -291,6 +288,8 @@ impl Engine {
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
             output_bytes: Default::default(),
+            pending,
+            busy,
         });
         // Register both shed series at 0, so dashboards and alerts see a flat line rather
         // than a missing series until the first overload.
@@ -368,20 +367,10 @@ impl Engine {
         self.inner.device
     }
 
-    /// Refuses at once when the queue is full, before a request's body is read: under
-    /// overload, refusing from the headers costs next to nothing, where reading and parsing
-    /// an upload only to refuse it costs as much as serving it. (A place is still taken
-    /// with [`Engine::try_admit`] once the photo is in: this is a cheap early look.)
-    pub fn check_room(&self) -> Result<(), EngineError> {
-        if self.inner.admission.available_permits() == 0 {
-            shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
-            return Err(EngineError::Overloaded);
-        }
-        Ok(())
-    }
-
     /// Looks for room in the queue before a request's body is read, waiting up to `hold`
-    /// ([`ROOM_HOLD`] on the routes) when it is full. With room at once nothing is taken
+    /// ([`ROOM_HOLD`] on the routes) when it is full: refusing from the headers costs next to
+    /// nothing, where reading and parsing an upload only to refuse it costs as much as
+    /// serving it. With room at once nothing is taken
     /// (`None`: the place is taken with [`Engine::try_admit`] once the photo is in, so slow
     /// uploads never hold places). When it had to wait, the place it got is kept (`Some`):
     /// a look that let it go would wake every waiter to read its body and be refused after
@@ -420,10 +409,9 @@ impl Engine {
     /// decoded photos and tensors exist for at most `2 x sessions` requests at a time.
     pub async fn slot(&self, _admission: &Admission) -> Result<Slot, EngineError> {
         let sem = self.inner.stage.clone();
-        let name = &self.inner.info.name;
-        let _pending = Counted::new(pending_gauge(name));
+        let _pending = Counted::new(self.inner.pending.clone());
         match tokio::time::timeout(self.inner.pool.queue_timeout, sem.acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Slot(p, Counted::new(busy_gauge(name)))),
+            Ok(Ok(p)) => Ok(Slot(p, Counted::new(self.inner.busy.clone()))),
             Ok(Err(_)) => Err(EngineError::Closed),
             Err(_) => {
                 shed_counter(&self.inner.info.name, SHED_QUEUE_TIMEOUT).increment(1);

@@ -77,12 +77,12 @@ pub fn scratch_bytes(mask: &BoxMask) -> u64 {
 /// Blobs lying in a hole of another blob are returned too (OpenCV's RETR_EXTERNAL would
 /// drop them; they are rare in instance masks and harmless to keep).
 pub fn outer_contours(mask: &BoxMask) -> Vec<Polygon> {
-    traced(mask, |c| c.to_vec())
+    traced(mask, |c| Some(c.to_vec()))
 }
 
-/// Traces every blob of `mask` and keeps `keep(border)` of each (in image pixels), largest
-/// blob first. Each raw border lives only until `keep` has seen it.
-fn traced(mask: &BoxMask, mut keep: impl FnMut(&[[u32; 2]]) -> Polygon) -> Vec<Polygon> {
+/// Traces every blob of `mask` and keeps what `keep(border)` makes of each (in image
+/// pixels), largest blob first. Each raw border lives only until `keep` has seen it.
+fn traced(mask: &BoxMask, mut keep: impl FnMut(&[[u32; 2]]) -> Option<Polygon>) -> Vec<Polygon> {
     let mut grid = Padded::new(mask);
     let n = grid.cells.len();
     let mut found: Vec<(usize, Polygon)> = Vec::new();
@@ -115,8 +115,7 @@ fn traced(mask: &BoxMask, mut keep: impl FnMut(&[[u32; 2]]) -> Polygon) -> Vec<P
             let (px, py) = (idx % grid.w - 1, idx / grid.w - 1);
             border.push([mask.x + px as u32, mask.y + py as u32]);
         });
-        let kept = keep(&border);
-        if !kept.is_empty() {
+        if let Some(kept) = keep(&border) {
             found.push((area, kept));
         }
     }
@@ -228,12 +227,7 @@ fn dp(pts: &[[f64; 2]], lo: usize, hi: usize, tol: f64, keep: &mut [bool]) {
 /// `tolerance`, dropping those left with fewer than 3 points (no area to draw).
 pub fn mask_polygons(mask: &BoxMask, tolerance: f64) -> Vec<Polygon> {
     traced(mask, |c| {
-        let p = simplify_closed(c, tolerance);
-        if p.len() >= 3 {
-            p
-        } else {
-            Vec::new()
-        }
+        Some(simplify_closed(c, tolerance)).filter(|p| p.len() >= 3)
     })
 }
 
