@@ -132,6 +132,7 @@ fn stages(c: &mut Criterion) {
                 filter: filter.clone(),
                 masks: true,
                 keep_image: false,
+                decode: Default::default(),
                 ticket: None,
                 admission: None,
             };

@@ -4,6 +4,7 @@
 //! (`query parameter `conf``, `--conf`, `parameter `conf``).
 
 use crate::engine::FilterOptions;
+use crate::imageio::DecodeMode;
 
 /// Largest accepted `max_det`.
 pub const MAX_DET_LIMIT: usize = 1000;
@@ -64,6 +65,8 @@ pub struct SegmentOptions {
     pub model: Option<String>,
     /// Douglas-Peucker tolerance in pixels for polygon masks.
     pub tolerance: f64,
+    /// How the photo is decoded (None: the server's `--decode`).
+    pub decode: Option<DecodeMode>,
 }
 
 impl Default for SegmentOptions {
@@ -73,6 +76,7 @@ impl Default for SegmentOptions {
             masks: MaskFormat::Rle,
             model: None,
             tolerance: DEFAULT_POLYGON_TOLERANCE,
+            decode: None,
         }
     }
 }
@@ -159,6 +163,7 @@ impl SegmentOptions {
                     }
                     o.tolerance = t;
                 }
+                "decode" => o.decode = Some(v.parse().map_err(|p: String| bad(k, p))?),
                 "model" => {}
                 other => return Err(bad(other, "is not a known option")),
             }
@@ -192,6 +197,7 @@ mod tests {
         );
         assert_eq!(o.filter.classes, Some(vec![0, 2]));
         assert_eq!((o.masks, o.model.as_deref()), (MaskFormat::None, Some("m")));
+        assert_eq!(parse("decode=fast").unwrap().decode, Some(DecodeMode::Fast));
     }
 
     #[test]
@@ -208,6 +214,7 @@ mod tests {
             ("bogus=1", "bogus"),
             ("tolerance=-1", "tolerance"),
             ("tolerance=x", "tolerance"),
+            ("decode=quick", "decode"),
         ] {
             assert_eq!(parse(q).unwrap_err().param, param, "{q}");
         }

@@ -15,7 +15,7 @@ use image::RgbImage;
 
 use crate::budget::{Refusal, Reservation};
 use crate::engine::{Admission, Detection, Engine, EngineError, FilterOptions, Slot};
-use crate::imageio::{self, DecodeLimits, ImageError};
+use crate::imageio::{self, DecodeLimits, DecodeMode, ImageError, Probe};
 
 /// Failure anywhere in the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,9 @@ pub struct SegmentRequest {
     pub masks: bool,
     /// Hand the decoded photo to `finish` (for rendering).
     pub keep_image: bool,
+    /// How a JPEG is decoded for the model (`Fast` is ignored when the photo is kept:
+    /// pictures are drawn on the exact photo).
+    pub decode: DecodeMode,
     /// A place already taken (when the caller had work to do under it first).
     pub ticket: Option<Ticket>,
     /// A place in the queue already taken (from the headers, before the body was read),
@@ -196,6 +199,7 @@ where
         filter,
         masks: want_masks,
         keep_image,
+        decode: mode,
         ticket: _,
         admission: _,
     } = req;
@@ -210,29 +214,42 @@ where
         let t0 = Instant::now();
         let probe = imageio::probe(&bytes, &limits)?;
         let (w, h) = (probe.width(), probe.height());
+        let lb = canvas.letterbox(w, h);
+        input.resize(lb.tensor_len(), 0.0);
         let what = || format!("decoding this {w}x{h} image");
         let advice = "send a smaller image (fewer pixels, or 8 bits per channel)";
-        held.reservation
-            .grow(probe.peak_bytes() + tensor)
-            .map_err(|err| err.refusing(what(), advice))?;
-        let img = probe
-            .decode(&mut held.reservation)
-            .map_err(|err| match err {
-                ImageError::Budget(b) => b.refusing(what(), advice).into(),
-                other => PipelineError::from(other),
-            })?;
-        let t1 = Instant::now();
-        let lb = canvas.letterbox(img.width(), img.height());
-        input.resize(lb.tensor_len(), 0.0);
-        imageio::letterbox_into(&img, &lb, &mut input);
-        // Only the renderer needs the pixels again; drop them (and the upload) before
-        // waiting on inference, and hold only what is still alive.
-        let img = keep_image.then_some(img);
+        let refuse = |err: ImageError| match err {
+            ImageError::Budget(b) => b.refusing(what(), advice).into(),
+            other => PipelineError::from(other),
+        };
+        // Only the picture routes need the photo itself: for the others a JPEG goes
+        // straight from libjpeg's rows into the tensor, and never exists whole.
+        let (img, preprocess) = if !keep_image && probe.streams() {
+            let denom = match mode {
+                DecodeMode::Fast => probe.fast_denominator(&lb),
+                DecodeMode::Exact => 1,
+            };
+            held.reservation
+                .grow(probe.stream_peak_bytes(&lb, denom) + tensor)
+                .map_err(|err| err.refusing(what(), advice))?;
+            probe
+                .stream_into(&lb, &mut input, &mut held.reservation, denom)
+                .map_err(refuse)?;
+            (None, Duration::ZERO)
+        } else {
+            decode_whole(probe, &lb, &mut input, &mut held.reservation, tensor)
+                .map_err(refuse)
+                .map(|(img, t)| (keep_image.then_some(img), t))?
+        };
+        // Drop the upload (and the photo, unless the renderer needs it) before waiting on
+        // inference, and hold only what is still alive.
         drop(bytes);
-        let kept = img.as_ref().map_or(0, |i| i.as_raw().len() as u64);
+        let kept = img
+            .as_ref()
+            .map_or(0, |i: &RgbImage| i.as_raw().len() as u64);
         held.check("decode", &what())?;
         held.reservation.shrink_to(kept + tensor);
-        Ok::<_, PipelineError>((img, lb, input, held, t1 - t0, t1.elapsed()))
+        Ok::<_, PipelineError>((img, lb, input, held, t0.elapsed() - preprocess, preprocess))
     })
     .await??;
 
@@ -282,6 +299,22 @@ where
     })
     .await??;
     Ok(done)
+}
+
+/// Decodes the whole photo and letterboxes it into `input`; returns the photo and the
+/// letterbox's time. `reservation` grows by the decode's peak and `tensor`.
+fn decode_whole(
+    probe: Probe<'_>,
+    lb: &crate::geometry::Letterbox,
+    input: &mut [f32],
+    reservation: &mut Reservation,
+    tensor: u64,
+) -> Result<(RgbImage, Duration), ImageError> {
+    reservation.grow(probe.peak_bytes() + tensor)?;
+    let img = probe.decode(reservation)?;
+    let t = Instant::now();
+    imageio::letterbox_into(&img, lb, input);
+    Ok((img, t.elapsed()))
 }
 
 /// Runs one inference on a neutral grey canvas, so the first real request does not pay

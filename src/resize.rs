@@ -69,20 +69,123 @@ pub fn resize_rgb8_rows(
     dst_h: usize,
     mut row: impl FnMut(usize, &[u8]),
 ) {
-    const CN: usize = 3;
     assert_eq!(src.len(), src_w * src_h * CN, "source buffer size");
-    let mut out = vec![0u8; dst_w * CN];
-    let xt = x_taps(src_w, dst_w, CN);
-    let scale_y = 1.0 / (dst_h as f64 / src_h as f64);
-    let row_len = src_w * CN;
-    // Horizontal pass of the (at most two) source rows the current output row needs.
-    let mut rows: [(usize, Vec<i32>); 2] = [
-        (usize::MAX, vec![0; dst_w * CN]),
-        (usize::MAX, vec![0; dst_w * CN]),
-    ];
-    let hpass = |sy: usize, out: &mut [i32]| {
-        let s = &src[sy * row_len..(sy + 1) * row_len];
-        for (dx, t) in xt.iter().enumerate() {
+    let mut rs = RowResizer::new(src_w, src_h, dst_w, dst_h);
+    for (sy, s) in src.chunks_exact(src_w * CN).enumerate() {
+        if !rs.wants(sy) {
+            continue;
+        }
+        rs.push(sy, s, &mut row);
+    }
+}
+
+const CN: usize = 3;
+
+/// The same resize fed one source row at a time, top to bottom, as a decoder produces them:
+/// each output row needs two neighbouring source rows, and the source rows an output row
+/// needs never go back up, so two horizontally resized rows are all it keeps. This is what
+/// lets a JPEG be decoded straight into the model's input without the photo ever being
+/// stored whole; the pixels are those of [`resize_rgb8_rows`] (which runs on it).
+pub struct RowResizer {
+    src_w: usize,
+    src_h: usize,
+    dst_h: usize,
+    xt: Vec<XTap>,
+    scale_y: f64,
+    /// The next output row to make.
+    next: usize,
+    /// The two most recent horizontally resized source rows, by source row index.
+    rows: [(usize, Vec<i32>); 2],
+    out: Vec<u8>,
+}
+
+/// Vertical taps of output row `dy`: the two source rows (clamped) and their weights.
+fn y_tap(dy: usize, scale_y: f64, src_h: usize) -> (usize, usize, i32, i32) {
+    let mut fy = ((dy as f64 + 0.5) * scale_y - 0.5) as f32;
+    let sy = fy.floor() as i64;
+    fy -= sy as f32;
+    let b0 = ((1.0 - fy) * COEF_SCALE).round_ties_even() as i32;
+    let b1 = (fy * COEF_SCALE).round_ties_even() as i32;
+    let r0 = sy.clamp(0, src_h as i64 - 1) as usize;
+    let r1 = (sy + 1).clamp(0, src_h as i64 - 1) as usize;
+    (r0, r1, b0, b1)
+}
+
+impl RowResizer {
+    /// A resizer from `src_w` x `src_h` to `dst_w` x `dst_h` (all at least 1).
+    pub fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize) -> Self {
+        RowResizer {
+            src_w,
+            src_h,
+            dst_h,
+            xt: x_taps(src_w, dst_w, CN),
+            scale_y: 1.0 / (dst_h as f64 / src_h as f64),
+            next: 0,
+            rows: [
+                (usize::MAX, vec![0; dst_w * CN]),
+                (usize::MAX, vec![0; dst_w * CN]),
+            ],
+            out: vec![0u8; dst_w * CN],
+        }
+    }
+
+    /// Bytes it holds (for memory estimates).
+    pub fn bytes(dst_w: usize) -> u64 {
+        (dst_w * CN * (2 * 4 + 1)) as u64
+    }
+
+    /// Whether source row `sy` is needed by an output row still to come (a shrink skips
+    /// most rows; a caller may then skip converting them).
+    pub fn wants(&self, sy: usize) -> bool {
+        self.next < self.dst_h && sy >= y_tap(self.next, self.scale_y, self.src_h).0
+    }
+
+    /// Takes source row `sy` (packed RGB8, `src_w` pixels; rows in order, any skipped ones
+    /// unwanted) and hands every output row it completes to `emit`.
+    pub fn push(&mut self, sy: usize, src: &[u8], emit: &mut impl FnMut(usize, &[u8])) {
+        debug_assert_eq!(src.len(), self.src_w * CN);
+        if !self.wants(sy) {
+            return;
+        }
+        // The older of the two kept rows makes way (rows arrive in order).
+        let (k0, k1) = (self.rows[0].0, self.rows[1].0);
+        let slot = usize::from(k0 != usize::MAX && (k1 == usize::MAX || k1 < k0));
+        self.hpass(src, slot);
+        self.rows[slot].0 = sy;
+        while self.next < self.dst_h {
+            let (r0, r1, b0, b1) = y_tap(self.next, self.scale_y, self.src_h);
+            if r1 > sy {
+                break;
+            }
+            let find = |r: usize| -> &[i32] {
+                let [(i0, v0), (i1, v1)] = &self.rows;
+                if *i0 == r {
+                    v0
+                } else {
+                    assert_eq!(*i1, r, "source rows must come in order");
+                    v1
+                }
+            };
+            let (s0, s1) = (find(r0), find(r1));
+            for (o, (a, b)) in self.out.iter_mut().zip(s0.iter().zip(s1)) {
+                // OpenCV's SSE2/AVX2 VResizeLinear: pre-shift by 4, 16x16 high multiply, round by 2.
+                let x0 = ((a >> 4) * b0) >> 16;
+                let x1 = ((b >> 4) * b1) >> 16;
+                *o = ((x0 + x1 + 2) >> 2).clamp(0, 255) as u8;
+            }
+            emit(self.next, &self.out);
+            self.next += 1;
+        }
+    }
+
+    /// Whether every output row has been made.
+    pub fn done(&self) -> bool {
+        self.next == self.dst_h
+    }
+
+    fn hpass(&mut self, s: &[u8], slot: usize) {
+        let out = &mut self.rows[slot].1;
+        for (dx, t) in self.xt.iter().enumerate() {
             for k in 0..CN {
                 let p0 = s[t.ofs + k] as i32;
                 // At the right edge OpenCV multiplies the single pixel by the full scale.
@@ -94,34 +197,6 @@ pub fn resize_rgb8_rows(
                 out[dx * CN + k] = v;
             }
         }
-    };
-    for dy in 0..dst_h {
-        let mut fy = ((dy as f64 + 0.5) * scale_y - 0.5) as f32;
-        let sy = fy.floor() as i64;
-        fy -= sy as f32;
-        let b0 = ((1.0 - fy) * COEF_SCALE).round_ties_even() as i32;
-        let b1 = (fy * COEF_SCALE).round_ties_even() as i32;
-        let r0 = sy.clamp(0, src_h as i64 - 1) as usize;
-        let r1 = (sy + 1).clamp(0, src_h as i64 - 1) as usize;
-        for (slot, r) in [(0usize, r0), (1, r1)] {
-            if rows[slot].0 != r {
-                if rows[1 - slot].0 == r {
-                    let v = rows[1 - slot].1.clone();
-                    rows[slot] = (r, v);
-                } else {
-                    hpass(r, &mut rows[slot].1);
-                    rows[slot].0 = r;
-                }
-            }
-        }
-        let (s0, s1) = (&rows[0].1, &rows[1].1);
-        for (o, (a, b)) in out.iter_mut().zip(s0.iter().zip(s1)) {
-            // OpenCV's SSE2/AVX2 VResizeLinear: pre-shift by 4, 16x16 high multiply, round by 2.
-            let x0 = ((a >> 4) * b0) >> 16;
-            let x1 = ((b >> 4) * b1) >> 16;
-            *o = ((x0 + x1 + 2) >> 2).clamp(0, 255) as u8;
-        }
-        row(dy, &out);
     }
 }
 

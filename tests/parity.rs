@@ -131,6 +131,7 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
             filter: Default::default(),
             masks: true,
             keep_image: false,
+            decode: Default::default(),
             ticket: None,
             admission: None,
         };

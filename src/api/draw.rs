@@ -8,7 +8,7 @@ use super::reply::ReservedWriter;
 use super::upload::{ImageUpload, Source};
 use crate::budget::Reservation;
 use crate::error::AppError;
-use crate::imageio::DecodeLimits;
+use crate::imageio::{DecodeLimits, DecodeMode};
 use crate::options::MaskFormat;
 use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
 use crate::render::{self, Encoding};
@@ -75,6 +75,7 @@ pub async fn segment_and_draw<E: Extra, S: Source>(
         filter: options.filter,
         masks: options.masks == MaskFormat::Rle,
         keep_image: true,
+        decode: DecodeMode::Exact,
         ticket: None,
         admission: upload.admission,
     };

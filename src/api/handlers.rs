@@ -115,6 +115,7 @@ pub async fn segment(
         filter: options.filter,
         masks: options.masks != MaskFormat::None,
         keep_image: false,
+        decode: options.decode.unwrap_or(s.config.runtime.decode),
         ticket: None,
         admission: upload.admission,
     };

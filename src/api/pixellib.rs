@@ -136,6 +136,7 @@ pub async fn segmentapi(
         filter: Default::default(),
         masks: dense,
         keep_image: false,
+        decode: s.config.runtime.decode,
         ticket: None,
         admission: upload.admission,
     };

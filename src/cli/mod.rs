@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::budget;
 use crate::config::PixelLibMasks;
 use crate::engine::DeviceChoice;
+use crate::imageio::DecodeMode;
 
 /// segserve: instance segmentation over HTTP with YOLO ONNX models.
 #[derive(Debug, Parser)]
@@ -162,6 +163,11 @@ pub struct RuntimeArgs {
     /// Largest image area accepted, in pixels.
     #[arg(long, env = "SEGSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
+    /// How JPEGs are decoded for the model when a request does not say (`decode=`): `exact`
+    /// (OpenCV's pixels, Ultralytics' results) or `fast` (libjpeg's DCT scaling for photos at
+    /// least twice the model's input: faster, approximate; never for drawn pictures).
+    #[arg(long, env = "SEGSERVE_DECODE", default_value_t = DecodeMode::Exact)]
+    pub decode: DecodeMode,
 }
 
 /// `segserve serve` flags.

@@ -186,7 +186,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
     }
     let pb = progress_bar(args.progress, jobs.len());
     let stdout = std::io::stdout();
-    let limits = rt.limits;
+    let (limits, decode) = (rt.limits, rt.decode);
     // Two images per session keep every session busy while the next one is decoded.
     let concurrency = (engine.pool().sessions * 2).clamp(1, engine.pool().sessions + 64);
     let budget = MemoryBudget::unlimited();
@@ -208,6 +208,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
                 filter,
                 masks: masks != MaskFormat::None,
                 keep_image: render_dir.is_some(),
+                decode: query.decode.unwrap_or(decode),
                 ticket: None,
                 admission: None,
             };

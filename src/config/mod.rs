@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::budget;
 use crate::cli::{RuntimeArgs, ServeArgs};
 use crate::engine::{Device, DeviceChoice, DeviceConfig, PoolConfig};
-use crate::imageio::DecodeLimits;
+use crate::imageio::{DecodeLimits, DecodeMode};
 
 mod ort;
 pub use ort::{locate_ort, locate_ort_for, ORT_GPU_DIR, ORT_LIB_NAME};
@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     pub device: DeviceConfig,
     /// Image limits.
     pub limits: DecodeLimits,
+    /// How JPEGs are decoded when a request does not say.
+    pub decode: DecodeMode,
 }
 
 impl RuntimeConfig {
@@ -269,6 +271,7 @@ impl RuntimeArgs {
                 max_side: self.max_image_side,
                 max_pixels: self.max_image_pixels,
             },
+            decode: self.decode,
         })
     }
 }

@@ -11,6 +11,8 @@ use std::os::raw::{c_int, c_long, c_ulong};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use image::RgbImage;
+
+use super::letterbox::LetterboxWriter;
 use mozjpeg_sys::{
     jpeg_common_struct, jpeg_create_decompress, jpeg_decompress_struct, jpeg_destroy_decompress,
     jpeg_error_mgr, jpeg_finish_decompress, jpeg_mem_src, jpeg_read_header, jpeg_read_scanlines,
@@ -27,7 +29,7 @@ pub(super) const MAX_SCANS: u32 = 100;
 const JPEG_HEADER_OK: c_int = 1;
 
 /// Rows handed to one `jpeg_read_scanlines` call (libjpeg's `rec_outbuf_height` is at most 4).
-const ROWS_PER_CALL: usize = 16;
+pub(super) const ROWS_PER_CALL: usize = 16;
 
 thread_local! {
     // Scans seen by the decode running on this thread (libjpeg decodes on the caller's thread).
@@ -36,9 +38,9 @@ thread_local! {
 
 /// What libjpeg made of a JPEG.
 #[derive(Debug)]
-pub(super) enum Turbo {
-    /// Decoded to RGB.
-    Rgb(RgbImage),
+pub(super) enum Turbo<T> {
+    /// Decoded to RGB (the photo, or `()` when its rows went to a letterbox).
+    Done(T),
     /// Complete, but not something libjpeg turns into RGB (CMYK/YCCK): the caller decodes it
     /// with the `image` crate, which converts CMYK.
     Fallback,
@@ -135,17 +137,79 @@ impl Drop for Guard {
 /// refusal ([`Turbo::OutOfMemory`]), never an allocation. Its other allocations (row
 /// buffers, a fixed few per component, and small tables) are made before that check and
 /// counted in it, bar a few hundred bytes.
-pub(super) fn decode(bytes: &[u8], width: u32, height: u32, max_memory: u64) -> Turbo {
-    SCANS.with(|s| s.set(0));
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        decode_unwinding(bytes, width, height, max_memory)
-    }));
-    match result {
-        Ok(Ok(Some(pixels))) => match RgbImage::from_raw(width, height, pixels) {
-            Some(rgb) => Turbo::Rgb(rgb),
+pub(super) fn decode(bytes: &[u8], width: u32, height: u32, max_memory: u64) -> Turbo<RgbImage> {
+    let turbo = guarded(bytes, width, height, max_memory, 1, |cinfo, cmyk| {
+        read_whole(cinfo, width, height, cmyk)
+    });
+    match turbo {
+        Turbo::Done(Some(pixels)) => match RgbImage::from_raw(width, height, pixels) {
+            Some(rgb) => Turbo::Done(rgb),
             None => Turbo::Failed("libjpeg returned fewer pixels than declared".into()),
         },
-        Ok(Ok(None)) => Turbo::Fallback,
+        Turbo::Done(None) => Turbo::Fallback,
+        other => other.map(|_| unreachable!()),
+    }
+}
+
+/// Decodes `bytes` row by row into `out`, holding a few rows instead of the photo, with
+/// libjpeg's DCT-domain scaling by 1/`denom` (1: exact; 2, 4 or 8: approximate and faster,
+/// see `DecodeMode::Fast`). `out` must have been made for the scaled size
+/// ([`scaled_size`]). A CMYK/YCCK JPEG is [`Turbo::Fallback`] before anything is decoded.
+pub(super) fn stream(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    max_memory: u64,
+    denom: u32,
+    out: &mut LetterboxWriter<'_>,
+) -> Turbo<()> {
+    let turbo = guarded(bytes, width, height, max_memory, denom, |cinfo, cmyk| {
+        if cmyk {
+            return Ok(None);
+        }
+        read_rows(cinfo, out).map(Some)
+    });
+    match turbo {
+        Turbo::Done(Some(())) => Turbo::Done(()),
+        Turbo::Done(None) => Turbo::Fallback,
+        other => other.map(|_| unreachable!()),
+    }
+}
+
+/// The size libjpeg decodes a `width` x `height` JPEG to when scaling by 1/`denom`.
+pub(super) fn scaled_size(width: u32, height: u32, denom: u32) -> (u32, u32) {
+    (width.div_ceil(denom), height.div_ceil(denom))
+}
+
+impl<T> Turbo<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Turbo<U> {
+        match self {
+            Turbo::Done(t) => Turbo::Done(f(t)),
+            Turbo::Fallback => Turbo::Fallback,
+            Turbo::Truncated => Turbo::Truncated,
+            Turbo::TooManyScans(n) => Turbo::TooManyScans(n),
+            Turbo::OutOfMemory => Turbo::OutOfMemory,
+            Turbo::Failed(e) => Turbo::Failed(e),
+        }
+    }
+}
+
+/// Runs `body` on a started decompressor, turning libjpeg's errors (which leave by
+/// unwinding) into [`Turbo`] answers.
+fn guarded<T>(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    max_memory: u64,
+    denom: u32,
+    body: impl FnOnce(&mut jpeg_decompress_struct, bool) -> Result<T, String>,
+) -> Turbo<T> {
+    SCANS.with(|s| s.set(0));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        decode_unwinding(bytes, width, height, max_memory, denom, body)
+    }));
+    match result {
+        Ok(Ok(t)) => Turbo::Done(t),
         Ok(Err(e)) => Turbo::Failed(e),
         Err(payload) if payload.is::<TruncatedPayload>() => Turbo::Truncated,
         Err(payload) if payload.is::<TooManyScansPayload>() => Turbo::TooManyScans(MAX_SCANS),
@@ -159,14 +223,16 @@ pub(super) fn decode(bytes: &[u8], width: u32, height: u32, max_memory: u64) -> 
     }
 }
 
-/// The decode proper; libjpeg's errors leave it by unwinding. `Ok(None)`: a complete
-/// CMYK/YCCK image, read through and dropped row by row (only to catch truncation).
-fn decode_unwinding(
+/// Sets up the decompressor, checks libjpeg's idea of the size against ours, starts it and
+/// hands it to `body` (with whether it is CMYK/YCCK), then finishes it.
+fn decode_unwinding<T>(
     bytes: &[u8],
     width: u32,
     height: u32,
     max_memory: u64,
-) -> Result<Option<Vec<u8>>, String> {
+    denom: u32,
+    body: impl FnOnce(&mut jpeg_decompress_struct, bool) -> Result<T, String>,
+) -> Result<T, String> {
     // SAFETY: all zeroes is what jpeg_create_decompress starts from, and what the guard's
     // jpeg_destroy_decompress accepts should creation fail.
     let mut guard = Guard(Box::new(unsafe { std::mem::zeroed::<Decompressor>() }));
@@ -203,17 +269,37 @@ fn decode_unwinding(
     } else {
         J_COLOR_SPACE::JCS_RGB
     };
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = denom.max(1);
     // SAFETY: header read; a memory source never suspends.
     if unsafe { jpeg_start_decompress(cinfo) } == 0 {
         return Err("libjpeg suspended".into());
     }
     let channels = if cmyk { 4 } else { 3 };
-    if (cinfo.output_width, cinfo.output_height) != (width, height)
+    let (out_w, out_h) = scaled_size(width, height, denom.max(1));
+    if (cinfo.output_width, cinfo.output_height) != (out_w, out_h)
         || cinfo.output_components != channels
     {
         return Err("libjpeg's output differs from the header".into());
     }
-    let row = width as usize * channels as usize;
+    let t = body(cinfo, cmyk)?;
+    // SAFETY: every scanline has been read (or the body returned before starting, in which
+    // case libjpeg is only destroyed, by the guard).
+    if cinfo.output_scanline >= cinfo.output_height {
+        unsafe { jpeg_finish_decompress(cinfo) };
+    }
+    Ok(t)
+}
+
+/// Reads every row into one buffer (RGB), or through a few rows only to catch truncation
+/// (CMYK: `None`).
+fn read_whole(
+    cinfo: &mut jpeg_decompress_struct,
+    width: u32,
+    height: u32,
+    cmyk: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    let row = width as usize * if cmyk { 4 } else { 3 };
     let mut pixels = vec![0u8; row * if cmyk { ROWS_PER_CALL } else { height as usize }];
     let base = pixels.as_mut_ptr();
     while cinfo.output_scanline < cinfo.output_height {
@@ -229,9 +315,38 @@ fn decode_unwinding(
             return Err("libjpeg returned no rows".into());
         }
     }
-    // SAFETY: every scanline has been read.
-    unsafe { jpeg_finish_decompress(cinfo) };
     Ok((!cmyk).then_some(pixels))
+}
+
+/// Reads every row through a buffer of [`ROWS_PER_CALL`] rows into `out`.
+fn read_rows(
+    cinfo: &mut jpeg_decompress_struct,
+    out: &mut LetterboxWriter<'_>,
+) -> Result<(), String> {
+    let (width, height) = (cinfo.output_width as usize, cinfo.output_height as usize);
+    let row = width * 3;
+    let mut pixels = vec![0u8; row * ROWS_PER_CALL];
+    let base = pixels.as_mut_ptr();
+    while cinfo.output_scanline < cinfo.output_height {
+        let done = cinfo.output_scanline as usize;
+        let n = ROWS_PER_CALL.min(height - done);
+        // SAFETY: rows `0..n` lie inside `pixels`, each `row` bytes long.
+        let mut rows: [*mut u8; ROWS_PER_CALL] =
+            std::array::from_fn(|i| unsafe { base.add(i.min(n - 1) * row) });
+        // SAFETY: `rows` holds `n` valid row pointers.
+        let got = unsafe { jpeg_read_scanlines(cinfo, rows.as_mut_ptr(), n as JDIMENSION) };
+        if got == 0 {
+            return Err("libjpeg returned no rows".into());
+        }
+        for (i, px) in pixels.chunks_exact(row).take(got as usize).enumerate() {
+            if out.wants_next() {
+                out.push(done + i, px);
+            } else {
+                out.skip();
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -263,7 +378,7 @@ mod tests {
     fn whole_truncated_and_garbage() {
         let jpg = small_jpeg();
         assert!(
-            matches!(decode(&jpg, 16, 8, ROOMY), Turbo::Rgb(img) if img.dimensions() == (16, 8))
+            matches!(decode(&jpg, 16, 8, ROOMY), Turbo::Done(img) if img.dimensions() == (16, 8))
         );
         assert!(matches!(
             decode(&jpg[..jpg.len() - 40], 16, 8, ROOMY),
@@ -292,7 +407,7 @@ mod tests {
             let mut started = d.rgb().unwrap();
             let theirs: Vec<u8> = started.read_scanlines().unwrap();
             started.finish().unwrap();
-            let Turbo::Rgb(ours) = decode(jpg, w, h, 256 << 20) else {
+            let Turbo::Done(ours) = decode(jpg, w, h, 256 << 20) else {
                 panic!("libjpeg refused a {w}x{h} JPEG")
             };
             assert!(ours.as_raw() == &theirs, "{w}x{h}: pixels differ");
@@ -313,6 +428,6 @@ mod tests {
         ));
         // What the probe allows it: the arrays, the rows and the flat allowance.
         let allowance = header.coefficient_bytes + header.row_bytes + (2 << 20);
-        assert!(matches!(decode(&jpg, 512, 512, allowance), Turbo::Rgb(_)));
+        assert!(matches!(decode(&jpg, 512, 512, allowance), Turbo::Done(_)));
     }
 }

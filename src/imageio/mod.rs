@@ -17,7 +17,7 @@ mod headers;
 mod jpeg;
 mod letterbox;
 
-pub use letterbox::letterbox_into;
+pub use letterbox::{letterbox_into, LetterboxWriter};
 
 /// Why an upload could not become a photo.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,41 @@ impl Default for DecodeLimits {
             max_side: 16_384,
             max_pixels: 40_000_000,
         }
+    }
+}
+
+/// How a JPEG is decoded for the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeMode {
+    /// Every pixel as OpenCV decodes it (what Ultralytics sees): the default, and the only
+    /// mode of routes that draw on the photo.
+    #[default]
+    Exact,
+    /// libjpeg's DCT-domain scaling by 1/2, 1/4 or 1/8 when the photo is at least twice the
+    /// size it is resized to (OpenCV's `IMREAD_REDUCED_COLOR_*`): much faster for large
+    /// photos, but it moves detections about as much as an antialiased resize does
+    /// (docs/performance.md has the table). JPEG only; other photos decode exactly.
+    Fast,
+}
+
+impl std::str::FromStr for DecodeMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(DecodeMode::Exact),
+            "fast" => Ok(DecodeMode::Fast),
+            other => Err(format!("must be exact or fast, got {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DecodeMode::Exact => "exact",
+            DecodeMode::Fast => "fast",
+        })
     }
 }
 
@@ -369,22 +404,14 @@ impl Probe<'_> {
             }
         }
         match turbo {
-            jpeg::Turbo::Rgb(rgb) => {
+            jpeg::Turbo::Done(rgb) => {
                 let mut img = DynamicImage::ImageRgb8(rgb);
                 img.apply_orientation(self.orientation);
                 Ok(into_rgb8(img))
             }
-            jpeg::Turbo::Truncated => Err(ImageError::Corrupt(
-                "the JPEG data ends before the image does (truncated upload?)".into(),
-            )),
-            jpeg::Turbo::TooManyScans(n) => Err(ImageError::Corrupt(format!(
-                "the JPEG has more than {n} scans (real photos have a dozen at most)"
-            ))),
-            jpeg::Turbo::OutOfMemory => Err(ImageError::Corrupt(
-                "the JPEG needs more decoder memory than any JPEG of its size and \
-                     components can"
-                    .into(),
-            )),
+            jpeg::Turbo::Truncated => Err(truncated()),
+            jpeg::Turbo::TooManyScans(n) => Err(too_many_scans(n)),
+            jpeg::Turbo::OutOfMemory => Err(out_of_memory()),
             // libjpeg failures fall back too: the `image` crate decodes a few files libjpeg
             // refuses, and reports its own error for the rest.
             jpeg::Turbo::Failed(why) => {
@@ -395,6 +422,99 @@ impl Probe<'_> {
             jpeg::Turbo::Fallback => {
                 budget.ensure(self.fallback_peak_bytes())?;
                 self.decode_with_image_crate(None)
+            }
+        }
+    }
+
+    /// Whether the photo can be decoded straight into the letterbox, row by row, never
+    /// stored whole ([`Probe::stream_into`]): a JPEG that libjpeg turns into RGB itself and
+    /// that needs no EXIF turn (a turn needs the rows in another order than they come).
+    pub fn streams(&self) -> bool {
+        matches!(self.jpeg, Some(j) if j.components != 4)
+            && self.orientation == Orientation::NoTransforms
+    }
+
+    /// The DCT scaling [`DecodeMode::Fast`] uses for a photo letterboxed as `lb`: the
+    /// largest 1/2, 1/4 or 1/8 that still leaves the decoded photo at least the resized
+    /// size (so the letterbox still shrinks it), or 1 (exact) when even 1/2 would not, or
+    /// when the photo does not stream.
+    pub fn fast_denominator(&self, lb: &crate::geometry::Letterbox) -> u32 {
+        if !self.streams() {
+            return 1;
+        }
+        [8, 4, 2]
+            .into_iter()
+            .find(|&d| {
+                let (w, h) = jpeg::scaled_size(self.width, self.height, d);
+                w >= lb.new_w && h >= lb.new_h
+            })
+            .unwrap_or(1)
+    }
+
+    /// The most bytes [`Probe::stream_into`] holds: libjpeg's buffers (as for a whole
+    /// decode), a few decoded rows and the resizer's two rows; no photo.
+    pub fn stream_peak_bytes(&self, lb: &crate::geometry::Letterbox, denom: u32) -> u64 {
+        let (w, _) = jpeg::scaled_size(self.width, self.height, denom.max(1));
+        self.internal_bytes
+            + jpeg::ROWS_PER_CALL as u64 * u64::from(w) * 3
+            + crate::resize::RowResizer::bytes(lb.new_w as usize)
+            + DECODER_OVERHEAD
+    }
+
+    /// Decodes the photo straight into `out` (the letterbox `lb` of the model's input),
+    /// holding a few rows instead of the photo. `denom` > 1 is libjpeg's DCT-domain scaling
+    /// (approximate: [`DecodeMode::Fast`]); 1 gives exactly the pixels of a whole decode
+    /// followed by [`letterbox_into`]. Only for a probe that [`Probe::streams`]; a JPEG
+    /// libjpeg refuses after all is decoded whole by the fallback decoder (reserving for
+    /// that) and letterboxed from there. `budget` must hold [`Probe::stream_peak_bytes`].
+    pub fn stream_into(
+        self,
+        lb: &crate::geometry::Letterbox,
+        out: &mut [f32],
+        budget: &mut Reservation,
+        denom: u32,
+    ) -> Result<(), ImageError> {
+        let Some(jpeg) = self.jpeg.filter(|_| self.streams()) else {
+            let img = self.decode(budget)?;
+            letterbox_into(&img, lb, out);
+            return Ok(());
+        };
+        let denom = denom.max(1);
+        let peak = self.stream_peak_bytes(lb, denom);
+        budget.ensure(peak)?;
+        let (sw, sh) = jpeg::scaled_size(self.width, self.height, denom);
+        // libjpeg's share: all but the rows and the resizer, which are ours.
+        let ours = peak - self.internal_bytes - DECODER_OVERHEAD;
+        let run = |max_memory: u64, out: &mut [f32]| {
+            let mut writer = LetterboxWriter::new(lb, sw as usize, sh as usize, out);
+            let turbo = jpeg::stream(
+                self.bytes,
+                self.width,
+                self.height,
+                max_memory,
+                denom,
+                &mut writer,
+            );
+            debug_assert!(!matches!(turbo, jpeg::Turbo::Done(())) || writer.done());
+            turbo
+        };
+        let mut turbo = run(peak - ours, out);
+        if matches!(turbo, jpeg::Turbo::OutOfMemory) {
+            let worst = jpeg.worst_internal_bytes + ours + DECODER_OVERHEAD;
+            if worst > peak {
+                budget.ensure(worst)?;
+                turbo = run(worst - ours, out);
+            }
+        }
+        match turbo {
+            jpeg::Turbo::Done(()) => Ok(()),
+            jpeg::Turbo::Truncated => Err(truncated()),
+            jpeg::Turbo::TooManyScans(n) => Err(too_many_scans(n)),
+            jpeg::Turbo::OutOfMemory => Err(out_of_memory()),
+            jpeg::Turbo::Failed(_) | jpeg::Turbo::Fallback => {
+                let img = self.decode(budget)?;
+                letterbox_into(&img, lb, out);
+                Ok(())
             }
         }
     }
@@ -433,6 +553,22 @@ impl Probe<'_> {
         img.apply_orientation(orientation);
         Ok(into_rgb8(img))
     }
+}
+
+fn truncated() -> ImageError {
+    ImageError::Corrupt("the JPEG data ends before the image does (truncated upload?)".into())
+}
+
+fn too_many_scans(n: u32) -> ImageError {
+    ImageError::Corrupt(format!(
+        "the JPEG has more than {n} scans (real photos have a dozen at most)"
+    ))
+}
+
+fn out_of_memory() -> ImageError {
+    ImageError::Corrupt(
+        "the JPEG needs more decoder memory than any JPEG of its size and components can".into(),
+    )
 }
 
 fn into_rgb8(img: DynamicImage) -> RgbImage {
@@ -717,6 +853,98 @@ mod tests {
                 .dimensions(),
             (32, 64)
         );
+    }
+
+    /// Decoding row by row into the letterbox must give the very tensor a whole decode and
+    /// `letterbox_into` give: shrinking and enlarging, square and rect canvases, baseline
+    /// and progressive, odd sizes, and the real photos.
+    #[test]
+    fn streaming_into_the_letterbox_matches_a_whole_decode() {
+        use crate::geometry::Letterbox;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata");
+        let mut files: Vec<Vec<u8>> = ["bus.jpg", "zidane.jpg"]
+            .iter()
+            .filter_map(|n| std::fs::read(dir.join(n)).ok())
+            .collect();
+        for (w, h, progressive) in [
+            (333, 217, true),
+            (333, 217, false),
+            (97, 61, true),
+            (1, 7, false),
+        ] {
+            files.push(headers::tests::mozjpeg(w, h, progressive));
+        }
+        let limits = DecodeLimits::default();
+        for jpg in &files {
+            let whole = decode(jpg, &limits).unwrap();
+            let (w, h) = whole.dimensions();
+            for lb in [
+                Letterbox::new(w, h, 320, 320),
+                Letterbox::new(w, h, 640, 640),
+                Letterbox::new(w, h, 64, 48),
+                Letterbox::rect(w, h, 640, 640, 32),
+            ] {
+                let mut want = vec![0.0; lb.tensor_len()];
+                letterbox_into(&whole, &lb, &mut want);
+                let p = probe(jpg, &limits).unwrap();
+                assert!(p.streams());
+                let mut got = vec![-1.0; lb.tensor_len()];
+                let mut r = crate::budget::MemoryBudget::unlimited().reservation();
+                p.stream_into(&lb, &mut got, &mut r, 1).unwrap();
+                assert!(got == want, "{w}x{h} onto {}x{}", lb.canvas_w, lb.canvas_h);
+            }
+        }
+    }
+
+    /// Fast decoding scales by the largest power of two that keeps the photo at least the
+    /// resized size, and only for JPEGs that stream; its tensor is close to the exact one.
+    #[test]
+    fn fast_decoding_picks_its_scale_and_stays_close() {
+        use crate::geometry::Letterbox;
+        let limits = DecodeLimits::default();
+        let jpg = headers::tests::mozjpeg(1280, 960, false);
+        let p = probe(&jpg, &limits).unwrap();
+        let lb = Letterbox::new(1280, 960, 320, 320);
+        assert_eq!(p.fast_denominator(&lb), 4);
+        assert_eq!(p.fast_denominator(&Letterbox::new(1280, 960, 640, 640)), 2);
+        assert_eq!(
+            p.fast_denominator(&Letterbox::new(1280, 960, 1024, 1024)),
+            1
+        );
+        assert!(p.stream_peak_bytes(&lb, 4) < p.stream_peak_bytes(&lb, 1));
+        let mut exact = vec![0.0; lb.tensor_len()];
+        let mut fast = vec![0.0; lb.tensor_len()];
+        let mut r = crate::budget::MemoryBudget::unlimited().reservation();
+        probe(&jpg, &limits)
+            .unwrap()
+            .stream_into(&lb, &mut exact, &mut r, 1)
+            .unwrap();
+        p.stream_into(&lb, &mut fast, &mut r, 4).unwrap();
+        let mean = exact
+            .iter()
+            .zip(&fast)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / exact.len() as f32;
+        assert!(mean > 0.0 && mean < 0.02, "mean difference {mean}");
+        let png = png(&DynamicImage::ImageRgb8(RgbImage::new(1280, 960)));
+        assert_eq!(probe(&png, &limits).unwrap().fast_denominator(&lb), 1);
+    }
+
+    /// A truncated JPEG is refused on the streaming path too, however far it got.
+    #[test]
+    fn streaming_refuses_a_truncated_jpeg() {
+        use crate::geometry::Letterbox;
+        let jpg = headers::tests::mozjpeg(640, 480, false);
+        let cut = &jpg[..jpg.len() / 2];
+        let lb = Letterbox::new(640, 480, 320, 320);
+        let mut out = vec![0.0; lb.tensor_len()];
+        let mut r = crate::budget::MemoryBudget::unlimited().reservation();
+        let err = probe(cut, &DecodeLimits::default())
+            .unwrap()
+            .stream_into(&lb, &mut out, &mut r, 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
     }
 
     /// The 88-byte attack: an animated WebP with a 6000x4000 canvas.

@@ -213,6 +213,7 @@ pub async fn infer(
             filter: options.filter.clone(),
             masks,
             keep_image: false,
+            decode: options.decode.unwrap_or(s.config.runtime.decode),
             ticket: first.take(),
             admission: None,
         };
