@@ -23,6 +23,27 @@ use crate::meter::{self, Lease, Overrun};
 const TRIM_AFTER_BYTES: u64 = 32 << 20;
 /// A trim waits this long first, so one trim follows a burst of releases.
 const TRIM_DEBOUNCE: Duration = Duration::from_millis(100);
+/// Once nothing is reserved, the free heap is returned after this long without a request:
+/// under a steady load the heap's free pages are what the next request reuses without
+/// faulting them in again (see `crate::alloc`), so they are kept while work comes.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
+
+/// What wakes the trimmer.
+#[derive(Debug, Clone, Copy)]
+enum Trim {
+    /// A large release.
+    Large,
+    /// Nothing reserved any more.
+    Idle,
+}
+
+/// What the trimmer reads: bytes reserved now, and how many reservations were ever made
+/// (so it can tell a quiet second from a busy one that happens to end at zero).
+#[derive(Debug, Default)]
+struct Usage {
+    used: AtomicU64,
+    takes: AtomicU64,
+}
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,10 +116,10 @@ pub fn audit() -> bool {
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: u64,
-    used: AtomicU64,
+    used: Arc<Usage>,
     gauge: metrics::Gauge,
     /// Wakes the trimmer thread (a full channel means a trim is already due).
-    trimmer: Option<SyncSender<()>>,
+    trimmer: Option<SyncSender<Trim>>,
     /// Whether measured bytes nobody reserved count as used (see [`MemoryBudget::in_use`]).
     fail_closed: bool,
     /// Bytes of bodies still arriving, per client address (see [`Receiving`]).
@@ -127,18 +148,31 @@ impl MemoryBudget {
         metrics::gauge!("segserve_memory_budget_bytes").set(limit as f64);
         let gauge = metrics::gauge!("segserve_memory_reserved_bytes");
         gauge.set(0.0);
-        let (tx, rx) = sync_channel::<()>(1);
+        let (tx, rx) = sync_channel::<Trim>(1);
+        let used = Arc::new(Usage::default());
+        let usage = used.clone();
         let spawned = std::thread::Builder::new()
             .name("segserve-trim".into())
             .spawn(move || {
-                while rx.recv().is_ok() {
-                    std::thread::sleep(TRIM_DEBOUNCE);
+                while let Ok(why) = rx.recv() {
+                    match why {
+                        Trim::Large => std::thread::sleep(TRIM_DEBOUNCE),
+                        Trim::Idle => {
+                            let takes = usage.takes.load(Ordering::Acquire);
+                            std::thread::sleep(IDLE_TRIM_AFTER);
+                            let quiet = usage.takes.load(Ordering::Acquire) == takes
+                                && usage.used.load(Ordering::Acquire) == 0;
+                            if !quiet {
+                                continue;
+                            }
+                        }
+                    }
                     crate::alloc::trim();
                 }
             });
         Arc::new(MemoryBudget {
             limit,
-            used: AtomicU64::new(0),
+            used,
             gauge,
             // Without the thread the budget still works; memory just returns later.
             trimmer: spawned.ok().map(|_| tx),
@@ -159,7 +193,7 @@ impl MemoryBudget {
     pub fn unlimited() -> Arc<Self> {
         Arc::new(MemoryBudget {
             limit: u64::MAX,
-            used: AtomicU64::new(0),
+            used: Default::default(),
             gauge: metrics::Gauge::noop(),
             trimmer: None,
             fail_closed: false,
@@ -174,7 +208,7 @@ impl MemoryBudget {
 
     /// Bytes reserved now.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
+        self.used.used.load(Ordering::Acquire)
     }
 
     /// An empty reservation, to grow as the request learns what it needs. It is charged to
@@ -193,6 +227,7 @@ impl MemoryBudget {
     /// buffers). Fail closed: what nobody reserved still takes room.
     pub fn in_use(&self) -> u64 {
         self.used
+            .used
             .load(Ordering::Acquire)
             .saturating_add(self.unreserved())
     }
@@ -215,7 +250,7 @@ impl MemoryBudget {
             });
         }
         let unreserved = self.unreserved();
-        let mut used = self.used.load(Ordering::Acquire);
+        let mut used = self.used.used.load(Ordering::Acquire);
         loop {
             let available = self.limit.saturating_sub(used.saturating_add(unreserved));
             if extra > available {
@@ -229,13 +264,14 @@ impl MemoryBudget {
                     limit: self.limit,
                 });
             }
-            match self.used.compare_exchange_weak(
+            match self.used.used.compare_exchange_weak(
                 used,
                 used + extra,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    self.used.takes.fetch_add(1, Ordering::AcqRel);
                     self.gauge.set((used + extra) as f64);
                     return Ok(());
                 }
@@ -245,11 +281,18 @@ impl MemoryBudget {
     }
 
     fn give_back(&self, bytes: u64) {
-        let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        let before = self.used.used.fetch_sub(bytes, Ordering::AcqRel);
         debug_assert!(before >= bytes, "released more than was reserved");
         self.gauge.set(before.saturating_sub(bytes) as f64);
-        if let Some(tx) = self.trimmer.as_ref().filter(|_| bytes >= TRIM_AFTER_BYTES) {
-            let _ = tx.try_send(());
+        let why = if bytes >= TRIM_AFTER_BYTES {
+            Trim::Large
+        } else if before == bytes {
+            Trim::Idle
+        } else {
+            return;
+        };
+        if let Some(tx) = &self.trimmer {
+            let _ = tx.try_send(why);
         }
     }
 }
