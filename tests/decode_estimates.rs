@@ -213,3 +213,70 @@ fn decode_estimates_cover_what_decoding_takes() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Decoding a JPEG straight into the model's input holds libjpeg's buffers and a few rows,
+/// never the photo: the measured peak stays within `Probe::stream_peak_bytes`, which is a
+/// whole photo less than what a whole decode reserves.
+#[test]
+fn streaming_estimates_cover_what_streaming_takes() {
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+    let limits = DecodeLimits::default();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "baseline JPEG 12 MP",
+            craft::encode(
+                &DynamicImage::ImageRgb8(craft::noise(4000, 3000)),
+                ImageFormat::Jpeg,
+            ),
+        ),
+        (
+            "progressive JPEG 12 MP",
+            craft::mozjpeg(4000, 3000, mozjpeg::ColorSpace::JCS_RGB, true),
+        ),
+        (
+            "progressive JPEG 12 MP, stray byte",
+            craft::jpeg_with_stray_byte_after_sof(&craft::mozjpeg(
+                4000,
+                3000,
+                mozjpeg::ColorSpace::JCS_RGB,
+                true,
+            )),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes) in &cases {
+        for denom in [1, 4] {
+            let probe = imageio::probe(bytes, &limits).unwrap();
+            assert!(probe.streams(), "{name}");
+            let lb = segserve::geometry::Letterbox::new(4000, 3000, 640, 640);
+            let (whole, estimate) = (probe.peak_bytes(), probe.stream_peak_bytes(&lb, denom));
+            // The tensor is the caller's, and already in use: its pages are not the decode's.
+            let mut out = vec![1f32; lb.tensor_len()];
+            let mut r = MemoryBudget::unlimited().reservation();
+            let (res, measured) =
+                peak_growth(|| probe.stream_into(&lb, &mut out, &mut r, denom));
+            res.unwrap();
+            println!(
+                "{name:<36} 1/{denom}: estimate {:>5.1} MiB  measured {:>5.1} MiB  (whole decode reserves {:>5.1} MiB)",
+                estimate as f64 / 1048576.0,
+                measured as f64 / 1048576.0,
+                whole as f64 / 1048576.0,
+            );
+            if measured > estimate + (4 << 20) {
+                failures.push(format!(
+                    "{name} 1/{denom}: measured {measured} over the estimate {estimate}"
+                ));
+            }
+            // What streaming saves is the photo itself (libjpeg's buffers are the same).
+            let photo = 4000 * 3000 * 3;
+            if estimate + photo > whole + (1 << 20) {
+                failures.push(format!(
+                    "{name} 1/{denom}: streaming reserves {estimate}, not a photo less than a whole decode's {whole}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
