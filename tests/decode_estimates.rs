@@ -255,8 +255,7 @@ fn streaming_estimates_cover_what_streaming_takes() {
             // The tensor is the caller's, and already in use: its pages are not the decode's.
             let mut out = vec![1f32; lb.tensor_len()];
             let mut r = MemoryBudget::unlimited().reservation();
-            let (res, measured) =
-                peak_growth(|| probe.stream_into(&lb, &mut out, &mut r, denom));
+            let (res, measured) = peak_growth(|| probe.stream_into(&lb, &mut out, &mut r, denom));
             res.unwrap();
             println!(
                 "{name:<36} 1/{denom}: estimate {:>5.1} MiB  measured {:>5.1} MiB  (whole decode reserves {:>5.1} MiB)",
