@@ -74,7 +74,106 @@ fn main() {
     }
     println!("LIMIT_JSON [{}]", json.join(","));
     warm_against_cold(&path, &name, cpus, secs);
+    physical_limit(&name, cpus, &json);
 }
+
+/// The physical limit of a server on this machine: the bare floor plus the image work a
+/// request cannot avoid, measured here in the same run. That work is, for bus.jpg, an
+/// exact decode straight into a warm tensor (libjpeg's rows through the letterbox), and
+/// the outputs, NMS, masks, COCO RLE and the `/v1/segment` JSON, on one thread. On N cores
+/// a lone request's work cannot overlap its own inference, so its latency is at best the
+/// fastest bare p50 plus the work; under load the cores do both, so the throughput is at
+/// best N / (N / best bare images/s + work). Prints a table and `PHYSICAL_JSON` for
+/// scripts/bench.sh.
+fn physical_limit(name: &str, cpus: usize, shapes: &[String]) {
+    use segserve::budget::MemoryBudget;
+    use segserve::engine::FilterOptions;
+    use segserve::imageio::{self, DecodeLimits};
+    use segserve::options::MaskFormat;
+    use segserve::pipeline::{Segmentation, Timing};
+    use segserve::schema::SegmentResponse;
+
+    let shapes: Vec<serde_json::Value> = shapes
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    let fastest = shapes
+        .iter()
+        .map(|s| s["p50_ms"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    let best_ips = shapes
+        .iter()
+        .map(|s| s["ips"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let engine = common::engine(name);
+    let info = engine.info().clone();
+    let mut sess = session::build_session(&common::model(name), 1).unwrap();
+    let photo = common::photo("bus.jpg");
+    let limits = DecodeLimits::default();
+    let budget = MemoryBudget::unlimited();
+    let probe = imageio::probe(&photo, &limits).unwrap();
+    let lb = info.letterbox(probe.width(), probe.height());
+    let mut input = vec![0f32; lb.tensor_len()];
+    let decode_once = |input: &mut [f32]| {
+        imageio::probe(&photo, &limits)
+            .unwrap()
+            .stream_into(&lb, input, &mut budget.reservation(), 1)
+            .unwrap()
+    };
+    decode_once(&mut input);
+    // bus.jpg's own outputs, so the masks are its masks.
+    let raw = run_session(&mut sess, &info, &input).unwrap();
+    let (mut decode, mut rest) = (Vec::new(), Vec::new());
+    for run in 0..60 {
+        let t = Instant::now();
+        decode_once(&mut input);
+        let t_decode = t.elapsed();
+        let t = Instant::now();
+        let dets = engine
+            .postprocess(&raw, &lb, &FilterOptions::default(), true, &mut budget.reservation())
+            .unwrap();
+        let seg = Segmentation {
+            width: lb.src_w,
+            height: lb.src_h,
+            detections: dets,
+            timing: Timing::default(),
+            image: None,
+        };
+        let body = SegmentResponse::with_masks(&info, &seg, MaskFormat::Rle, 1.0);
+        std::hint::black_box(serde_json::to_vec(&body).unwrap());
+        // The first runs warm the caches and the heap.
+        if run >= 10 {
+            decode.push(t_decode.as_secs_f64() * 1e3);
+            rest.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (decode, rest) = (med(decode), med(rest));
+    let work = decode + rest;
+    let c1 = fastest + work;
+    let ips = cpus as f64 / (cpus as f64 / best_ips + work / 1e3);
+    println!(
+        "\nPhysical limit (bus.jpg, exact): image work {work:.2} ms a request (decode into the tensor {decode:.2}, outputs + masks + RLE + JSON {rest:.2})"
+    );
+    println!("| | floor | limit | limit / floor |\n|---|---|---|---|");
+    println!(
+        "| lone request p50, ms | {fastest:.1} | {c1:.1} | {:.3} |",
+        c1 / fastest
+    );
+    println!(
+        "| throughput, images/s | {best_ips:.1} | {ips:.1} | {:.3} |",
+        ips / best_ips
+    );
+    println!(
+        "PHYSICAL_JSON {{\"work_ms\":{work:.3},\"decode_ms\":{decode:.3},\"post_ms\":{rest:.3},\"c1_p50_ms\":{c1:.3},\"ips\":{ips:.3},\"c1_ratio\":{:.4},\"ips_ratio\":{:.4}}}",
+        c1 / fastest,
+        ips / best_ips
+    );
+}
+
 
 /// Why a lone request's inference takes longer in the server than here: between two runs
 /// the server decodes and letterboxes a photo on the same cores, which evicts the model's

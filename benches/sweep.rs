@@ -6,7 +6,9 @@
 //! people and buses. Each row is the median of several runs of each stage, one thread,
 //! through the same code the server runs (decode, letterbox, `Session::run` on one thread,
 //! outputs + NMS + masks, COCO RLE + the `/v1/segment` JSON); peak memory is the process's
-//! peak RSS growth over one whole run (VmHWM, reset before it).
+//! peak RSS growth over one whole run (VmHWM, reset before it). The whole decode and the
+//! letterbox are what the picture routes do; the last two columns are what the other
+//! routes do with a JPEG: decode straight into the tensor, never holding the photo.
 //!
 //! `cargo bench --bench sweep` (SEGSERVE_BENCH_RUNS sets the runs per row, default 7).
 
@@ -42,6 +44,9 @@ fn median(mut v: Vec<Duration>) -> f64 {
 }
 
 struct Row {
+    /// Straight into the tensor (what `/v1/segment` does with a JPEG).
+    streamed: f64,
+    streamed_peak_mib: f64,
     decode: f64,
     letterbox: f64,
     inference: f64,
@@ -57,7 +62,22 @@ fn measure(engine: &Engine, sess: &mut ort::session::Session, bytes: &[u8], runs
     let budget = MemoryBudget::unlimited();
     let (mut d, mut l, mut i, mut m, mut e) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut detections, mut peak) = (0, 0);
+    let (mut streamed, mut streamed_peak) = (vec![], 0);
     for run in 0..runs + 1 {
+        let probe = imageio::probe(bytes, &limits).unwrap();
+        let lb = info.letterbox(probe.width(), probe.height());
+        let mut input = vec![1f32; lb.tensor_len()];
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = status_kib("VmRSS:");
+        let t = Instant::now();
+        probe
+            .stream_into(&lb, &mut input, &mut budget.reservation(), 1)
+            .unwrap();
+        if run > 0 {
+            streamed.push(t.elapsed());
+            streamed_peak = streamed_peak.max(status_kib("VmHWM:").saturating_sub(before));
+        }
+        drop(input);
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let before = status_kib("VmRSS:");
         let t = Instant::now();
@@ -107,6 +127,8 @@ fn measure(engine: &Engine, sess: &mut ort::session::Session, bytes: &[u8], runs
         detections = seg.detections.len();
     }
     Row {
+        streamed: median(streamed),
+        streamed_peak_mib: streamed_peak as f64 / 1024.0,
         decode: median(d),
         letterbox: median(l),
         inference: median(i),
@@ -128,8 +150,16 @@ fn print(label: &str, r: &Row) {
     let total: f64 = stages.iter().map(|s| s.1).sum();
     let top = stages.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
     println!(
-        "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {total:.2} | {top} | {:.0} |",
-        r.detections, r.decode, r.letterbox, r.inference, r.masks, r.encode, r.peak_mib
+        "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {total:.2} | {top} | {:.0} | {:.2} | {:.1} |",
+        r.detections,
+        r.decode,
+        r.letterbox,
+        r.inference,
+        r.masks,
+        r.encode,
+        r.peak_mib,
+        r.streamed,
+        r.streamed_peak_mib
     );
 }
 
@@ -148,7 +178,7 @@ fn main() {
     let bus = image::load_from_memory(&common::photo("bus.jpg"))
         .unwrap()
         .to_rgb8();
-    let header = "| photo | objects | decode ms | letterbox ms | inference ms | masks ms | RLE + JSON ms | total ms | largest | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|";
+    let header = "| photo | objects | decode ms | letterbox ms | inference ms | masks ms | RLE + JSON ms | total ms | largest | peak RSS MiB | streamed decode + letterbox ms | its peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
     println!("model {name}, one thread, median of {runs} runs\n\nBy size (bus.jpg scaled, JPEG q90):\n\n{header}");
     for mp in [0.1f64, 0.5, 2.0, 8.0, 31.0] {
         // Keep the 3:4 shape: w x h = mp million, h = 4/3 w.
