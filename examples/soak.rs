@@ -4,7 +4,8 @@
 //! of good uploads, bad requests and resource attacks, and checks every answer: good ones 200, bad ones their
 //! 4xx, and the only 5xx allowed is a shed 503 that carries `Retry-After`. It samples the
 //! server's RSS (`/proc/<pid>/status` VmRSS) once a second; once the run is over and its
-//! work gone, the settled RSS must be within 10 % of the warmed-up idle server's, and (with
+//! work gone, the settled RSS (a median of several samples) must be within 10 % of the idle
+//! server's, settled and sampled the same way just before the run, and (with
 //! `--budget-mib`) the peak within the idle RSS plus the memory budget. Exits non-zero on any violation. A load tool like `oha` sends one request
 //! shape; this sends a mix and checks each answer, which is the point.
 //!
@@ -360,6 +361,11 @@ async fn main() {
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    // The idle server, before the run: settled the same way as after it.
+    let idle = match args.pid {
+        Some(pid) => settle(&client, &args.url, pid).await,
+        None => 0,
+    };
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
@@ -487,9 +493,10 @@ async fn main() {
         // it compare mixes, not leaks. Settled, what stays above the warmed-up idle server is
         // what the run left behind.
         let settled = settle(&client, &args.url, pid).await;
-        let growth = (settled as f64 - samples[0].1 as f64) / samples[0].1.max(1) as f64 * 100.0;
+        let growth = (settled as f64 - idle as f64) / idle.max(1) as f64 * 100.0;
         println!(
-            "  RSS settled after the run: {} MiB, growth over idle {growth:+.1}%",
+            "  RSS idle before the run {} MiB, settled after it {} MiB (medians of {RSS_SAMPLES} samples): growth {growth:+.1}%",
+            idle / 1024,
             settled / 1024
         );
         if growth >= 10.0 {
@@ -500,7 +507,7 @@ async fn main() {
         // add to it, and 5% more covers what it does not count: 64 connections' buffers and
         // the allocator's slack between a release and its trim.
         if let Some(budget) = args.budget_mib {
-            let limit = samples[0].1 / 1024 + budget * 105 / 100;
+            let limit = idle / 1024 + budget * 105 / 100;
             if peak / 1024 > limit {
                 println!(
                     "  FAIL: peak RSS {} MiB over idle + budget + 5% ({limit} MiB)",
@@ -534,7 +541,25 @@ async fn settle(client: &Client, url: &str, pid: u32) -> u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rss_kib(pid).unwrap_or(0)
+    median_rss(pid).await
+}
+
+/// Samples of RSS the idle and settled figures are medians of: one sample can land on an
+/// allocator's or the kernel's passing state (a trim under way, a page cache reclaim),
+/// and a growth check on it would judge that moment instead of what the run left.
+const RSS_SAMPLES: usize = 7;
+
+/// The median of [`RSS_SAMPLES`] RSS samples, 300 ms apart, in KiB.
+async fn median_rss(pid: u32) -> u64 {
+    let mut v = Vec::with_capacity(RSS_SAMPLES);
+    for i in 0..RSS_SAMPLES {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        v.push(rss_kib(pid).unwrap_or(0));
+    }
+    v.sort_unstable();
+    v[v.len() / 2]
 }
 
 /// What one goodput phase saw.
