@@ -130,7 +130,13 @@ fn physical_limit(name: &str, cpus: usize, shapes: &[String]) {
         let t_decode = t.elapsed();
         let t = Instant::now();
         let dets = engine
-            .postprocess(&raw, &lb, &FilterOptions::default(), true, &mut budget.reservation())
+            .postprocess(
+                &raw,
+                &lb,
+                &FilterOptions::default(),
+                true,
+                &mut budget.reservation(),
+            )
             .unwrap();
         let seg = Segmentation {
             width: lb.src_w,
@@ -173,7 +179,6 @@ fn physical_limit(name: &str, cpus: usize, shapes: &[String]) {
         ips / best_ips
     );
 }
-
 
 /// Why a lone request's inference takes longer in the server than here: between two runs
 /// the server decodes and letterboxes a photo on the same cores, which evicts the model's

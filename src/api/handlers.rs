@@ -87,6 +87,7 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
         ("masks" = Option<String>, Query, description = "`rle` (default, COCO RLE), `polygon` (outer contours in pixels) or `none`"),
         ("tolerance" = Option<f64>, Query, description = "With masks=polygon: Douglas-Peucker tolerance in pixels (1.0)"),
         ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
+        ("decode" = Option<String>, Query, description = "`exact` (OpenCV's pixels, Ultralytics' results) or `fast` (JPEG photos at least twice the model's input decoded at 1/2, 1/4 or 1/8 scale: faster, approximate); default from --decode (exact)"),
     ),
     request_body(content(
         (ImageForm = "multipart/form-data"),

@@ -27,7 +27,7 @@ const IGNORED_PARAMETERS: [&str; 2] = ["content_type", "headers"];
 /// Parameters of the binary tensor data extension, read where they apply.
 const BINARY_PARAMETERS: [&str; 3] = ["binary_data", "binary_data_output", "binary_data_size"];
 /// Parameters that tune detection; everything else is refused so typos do not go unnoticed.
-const OPTIONS: [&str; 4] = ["conf", "iou", "max_det", "classes"];
+const OPTIONS: [&str; 5] = ["conf", "iou", "max_det", "classes", "decode"];
 
 /// Turns `$parameters` into `key=value` pairs for `SegmentOptions::parse`, refusing unknown
 /// keys and features we do not have (shared memory).
@@ -44,7 +44,7 @@ pub fn parameter_pairs(p: Option<&Parameters>) -> Result<Vec<(String, String)>, 
         }
         if !OPTIONS.contains(&k.as_str()) {
             return Err(bad(format!(
-                "unknown parameter `{k}`; supported: conf, iou, max_det, classes, binary_data_output"
+                "unknown parameter `{k}`; supported: conf, iou, max_det, classes, decode, binary_data_output"
             )));
         }
         let s = match v {
