@@ -3,7 +3,9 @@
 //! 0.1 .. 31 MP (JPEG quality 90) and POSTed one at a time to `/v1/segment?masks=rle`. For
 //! each size and binary: the client's p50 latency, the server's own median stage times
 //! (`timing_ms`), and the peak RSS growth of the server process while one such request is
-//! in flight (VmHWM, reset through `/proc/<pid>/clear_refs` before each request). With
+//! in flight (VmHWM, reset through `/proc/<pid>/clear_refs` before each request). All the
+//! servers run at once and the requests take turns between them (one in flight at a
+//! time), so the comparison is side by side even on a machine whose speed drifts. With
 //! `--fast`, each binary that accepts `decode=fast` is also measured with it. Prints a
 //! table, then for 8 and 31 MP how the last binary compares with the first.
 //!
@@ -27,7 +29,7 @@ struct Args {
     /// Sizes in megapixels.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,2,8,31")]
     sizes: Vec<f64>,
-    /// Requests per size (after one warm-up request).
+    /// Requests per size and server (after one warm-up round).
     #[arg(long, default_value_t = 7)]
     runs: usize,
     /// Also measure `decode=fast` where the binary accepts it.
@@ -101,59 +103,64 @@ struct Row {
     peak_mib: f64,
 }
 
-/// One size through one server: None if the server refuses the query (an older binary
-/// that does not know `decode=`).
-async fn measure(
+/// What one request saw: the client's latency, the server's stage times (decode,
+/// letterbox, inference, post) and the server's peak RSS growth while it ran, in MiB.
+struct Sample {
+    ms: f64,
+    stages: [f64; 4],
+    peak_mib: f64,
+}
+
+/// One request of one photo to one server: None if the server refuses the query (an older
+/// binary that does not know `decode=`).
+async fn request(
     http: &reqwest::Client,
     server: &Server,
     query: &str,
     body: &bytes::Bytes,
-    runs: usize,
-) -> anyhow::Result<Option<Row>> {
+) -> anyhow::Result<Option<Sample>> {
     let pid = server.child.id();
     let url = format!("{}/v1/segment?masks=rle{query}", server.url);
-    let (mut lat, mut peak) = (vec![], vec![]);
-    let mut stages: [Vec<f64>; 4] = Default::default();
-    for run in 0..=runs {
-        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-        let before = status_kib(pid, "VmRSS:");
-        let t = Instant::now();
-        let resp = http
-            .post(&url)
-            .header("content-type", "image/jpeg")
-            .body(body.clone())
-            .send()
-            .await?;
-        let status = resp.status();
-        let json: serde_json::Value = resp.json().await?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if status == 400 && run == 0 {
-            return Ok(None);
-        }
-        anyhow::ensure!(status.is_success(), "{url}: {status} {json}");
-        let grew = status_kib(pid, "VmHWM:").saturating_sub(before);
-        // The first request pays one-time costs; not counted.
-        if run == 0 {
-            continue;
-        }
-        lat.push(ms);
-        peak.push(grew as f64 / 1024.0);
-        for (i, k) in ["decode", "preprocess", "inference", "postprocess"]
-            .iter()
-            .enumerate()
-        {
-            stages[i].push(json["timing_ms"][k].as_f64().unwrap_or(f64::NAN));
-        }
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let before = status_kib(pid, "VmRSS:");
+    let t = Instant::now();
+    let resp = http
+        .post(&url)
+        .header("content-type", "image/jpeg")
+        .body(body.clone())
+        .send()
+        .await?;
+    let status = resp.status();
+    let json: serde_json::Value = resp.json().await?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if status == 400 {
+        return Ok(None);
     }
-    let [d, p, i, o] = stages;
-    Ok(Some(Row {
-        p50_ms: median(lat),
-        decode: median(d),
-        preprocess: median(p),
-        inference: median(i),
-        postprocess: median(o),
-        peak_mib: median(peak),
+    anyhow::ensure!(status.is_success(), "{url}: {status} {json}");
+    let grew = status_kib(pid, "VmHWM:").saturating_sub(before);
+    let stage = |k: &str| json["timing_ms"][k].as_f64().unwrap_or(f64::NAN);
+    Ok(Some(Sample {
+        ms,
+        stages: [
+            stage("decode"),
+            stage("preprocess"),
+            stage("inference"),
+            stage("postprocess"),
+        ],
+        peak_mib: grew as f64 / 1024.0,
     }))
+}
+
+fn summarise(samples: &[Sample]) -> Row {
+    let col = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    Row {
+        p50_ms: col(&|s| s.ms),
+        decode: col(&|s| s.stages[0]),
+        preprocess: col(&|s| s.stages[1]),
+        inference: col(&|s| s.stages[2]),
+        postprocess: col(&|s| s.stages[3]),
+        peak_mib: col(&|s| s.peak_mib),
+    }
 }
 
 fn jpeg(img: &image::RgbImage) -> Vec<u8> {
@@ -182,27 +189,44 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    // rows[size][column] where a column is (binary, mode).
-    let mut columns: Vec<String> = Vec::new();
-    let mut rows: Vec<Vec<Option<Row>>> = vec![Vec::new(); photos.len()];
+    // Every server is started first and the requests take turns between them, so drift in
+    // the machine's speed (these machines vary by the minute) falls on all of them alike.
+    let mut servers = Vec::new();
     for spec in &args.bins {
         let (label, path) = spec.split_once('=').unwrap_or((spec, spec));
-        let server = start(path, &http).await?;
-        let modes: &[&str] = if args.fast {
-            &["", "&decode=fast"]
-        } else {
-            &[""]
-        };
+        servers.push((label.to_string(), start(path, &http).await?));
+    }
+    let modes: &[&str] = if args.fast { &["", "&decode=fast"] } else { &[""] };
+    // A column is (server, mode); rows[size][column] its samples, None once refused.
+    let mut columns: Vec<(String, usize, &str)> = Vec::new();
+    for (i, (label, _)) in servers.iter().enumerate() {
         for mode in modes {
-            columns.push(format!(
-                "{label}{}",
-                if mode.is_empty() { "" } else { " fast" }
-            ));
-            for (i, (_, body)) in photos.iter().enumerate() {
-                rows[i].push(measure(&http, &server, mode, body, args.runs).await?);
+            let name = format!("{label}{}", if mode.is_empty() { "" } else { " fast" });
+            columns.push((name, i, mode));
+        }
+    }
+    let mut samples: Vec<Vec<Option<Vec<Sample>>>> = photos
+        .iter()
+        .map(|_| columns.iter().map(|_| Some(Vec::new())).collect())
+        .collect();
+    for (p, (_, body)) in photos.iter().enumerate() {
+        // The first round warms each server up for this size and is not counted.
+        for run in 0..=args.runs {
+            for (c, (_, server, mode)) in columns.iter().enumerate() {
+                let Some(kept) = samples[p][c].as_mut() else { continue };
+                match request(&http, &servers[*server].1, mode, body).await? {
+                    Some(s) if run > 0 => kept.push(s),
+                    Some(_) => {}
+                    None => samples[p][c] = None,
+                }
             }
         }
     }
+    let columns: Vec<String> = columns.into_iter().map(|c| c.0).collect();
+    let rows: Vec<Vec<Option<Row>>> = samples
+        .iter()
+        .map(|cols| cols.iter().map(|s| s.as_deref().map(summarise)).collect())
+        .collect();
     println!("median of {} requests, one at a time; stages from the server's timing_ms (decode includes the letterbox when the photo is streamed into it)\n", args.runs);
     println!("| photo | build | p50 ms | decode ms | letterbox ms | inference ms | post ms | peak RSS growth MiB |");
     println!("|---|---|---|---|---|---|---|---|");
