@@ -13,7 +13,7 @@ export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/$(if $(filter cpu,$(DEVICE)),,gpu/)libon
 setup:
 	@scripts/setup.sh
 
-# What only the tests add: Chromium + chromedriver, and the Python venv (.venv/).
+# What only the tests add: Chromium + chromedriver, kubectl, and the Python venv (.venv/).
 setup-test: setup
 	@scripts/setup-test.sh
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What only the tests need, on top of scripts/setup.sh (`make test` runs both; `make run` only
-# the other): headless Chromium and its WebDriver for tests/browser.rs, and a Python virtual
+# the other): headless Chromium and its WebDriver for tests/browser.rs, kubectl for the
+# manifest tests (they render the kustomize overlays with `kubectl kustomize`, no cluster
+# needed; checked with kubectl 1.32, whose kustomize is 5.5), and a Python virtual
 # environment in .venv/ (git-ignored) with the pinned packages of tests/python/requirements.txt
 # from PyPI, for the tritonclient and PixelLib client tests. Safe to re-run: the venv is
 # rebuilt only when the requirements change.
@@ -11,6 +13,7 @@ say() { printf '\033[1m[setup-test]\033[0m %s\n' "$*"; }
 
 need_pkgs=()
 command -v chromedriver >/dev/null || need_pkgs+=(chromium chromium-driver)
+command -v kubectl >/dev/null || need_pkgs+=(kubectl)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 # Debian splits venv (and its bundled pip) out of python3.
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

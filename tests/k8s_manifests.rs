@@ -4,6 +4,9 @@
 //! one the binary reads, and the shutdown timings fit the pod's grace period. The GPU overlay
 //! in `k8s/gpu/` is rendered onto them (kustomize's strategic merge, for the parts it uses)
 //! and goes through the same checks, plus its own: a GPU per pod, `--device cuda`.
+//! The KEDA overlays in `k8s/keda/` are rendered by `kubectl kustomize` itself: each must swap
+//! the HPA for one ScaledObject (checked against KEDA's field names) on the Deployment, with
+//! the base HPA's bounds, and read queue gauges the probe port really serves.
 
 mod common;
 
@@ -11,14 +14,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use clap::CommandFactory;
+use common::client::Scrape;
+use common::k8s::{deployment_pods, kustomize, of_kind, Matcher, Selectors, QUEUE_GAUGES};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use segserve::cli::{Cli, Command};
 use segserve::engine::DeviceChoice;
+use serde::Deserialize;
 
 /// The CPU deployment's objects (`k8s/` applies them through its kustomization).
 fn k8s_dir() -> PathBuf {
@@ -338,8 +344,8 @@ fn selectors_match_the_pods() {
 }
 
 /// The probe port the Deployment gives the server (`SEGSERVE_PROBE_PORT`).
-fn config_probe_port(m: &Manifests) -> i32 {
-    container(&m.deployment)
+fn config_probe_port(d: &Deployment) -> i32 {
+    container(d)
         .env
         .iter()
         .flatten()
@@ -363,7 +369,7 @@ fn ports_are_the_servers_default_port_and_the_probe_port() {
         let probe = ports.iter().find(|p| p.name.as_deref() == Some("probe"));
         assert_eq!(
             probe.expect("a port named probe").container_port,
-            config_probe_port(&m),
+            config_probe_port(&m.deployment),
             "the probe port is the server's SEGSERVE_PROBE_PORT"
         );
         let svc = m.service.spec.as_ref().unwrap();
@@ -393,7 +399,7 @@ fn ports_are_the_servers_default_port_and_the_probe_port() {
             .unwrap();
         assert_eq!(
             annotations["prometheus.io/port"],
-            config_probe_port(&m).to_string()
+            config_probe_port(&m.deployment).to_string()
         );
         // The Dockerfile exposes the API port.
         let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
@@ -731,4 +737,517 @@ fn gpu_overlay_lists_its_patches_and_gives_each_pod_a_gpu() {
         assert!(dockerfile.contains(needle), "Dockerfile lacks {needle:?}");
     }
     assert!(m.hpa.spec.max_replicas >= m.hpa.spec.min_replicas.unwrap());
+}
+
+/// The KEDA overlays, as folders of `k8s/`: the queue read through Prometheus, and read from
+/// the pods by KEDA itself.
+const KEDA_PROMETHEUS: &str = "keda";
+const KEDA_METRICS_API: &str = "keda/metrics-api";
+
+/// KEDA's ScaledObject (keda.sh/v1alpha1), field for field as KEDA 2.20's Go types spell them
+/// (`apis/keda/v1alpha1`: `ScaledObjectSpec`, `ScaleTriggers`, ...). k8s-openapi has no type
+/// for it, so these refuse any other field: a misspelt `maxReplicaCount` would otherwise pass
+/// here and be pruned by the CRD's schema in the cluster, leaving KEDA's default of 100.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // every field KEDA defines is declared, so none is refused; not all are read
+struct ScaledObject {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: ScaledObjectSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ScaledObjectSpec {
+    scale_target_ref: ScaleTarget,
+    polling_interval: Option<i32>,
+    initial_cooldown_period: Option<i32>,
+    cooldown_period: Option<i32>,
+    idle_replica_count: Option<i32>,
+    min_replica_count: Option<i32>,
+    max_replica_count: Option<i32>,
+    advanced: Option<AdvancedConfig>,
+    triggers: Vec<ScaleTrigger>,
+    fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ScaleTarget {
+    name: String,
+    api_version: Option<String>,
+    kind: Option<String>,
+    env_source_container_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct AdvancedConfig {
+    horizontal_pod_autoscaler_config: Option<HpaConfig>,
+    restore_to_original_replica_count: Option<bool>,
+    scaling_modifiers: Option<ScalingModifiers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct HpaConfig {
+    /// The HPA's own `behavior`, checked through k8s-openapi's type by [`typed`].
+    behavior: Option<serde_yaml::Value>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ScalingModifiers {
+    formula: Option<String>,
+    target: Option<String>,
+    activation_target: Option<String>,
+    metric_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ScaleTrigger {
+    #[serde(rename = "type")]
+    type_: String,
+    name: Option<String>,
+    use_cached_metrics: Option<bool>,
+    /// Strings only, as in the CRD (`threshold: 4` unquoted fails to parse here).
+    metadata: BTreeMap<String, String>,
+    authentication_ref: Option<AuthenticationRef>,
+    metric_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct AuthenticationRef {
+    name: String,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct Fallback {
+    failure_threshold: i32,
+    replicas: i32,
+    behavior: Option<String>,
+}
+
+/// The metadata keys a trigger of this type reads in KEDA 2.20 (the `keda:"name=..."` tags of
+/// its scaler, authentication aside). KEDA ignores any other key, so a misspelt one would
+/// silently leave its default in force.
+fn trigger_keys(trigger_type: &str) -> &'static [&'static str] {
+    match trigger_type {
+        "prometheus" => &[
+            "serverAddress",
+            "query",
+            "queryParameters",
+            "threshold",
+            "activationThreshold",
+            "namespace",
+            "customHeaders",
+            "ignoreNullValues",
+            "unsafeSsl",
+            "awsRegion",
+            "timeout",
+            "identityOwner",
+        ],
+        "metrics-api" => &[
+            "targetValue",
+            "activationTargetValue",
+            "url",
+            "format",
+            "valueLocation",
+            "unsafeSsl",
+            "aggregateFromKubeServiceEndpoints",
+            "aggregationType",
+            "timeout",
+        ],
+        other => panic!("no list of the {other} trigger's metadata keys"),
+    }
+}
+
+/// `k8s/<dir>` as `kubectl apply -k` would send it.
+fn render(dir: &str) -> Vec<serde_yaml::Value> {
+    kustomize(&common::repo().join("k8s").join(dir))
+}
+
+/// The one object of `kind` in a rendered overlay.
+fn only<'a>(objects: &'a [serde_yaml::Value], kind: &str, dir: &str) -> &'a serde_yaml::Value {
+    let [o] = of_kind(objects, kind)[..] else {
+        panic!("k8s/{dir}: not exactly one {kind}")
+    };
+    o
+}
+
+/// The one ScaledObject of a rendered overlay, every field and trigger key one KEDA knows.
+fn scaled_object(objects: &[serde_yaml::Value], dir: &str) -> ScaledObject {
+    let raw = only(objects, "ScaledObject", dir);
+    assert_eq!(raw["apiVersion"], "keda.sh/v1alpha1", "k8s/{dir}");
+    let so: ScaledObject = serde_yaml::from_value(raw.clone())
+        .unwrap_or_else(|e| panic!("k8s/{dir}: not a ScaledObject as KEDA spells it: {e}"));
+    for t in &so.spec.triggers {
+        let known = trigger_keys(&t.type_);
+        for key in t.metadata.keys() {
+            assert!(
+                known.contains(&key.as_str()),
+                "k8s/{dir}: the {} trigger has no {key:?} (it reads {known:?})",
+                t.type_
+            );
+        }
+    }
+    so
+}
+
+#[test]
+fn selectors_read_metric_names_and_label_matchers() {
+    let s = Selectors::parse(
+        r#"sum by (model) (a_b{namespace="ns", pod=~"x-[a-z0-9]+"} + rate(c:d[5m])) > 0.5"#,
+    );
+    assert_eq!(s.metrics, BTreeSet::from(["a_b", "c:d"].map(String::from)));
+    let m: Vec<(&str, &str, &str)> = s
+        .matchers
+        .iter()
+        .map(|m| (m.label.as_str(), m.op.as_str(), m.value.as_str()))
+        .collect();
+    assert_eq!(m, [("namespace", "=", "ns"), ("pod", "=~", "x-[a-z0-9]+")]);
+    let bare = Selectors::parse("segserve_compute_busy");
+    assert_eq!(
+        bare.metrics,
+        BTreeSet::from(["segserve_compute_busy".to_string()])
+    );
+    assert!(bare.matchers.is_empty());
+}
+
+#[test]
+fn keda_overlays_put_one_scaled_object_in_the_hpas_place_and_change_nothing_else() {
+    let base = manifests();
+    // What `kubectl apply -k k8s/` sends.
+    let plain = render("");
+    let key = |o: &serde_yaml::Value| {
+        (
+            o["kind"].as_str().unwrap().to_string(),
+            o["metadata"]["name"].as_str().unwrap().to_string(),
+        )
+    };
+    for dir in [KEDA_PROMETHEUS, KEDA_METRICS_API] {
+        println!("checking k8s/{dir}");
+        let folder = common::repo().join("k8s").join(dir);
+        let k = read_yaml(&folder.join("kustomization.yaml"));
+        let listed: BTreeSet<String> = k["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .chain(k["patches"].as_sequence().into_iter().flatten())
+            .filter_map(|r| r.as_str().or(r["path"].as_str()))
+            .filter(|f| f.ends_with(".yaml"))
+            .map(String::from)
+            .collect();
+        let on_disk: BTreeSet<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+            .collect();
+        assert_eq!(listed, on_disk, "k8s/{dir}/kustomization.yaml vs its files");
+
+        let objects = render(dir);
+        assert!(
+            of_kind(&objects, "HorizontalPodAutoscaler").is_empty(),
+            "k8s/{dir}: KEDA makes the HPA; a second one on the Deployment would fight it"
+        );
+        let so = scaled_object(&objects, dir);
+        let d: Deployment = typed(dir, only(&objects, "Deployment", dir).clone());
+        let target = &so.spec.scale_target_ref;
+        assert_eq!(
+            (target.api_version.as_deref(), target.kind.as_deref()),
+            (Some("apps/v1"), Some("Deployment"))
+        );
+        assert_eq!(Some(target.name.as_str()), d.metadata.name.as_deref());
+        // The base HPA's bounds and scale-down pace.
+        assert_eq!(so.spec.min_replica_count, base.hpa.spec.min_replicas);
+        assert_eq!(so.spec.max_replica_count, Some(base.hpa.spec.max_replicas));
+        assert!(
+            so.spec.idle_replica_count.is_none(),
+            "no scaling to zero: a cold pod loads its model before it answers"
+        );
+        let behavior = so
+            .spec
+            .advanced
+            .as_ref()
+            .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
+            .and_then(|h| h.behavior.clone())
+            .expect("the HPA behaviour is set");
+        let behavior: HorizontalPodAutoscalerBehavior = typed(dir, behavior);
+        assert_eq!(Some(&behavior), base.hpa.spec.behavior.as_ref());
+
+        // Everything else is `k8s/` as it is, in the overlay's namespace (which the triggers
+        // name; see the tests below).
+        let ns = k["namespace"]
+            .as_str()
+            .expect("the overlay names its namespace");
+        assert_eq!(so.metadata.namespace.as_deref(), Some(ns));
+        let want: BTreeMap<_, _> = plain
+            .iter()
+            .filter(|o| o["kind"] != "HorizontalPodAutoscaler")
+            .map(|o| {
+                let mut o = o.clone();
+                o["metadata"]["namespace"] = ns.into();
+                (key(&o), o)
+            })
+            .collect();
+        let mut got: BTreeMap<_, _> = objects
+            .iter()
+            .filter(|o| o["kind"] != "ScaledObject")
+            .map(|o| (key(o), o.clone()))
+            .collect();
+        if dir == KEDA_METRICS_API {
+            // Its Service for the probe ports (checked below).
+            let svc = got.remove(&("Service".into(), "segserve-metrics".into()));
+            assert!(svc.is_some(), "k8s/{dir}: the metrics Service");
+        }
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "k8s/{dir}: the objects of k8s/ less the HPA"
+        );
+        assert_eq!(got, want, "k8s/{dir} changes nothing but the autoscaler");
+    }
+}
+
+#[test]
+fn keda_prometheus_query_adds_up_the_queue_gauges_of_the_deployments_pods() {
+    let objects = render(KEDA_PROMETHEUS);
+    let so = scaled_object(&objects, KEDA_PROMETHEUS);
+    let d: Deployment = typed(
+        "Deployment",
+        only(&objects, "Deployment", KEDA_PROMETHEUS).clone(),
+    );
+    let [t] = &so.spec.triggers[..] else {
+        panic!("one trigger")
+    };
+    assert_eq!(t.type_, "prometheus");
+    assert!(
+        t.metric_type.is_none(),
+        "AverageValue, the default: the threshold is per pod"
+    );
+    let query = &t.metadata["query"];
+    assert!(
+        query.starts_with("sum("),
+        "one value: KEDA refuses a query that returns several"
+    );
+    let s = Selectors::parse(query);
+    assert_eq!(s.metrics, BTreeSet::from(QUEUE_GAUGES.map(String::from)));
+    let ns = so.metadata.namespace.clone().unwrap();
+    let pods = deployment_pods(d.metadata.name.as_deref().unwrap());
+    assert_eq!(
+        s.matchers,
+        [
+            Matcher::new("namespace", "=", &ns),
+            Matcher::new("pod", "=~", &pods)
+        ],
+        "the query counts the pods of this Deployment in this namespace"
+    );
+    let threshold: f64 = t.metadata["threshold"].parse().expect("a number");
+    assert!(threshold > 0.0);
+    assert_eq!(
+        t.metadata["ignoreNullValues"], "false",
+        "no series is an error, not a 0 that holds the minimum"
+    );
+}
+
+#[test]
+fn keda_metrics_api_sums_the_gauges_over_every_pods_probe_port() {
+    let objects = render(KEDA_METRICS_API);
+    let so = scaled_object(&objects, KEDA_METRICS_API);
+    let d: Deployment = typed(
+        "Deployment",
+        only(&objects, "Deployment", KEDA_METRICS_API).clone(),
+    );
+    let ns = so.metadata.namespace.clone().unwrap();
+    // The signal and target of the Prometheus variant: the formula adds one trigger per
+    // gauge, and its target is the other's threshold.
+    let prometheus = scaled_object(&render(KEDA_PROMETHEUS), KEDA_PROMETHEUS);
+    let sm = so
+        .spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .expect("scalingModifiers");
+    assert_eq!(
+        sm.target.as_ref(),
+        Some(&prometheus.spec.triggers[0].metadata["threshold"])
+    );
+    assert!(
+        sm.metric_type.is_none(),
+        "AverageValue: the target is per pod"
+    );
+    let names: BTreeSet<String> = so
+        .spec
+        .triggers
+        .iter()
+        .map(|t| t.name.clone().expect("the formula names its triggers"))
+        .collect();
+    let terms: BTreeSet<String> = sm
+        .formula
+        .as_deref()
+        .expect("a formula")
+        .split('+')
+        .map(|t| t.trim().to_string())
+        .collect();
+    assert_eq!(terms, names, "the formula is the sum of every trigger");
+    let mut read = BTreeSet::new();
+    for t in &so.spec.triggers {
+        assert_eq!(t.type_, "metrics-api");
+        let md = &t.metadata;
+        assert_eq!(md["format"], "prometheus");
+        let location = Selectors::parse(&md["valueLocation"]);
+        read.extend(location.metrics);
+        // One GET per ready pod, summed; one GET to a Service would read a single pod.
+        assert_eq!(md["aggregateFromKubeServiceEndpoints"], "true");
+        assert_eq!(md["aggregationType"], "sum");
+        // http://<service>.<namespace>.svc:<port>/metrics: the pods' probe port and path.
+        let url = md["url"].strip_prefix("http://").expect("plain http");
+        let (host, path) = url.split_once('/').unwrap();
+        let (host, port) = host.split_once(':').expect("the port in the URL");
+        let port: i32 = port.parse().unwrap();
+        let [service, url_ns, "svc"] = host.split('.').collect::<Vec<_>>()[..] else {
+            panic!("{host}: KEDA reads <service>.<namespace> from the host")
+        };
+        assert_eq!(url_ns, ns, "the URL names the overlay's namespace");
+        assert_eq!(port, config_probe_port(&d), "the probe port");
+        let c = container(&d);
+        let probe = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("probe"));
+        assert_eq!(probe.map(|p| p.container_port), Some(port));
+        let annotations = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref();
+        assert_eq!(
+            Some(&format!("/{path}")),
+            annotations.unwrap().get("prometheus.io/path"),
+            "the path Prometheus scrapes"
+        );
+        let svc = of_kind(&objects, "Service")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == service)
+            .unwrap_or_else(|| panic!("no Service {service} in k8s/{KEDA_METRICS_API}"));
+        let svc: Service = typed(service, svc.clone());
+        let spec = svc.spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");
+        assert!(is_subset(spec.selector.as_ref().unwrap(), &pod_labels(&d)));
+        // KEDA looks for the URL's port among the endpoints' ports, which are the pods' own.
+        let sp = spec.ports.iter().flatten().find(|p| p.port == port);
+        match sp.and_then(|p| p.target_port.as_ref()) {
+            Some(IntOrString::String(name)) => assert_eq!(name, "probe"),
+            Some(IntOrString::Int(p)) => assert_eq!(*p, port),
+            None => assert!(sp.is_some(), "{service} has no port {port}"),
+        }
+    }
+    assert_eq!(read, BTreeSet::from(QUEUE_GAUGES.map(String::from)));
+}
+
+#[tokio::test]
+async fn keda_reads_gauges_the_probe_port_serves_and_the_threshold_fits_a_pods_places() {
+    let prometheus = scaled_object(&render(KEDA_PROMETHEUS), KEDA_PROMETHEUS);
+    let api = scaled_object(&render(KEDA_METRICS_API), KEDA_METRICS_API);
+    // The server as a pod of k8s/base runs it: a session per CPU of the limit.
+    let m = manifests();
+    let limits = container(&m.deployment)
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .clone();
+    let cpus = limits.unwrap()["cpu"].0.clone();
+    let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // The release binary, in a process of its own: the metrics registry is process-wide, and
+    // another test's server here would share its gauges.
+    let model = common::model("yolov8n-seg-320").display().to_string();
+    let args = [
+        "--probe-port",
+        &probe_port,
+        "--sessions",
+        &cpus,
+        "--model",
+        &model,
+    ];
+    let server = common::Binary::start(None, &args.map(String::from), |_| {});
+    server.wait_ready().await;
+    // The path of the metrics-api URL, on the probe port.
+    let url = &api.spec.triggers[0].metadata["url"];
+    let path = &url[url.find("/metrics").expect("the /metrics path")..];
+    let text = reqwest::get(format!("http://127.0.0.1:{probe_port}{path}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = Scrape::parse(&text);
+    let query = &prometheus.spec.triggers[0].metadata["query"];
+    for name in Selectors::parse(query).metrics {
+        assert_eq!(
+            scrape.kind(&name),
+            Some("gauge"),
+            "{name}: not a gauge the server exports"
+        );
+        assert!(!scrape.series(&name).is_empty(), "no {name} series");
+    }
+    // As KEDA reads a valueLocation: the first series of that name whose labels match.
+    for t in &api.spec.triggers {
+        let location = &t.metadata["valueLocation"];
+        let s = Selectors::parse(location);
+        let [name] = &s.metrics.iter().collect::<Vec<_>>()[..] else {
+            panic!("{location}: one metric")
+        };
+        // KEDA reads gauges, counters and untyped samples; these are gauges.
+        assert_eq!(
+            scrape.kind(name),
+            Some("gauge"),
+            "{name}: not a gauge the server exports"
+        );
+        let series: Vec<_> = scrape
+            .series(name)
+            .into_iter()
+            .filter(|(labels, _)| {
+                s.matchers
+                    .iter()
+                    .all(|m| m.op == "=" && labels.get(&m.label) == Some(&m.value))
+            })
+            .collect();
+        assert_eq!(series.len(), 1, "{location}: one series, one model per pod");
+        assert_eq!(series[0].1, 0.0, "{location} on an idle server");
+    }
+    // Past a pod's places, more in flight is only queue: a threshold above them would let
+    // queues grow before a pod is added (docs/deployment.md, "Choosing the threshold").
+    let threshold: f64 = prometheus.spec.triggers[0].metadata["threshold"]
+        .parse()
+        .unwrap();
+    let places = scrape.get("segserve_compute_places", &[]);
+    assert!(
+        threshold <= places,
+        "threshold {threshold} in flight per pod, above a {cpus}-CPU pod's {places} places"
+    );
 }

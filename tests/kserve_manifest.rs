@@ -6,16 +6,23 @@
 //! server listens on with this environment, the probe paths are served and stay open under
 //! `--api-key`, every variable is one the binary reads with a value it accepts, and the
 //! settings match k8s/base/deployment.yaml and k8s/base/configmap.yaml.
+//! The KEDA variant, `k8s/keda/kserve/` rendered by `kubectl kustomize`, is the same
+//! InferenceService with KServe's `autoScaling` (checked against KServe's field names) on the
+//! queue gauges the server exports, with the plain deployment's bounds and per-pod target.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use clap::CommandFactory;
+use common::client::Scrape;
+use common::k8s::{deployment_pods, kustomize, of_kind, Matcher, Selectors, QUEUE_GAUGES};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use segserve::cli::Cli;
+use serde::Deserialize;
 use serde_yaml::Value;
 
 /// Fields of KServe's `ComponentExtensionSpec` (serving.kserve.io/v1beta1), which a predictor
@@ -71,7 +78,11 @@ struct Isvc {
 }
 
 fn isvc() -> Isvc {
-    let raw = yaml("k8s/kserve/inferenceservice.yaml");
+    isvc_from(yaml("k8s/kserve/inferenceservice.yaml"))
+}
+
+/// [`isvc`]'s reading of an InferenceService already read (or rendered).
+fn isvc_from(raw: Value) -> Isvc {
     assert_eq!(raw["apiVersion"], "serving.kserve.io/v1beta1");
     assert_eq!(raw["kind"], "InferenceService");
     let spec = raw["spec"].as_mapping().expect("spec");
@@ -287,4 +298,177 @@ async fn probes_use_the_protocol_health_routes_and_need_no_key() {
     // While the key still guards the protocol itself.
     let status = client.get(server.url("/v2")).send().await.unwrap().status();
     assert_eq!(status, 401);
+}
+
+/// `spec.predictor.autoScaling` as KServe 0.20 spells it (`AutoScalingSpec`, `MetricsSpec`,
+/// `ExternalMetricSource`, `ExternalMetrics`, `MetricTarget` in
+/// `pkg/apis/serving/v1beta1/component.go`). No Rust type exists for KServe's API, so these
+/// refuse any other field, as `typed` does for the pod's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // every field KServe defines is declared, so none is refused; not all are read
+struct AutoScaling {
+    metrics: Option<Vec<MetricsSpec>>,
+    /// The HPA's own `behavior`, checked through k8s-openapi's type by [`typed`].
+    behavior: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct MetricsSpec {
+    #[serde(rename = "type")]
+    type_: String,
+    resource: Option<Value>,
+    external: Option<ExternalMetricSource>,
+    #[serde(rename = "podmetric")]
+    pod_metric: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ExternalMetricSource {
+    metric: ExternalMetrics,
+    authentication_ref: Option<Value>,
+    target: MetricTarget,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ExternalMetrics {
+    backend: String,
+    server_address: Option<String>,
+    query: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct MetricTarget {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    /// Quantities, written as strings as KServe's examples do.
+    value: Option<String>,
+    average_value: Option<String>,
+    average_utilization: Option<i32>,
+}
+
+#[tokio::test]
+async fn keda_variant_scales_the_predictor_on_its_queue_and_changes_nothing_else() {
+    // k8s/kserve/ applies the InferenceService alone, so that an overlay can build on it.
+    let k = yaml("k8s/kserve/kustomization.yaml");
+    assert_eq!(k["resources"], Value::from(vec!["inferenceservice.yaml"]));
+    let objects = kustomize(&common::repo().join("k8s").join("keda").join("kserve"));
+    assert_eq!(
+        objects.len(),
+        1,
+        "the InferenceService alone: KServe makes the ScaledObject from it"
+    );
+    let i = isvc_from(objects[0].clone());
+    let ann = &i.raw["metadata"]["annotations"];
+    assert_eq!(
+        ann["serving.kserve.io/deploymentMode"], "RawDeployment",
+        "KServe scales with KEDA in raw deployment mode only"
+    );
+    assert_eq!(ann["serving.kserve.io/autoscalerClass"], "keda");
+    for f in ["scaleMetric", "scaleTarget"] {
+        assert!(
+            !i.extension.contains_key(f),
+            "KServe refuses {f} under KEDA"
+        );
+    }
+    // The bounds and scale-down pace of k8s/base/hpa.yaml, which KServe hands to the
+    // ScaledObject (of `behavior`, only the stabilization windows).
+    let hpa = yaml("k8s/base/hpa.yaml");
+    assert_eq!(i.extension["minReplicas"], hpa["spec"]["minReplicas"]);
+    assert_eq!(i.extension["maxReplicas"], hpa["spec"]["maxReplicas"]);
+    let a: AutoScaling = serde_yaml::from_value(i.extension["autoScaling"].clone())
+        .unwrap_or_else(|e| panic!("autoScaling as KServe 0.20 spells it: {e}"));
+    let behavior = a.behavior.expect("autoScaling.behavior");
+    typed::<HorizontalPodAutoscalerBehavior>(&behavior, "autoScaling.behavior");
+    assert_eq!(behavior, hpa["spec"]["behavior"]);
+
+    let [metric] = &a.metrics.unwrap_or_default()[..] else {
+        panic!("one metric")
+    };
+    assert_eq!(metric.type_, "External");
+    let external = metric.external.as_ref().expect("external");
+    assert_eq!(external.metric.backend, "prometheus");
+    // KServe copies `value` into the trigger's threshold and leaves the metric type at KEDA's
+    // AverageValue; its validation wants `value` with type Value. Per pod, as k8s/keda/.
+    assert_eq!(external.target.type_.as_deref(), Some("Value"));
+    let plain = kustomize(&common::repo().join("k8s").join("keda"));
+    let [so] = of_kind(&plain, "ScaledObject")[..] else {
+        panic!("one ScaledObject in k8s/keda/")
+    };
+    assert_eq!(
+        external.target.value.as_deref(),
+        so["spec"]["triggers"][0]["metadata"]["threshold"].as_str(),
+        "the per-pod target of k8s/keda/"
+    );
+    let query = external.metric.query.as_deref().expect("a query");
+    assert!(
+        query.starts_with("sum("),
+        "one value: KEDA refuses a query that returns several"
+    );
+    let s = Selectors::parse(query);
+    assert_eq!(s.metrics, BTreeSet::from(QUEUE_GAUGES.map(String::from)));
+    // KServe's raw Deployment is <name>-predictor.
+    let name = i.raw["metadata"]["name"].as_str().unwrap();
+    let ns = i.raw["metadata"]["namespace"]
+        .as_str()
+        .expect("the overlay names its namespace");
+    assert_eq!(
+        s.matchers,
+        [
+            Matcher::new("namespace", "=", ns),
+            Matcher::new("pod", "=~", &deployment_pods(&format!("{name}-predictor")))
+        ],
+        "the query counts the predictor's pods in this namespace"
+    );
+
+    // Everything else is k8s/kserve/inferenceservice.yaml as it is.
+    let mut back = i.raw.clone();
+    let meta = back["metadata"].as_mapping_mut().unwrap();
+    meta.remove("namespace");
+    meta["annotations"]["serving.kserve.io/autoscalerClass"] = "hpa".into();
+    let predictor = back["spec"]["predictor"].as_mapping_mut().unwrap();
+    predictor.remove("autoScaling");
+    let plain_isvc = isvc();
+    for f in ["scaleMetric", "scaleTarget"] {
+        predictor.insert(f.into(), plain_isvc.extension[f].clone());
+    }
+    assert_eq!(
+        back, plain_isvc.raw,
+        "k8s/keda/kserve changes only the autoscaler"
+    );
+
+    // The gauges are on the port Prometheus scrapes, as the InferenceService runs the server.
+    let c = container(&i);
+    let port = c.ports.as_ref().unwrap()[0].container_port;
+    let annotations = &i.extension["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], port.to_string().as_str());
+    let path = annotations["prometheus.io/path"].as_str().unwrap();
+    // The release binary, in a process of its own: the metrics registry is process-wide.
+    let model = common::model("yolov8n-seg-320").display().to_string();
+    let server = common::Binary::start(None, &["--model".into(), model], |_| {});
+    server.wait_ready().await;
+    let text = reqwest::get(server.url(path))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = Scrape::parse(&text);
+    for name in &s.metrics {
+        assert_eq!(
+            scrape.kind(name),
+            Some("gauge"),
+            "{name}: not a gauge the server exports"
+        );
+        assert!(!scrape.series(name).is_empty(), "no {name} series");
+    }
 }

@@ -53,17 +53,26 @@ impl HeldUpload {
     }
 }
 
-/// One Prometheus text exposition, as `(name, labels) -> value`.
-pub struct Scrape(Vec<(String, BTreeMap<String, String>, f64)>);
+/// One Prometheus text exposition, as `(name, labels) -> value`, and each family's type.
+pub struct Scrape(
+    Vec<(String, BTreeMap<String, String>, f64)>,
+    BTreeMap<String, String>,
+);
 
 impl Scrape {
-    /// Parses the text format (one sample per line; `#` lines skipped).
+    /// Parses the text format (one sample per line; of the `#` lines, only `# TYPE` is read).
     pub fn parse(text: &str) -> Scrape {
         let mut samples = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
+        let mut types = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = declared.split_once(' ').expect("# TYPE name kind");
+                types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
             let (series, value) = line.rsplit_once(' ').expect("sample line");
             let value: f64 = value
                 .parse()
@@ -85,7 +94,12 @@ impl Scrape {
             };
             samples.push((name, labels, value));
         }
-        Scrape(samples)
+        Scrape(samples, types)
+    }
+
+    /// The type a `# TYPE` line declares for the family `name` (`gauge`, `counter`, ...).
+    pub fn kind(&self, name: &str) -> Option<&str> {
+        self.1.get(name).map(String::as_str)
     }
 
     /// Sum over the series named `name` whose labels include `labels` (0 when none).
@@ -100,6 +114,15 @@ impl Scrape {
             })
             .map(|(_, _, v)| v)
             .sum()
+    }
+
+    /// Every series named `name`, in the order of the text: (labels, value).
+    pub fn series(&self, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.0
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l.clone(), *v))
+            .collect()
     }
 
     /// Whether any series named `name` exists.

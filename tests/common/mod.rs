@@ -1,11 +1,13 @@
 //! Shared test helpers: where the shared models and photos are, `spawn_server()` (the real
 //! server in-process on 127.0.0.1:0) and `Binary` (the release binary, as a pod runs it),
 //! request bodies (`multipart`), and in submodules the client helpers (`client`: held
-//! uploads, /metrics scrapes) and the image makers (`craft`).
+//! uploads, /metrics scrapes), the image makers (`craft`) and the manifest renderer (`k8s`:
+//! `kubectl kustomize`, the series an autoscaling query reads).
 #![allow(dead_code)]
 
 pub mod client;
 pub mod craft;
+pub mod k8s;
 
 use std::io::BufRead;
 use std::process::{Child, Command as Process, Stdio};
