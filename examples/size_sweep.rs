@@ -196,7 +196,11 @@ async fn main() -> anyhow::Result<()> {
         let (label, path) = spec.split_once('=').unwrap_or((spec, spec));
         servers.push((label.to_string(), start(path, &http).await?));
     }
-    let modes: &[&str] = if args.fast { &["", "&decode=fast"] } else { &[""] };
+    let modes: &[&str] = if args.fast {
+        &["", "&decode=fast"]
+    } else {
+        &[""]
+    };
     // A column is (server, mode); rows[size][column] its samples, None once refused.
     let mut columns: Vec<(String, usize, &str)> = Vec::new();
     for (i, (label, _)) in servers.iter().enumerate() {
@@ -213,7 +217,9 @@ async fn main() -> anyhow::Result<()> {
         // The first round warms each server up for this size and is not counted.
         for run in 0..=args.runs {
             for (c, (_, server, mode)) in columns.iter().enumerate() {
-                let Some(kept) = samples[p][c].as_mut() else { continue };
+                let Some(kept) = samples[p][c].as_mut() else {
+                    continue;
+                };
                 match request(&http, &servers[*server].1, mode, body).await? {
                     Some(s) if run > 0 => kept.push(s),
                     Some(_) => {}

@@ -53,6 +53,7 @@ pub mod render;
 pub mod resize;
 pub mod schema;
 pub mod shutdown;
+pub mod telemetry;
 
 /// Every Rust allocation goes through the meter (see [`meter`]); tests and benchmarks that
 /// link this crate are measured the same way.

@@ -6,24 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use segserve::cli::{Cli, Command, LogFormat};
 use segserve::config::ServeConfig;
-use tracing_subscriber::EnvFilter;
-
-fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-    }
-}
+use segserve::telemetry::{self, OtlpSettings};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -39,9 +22,17 @@ fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(args.log_format, "info,ort=warn");
+            let otlp = OtlpSettings::from_flags(args.otlp_endpoint.clone(), args.otlp_protocol);
+            let json = args.log_format == LogFormat::Json;
+            // The gRPC exporter's channel lives on the runtime: made inside it, flushed (when
+            // `telemetry` drops) before it shuts down.
+            let rt = runtime()?;
+            let telemetry = {
+                let _in_runtime = rt.enter();
+                telemetry::init(json, "info,ort=warn", otlp.as_ref())?
+            };
             let config = ServeConfig::try_from(args)?;
-            runtime()?.block_on(async move {
+            rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -50,11 +41,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 tracing::info!(%addr, "listening");
                 segserve::run(config, listener, segserve::shutdown::shutdown_signal()).await
             })?;
+            drop(telemetry);
             Ok(ExitCode::SUCCESS)
         }
         // The offline commands log warnings only: stdout carries their results.
         Command::Predict(args) => {
-            init_tracing(LogFormat::Text, "warn,ort=error");
+            let _telemetry = telemetry::init(false, "warn,ort=error", None)?;
             let summary = runtime()?.block_on(segserve::cli::predict(args))?;
             eprintln!("segserve predict: {summary}");
             Ok(if summary.failed == 0 {
@@ -64,7 +56,7 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Models(args) => {
-            init_tracing(LogFormat::Text, "warn,ort=error");
+            let _telemetry = telemetry::init(false, "warn,ort=error", None)?;
             Ok(if segserve::cli::models(args)? {
                 ExitCode::SUCCESS
             } else {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use image::RgbImage;
+use tracing::Instrument;
 
 use crate::budget::{Refusal, Reservation};
 use crate::engine::{Admission, Detection, Engine, EngineError, FilterOptions, Slot};
@@ -149,10 +150,13 @@ fn input_bytes(engine: &Engine) -> u64 {
     (3 * h * w * 4) as u64
 }
 
+/// Runs `f` on the blocking pool inside the caller's span, so its log lines and stage spans
+/// belong to the request.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PipelineError> {
-    crate::meter::spawn_blocking(f)
+    let span = tracing::Span::current();
+    crate::meter::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))
 }
@@ -188,7 +192,11 @@ where
     let started = Instant::now();
     let ticket = match req.ticket {
         Some(t) => t,
-        None => Ticket::take(engine, req.admission).await?,
+        None => {
+            Ticket::take(engine, req.admission)
+                .instrument(tracing::debug_span!("queue"))
+                .await?
+        }
     };
     let slot_wait = ticket.waited;
     let canvas = engine.info().canvas;
@@ -224,7 +232,9 @@ where
         };
         // Only the picture routes need the photo itself: for the others a JPEG goes
         // straight from libjpeg's rows into the tensor, and never exists whole.
-        let (img, preprocess) = if !keep_image && probe.streams() {
+        let streamed = !keep_image && probe.streams();
+        let _decode = tracing::debug_span!("decode", streamed, width = w, height = h).entered();
+        let (img, preprocess) = if streamed {
             let denom = match mode {
                 DecodeMode::Fast => probe.fast_denominator(&lb),
                 DecodeMode::Exact => 1,
@@ -253,7 +263,18 @@ where
     })
     .await??;
 
-    let (raw, held) = engine.infer(input, lb.canvas_hw(), held).await?;
+    let inference = tracing::debug_span!(
+        "inference",
+        queue_ms = tracing::field::Empty,
+        run_ms = tracing::field::Empty
+    );
+    let (raw, held) = engine
+        .infer(input, lb.canvas_hw(), held)
+        .instrument(inference.clone())
+        .await?;
+    inference.record("queue_ms", raw.queue_wait.as_secs_f64() * 1e3);
+    inference.record("run_ms", raw.run_time.as_secs_f64() * 1e3);
+    drop(inference);
 
     let t_post = Instant::now();
     let (queue_wait, run_time) = (raw.queue_wait, raw.run_time);
@@ -261,6 +282,7 @@ where
     let done = blocking(move || {
         let mut held = held;
         held.check("inference", "running the model")?;
+        let masks = tracing::debug_span!("masks", detections = tracing::field::Empty).entered();
         let detections = e
             .postprocess(&raw, &lb, &filter, want_masks, &mut held.reservation)
             .map_err(|err| {
@@ -270,6 +292,8 @@ where
                 )
             })?;
         metrics::histogram!("segserve_detections_per_image").record(detections.len() as f64);
+        masks.record("detections", detections.len());
+        drop(masks);
         drop(raw);
         held.check("masks", "the masks of these detections")?;
         // The input went back to the engine's buffer pool and the outputs are gone.
@@ -290,7 +314,8 @@ where
             },
             image: img,
         };
-        let value = finish(seg, &mut held.reservation)?;
+        let value =
+            tracing::debug_span!("encode").in_scope(|| finish(seg, &mut held.reservation))?;
         held.check("answer", "building the answer")?;
         Ok::<_, PipelineError>(Finished {
             value,
@@ -313,6 +338,7 @@ fn decode_whole(
     reservation.grow(probe.peak_bytes() + tensor)?;
     let img = probe.decode(reservation)?;
     let t = Instant::now();
+    let _letterbox = tracing::debug_span!("letterbox").entered();
     imageio::letterbox_into(&img, lb, input);
     Ok((img, t.elapsed()))
 }

@@ -31,6 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -201,15 +202,38 @@ async fn track(
     let method = req.method().clone();
     let started = Instant::now();
     let _in_flight = InFlight::start();
+    // Every log line of the request carries its id (and trace id), through this span; with
+    // traces exported it is the request's span, a child of the caller's `traceparent`.
+    let request_id = crate::telemetry::request_id(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::join(&span, req.headers());
     // Everything the request allocates from here on (its body, decode, answer) is charged
     // to it, on whichever thread the work runs (see `crate::meter`).
     let lease = crate::meter::Lease::new();
-    let mut resp = crate::meter::Metered::new(next.run(req), lease).await;
+    let mut resp = crate::meter::Metered::new(next.run(req).instrument(span.clone()), lease).await;
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     metrics::counter!("segserve_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("segserve_request_duration_seconds", "route" => route.clone()).record(secs);
     let latency_ms = (secs * 1e4).round() / 10.0;
+    let _entered = span.enter();
     match resp.extensions_mut().remove::<LoggedError>() {
         Some(LoggedError(err)) if err.is_server_fault() => {
             let chain = error_chain(&*err);
@@ -220,6 +244,7 @@ async fn track(
         }
         None => tracing::info!(%method, route, status, latency_ms, "request"),
     }
+    drop(_entered);
     if s.is_draining() {
         // During the shutdown drain, let clients reconnect elsewhere rather than reuse this
         // connection (hyper closes it after this response).

@@ -235,6 +235,20 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SEGSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export OpenTelemetry traces to this OTLP collector (base URL, e.g.
+    /// `http://otel-collector:4318`, or `:4317` with `--otlp-protocol grpc`): a span per
+    /// request, joined to the caller's `traceparent`, with its stages as children. Off by
+    /// default; `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) also turns it on, and
+    /// the other standard `OTEL_*` variables apply (service name, sampler, batching).
+    #[arg(long, env = "SEGSERVE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: crate::telemetry::OtlpProtocol,
     /// Working memory all requests together may hold (bodies, decoded photos, tensors, masks,
     /// answers), e.g. `512MiB`, `2Gi`; each request reserves its estimated peak before it
     /// does the work. Default: half of --memory-limit.
