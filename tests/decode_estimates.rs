@@ -19,6 +19,9 @@ fn status_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The process's peak RSS is one number: tests that measure it take turns.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Peak RSS growth, in bytes, while `f` runs.
 fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
     std::fs::write("/proc/self/clear_refs", "5").expect("peak RSS reset (Linux >= 4.0)");
@@ -42,6 +45,7 @@ fn measure(bytes: &[u8]) -> (u64, u64, u64) {
 
 #[test]
 fn decode_estimates_cover_what_decoding_takes() {
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     // Photo-sized buffers mapped and unmapped, so RSS follows each decode exactly.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
@@ -219,6 +223,7 @@ fn decode_estimates_cover_what_decoding_takes() {
 /// whole photo less than what a whole decode reserves.
 #[test]
 fn streaming_estimates_cover_what_streaming_takes() {
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
