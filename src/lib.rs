@@ -14,12 +14,14 @@
 //! | [`options`] | what a request may ask for, whatever the front end (query, KServe, flags) |
 //! | [`pipeline`] | one photo from bytes to an answer, under a stage place and a reservation |
 //! | [`budget`] | the memory budget every request reserves from |
-//! | [`imageio`] | header probing, decoding, letterboxing; [`resize`] and [`geometry`] under it |
+//! | [`imageio`] | header probing, decoding, letterboxing (whole or streamed from the decoder) |
+//! | [`geometry`], [`resize`] | the photo's place on the model's canvas; OpenCV's bilinear resize |
 //! | [`engine`] | ONNX Runtime sessions, output layouts, NMS, masks from prototypes, devices |
 //! | [`mask`] | box-cropped masks and their encodings (COCO RLE, polygons) |
 //! | [`render`] | drawing detections onto the photo |
 //! | [`schema`] | the JSON shapes of results, shared by the API and the CLI |
 //! | [`meter`] | the counting allocator: live heap, per-request live and peak bytes |
+//! | [`telemetry`] | logs, and OpenTelemetry traces over OTLP |
 //! | [`alloc`], [`shutdown`] | the allocator's settings; the shutdown signal |
 //!
 //! Dependencies point one way: `api` and `cli` use `pipeline`, `options` and `schema`;

@@ -110,6 +110,8 @@ pub struct Sender<'a> {
 
 /// Reads the photo of a request with `headers` from `body`: a multipart form's `image`
 /// field or (with `raw`) the body itself, held against `reservation` as it arrives.
+/// Routes take [`ImageUpload`] instead; this is public for the fuzz target `upload`
+/// (`fuzz/`), which drives it without a server.
 pub async fn read_image(
     headers: &HeaderMap,
     body: Body,

@@ -1,7 +1,7 @@
 """The examples of docs/protocols.md and docs/api.md, run as written against the release
 server: every ```python block, and the curl blocks of the protocol, with only the server's
 address and the photos' folder replaced (the docs use `make run`'s localhost:5000 and
-../shared/testdata)."""
+examples/photos, relative to the repository's root)."""
 
 import contextlib
 import io
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import REPO
 
 DOC = REPO / "docs" / "protocols.md"
 DOCS = [DOC, REPO / "docs" / "api.md"]
@@ -22,7 +22,7 @@ def blocks(lang, docs=(DOC,)):
 
 def localise(code, server):
     return code.replace("localhost:5000", server).replace(
-        "../shared/testdata/", f"{SHARED / 'testdata'}/"
+        "examples/photos/", f"{REPO / 'examples' / 'photos'}/"
     )
 
 

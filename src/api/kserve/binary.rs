@@ -2,7 +2,8 @@
 //! is framed (a JSON header of `Inference-Header-Content-Length` bytes, then the data of each
 //! binary input in the order of `inputs`), BYTES elements (a 4-byte little-endian length,
 //! then the bytes: what `tritonclient` sends by default), and binary output tensors. What
-//! the tensors mean is left to `tensors`; the handlers are in the parent module.
+//! the tensors mean is left to the modules `inputs` and `outputs`; the handlers are in the
+//! parent module.
 //!
 //! Every size a client declares is checked against the bytes really received before any
 //! slice is taken, and slices share the received body (no copy).

@@ -1,6 +1,6 @@
 //! Wire types of the Open Inference Protocol (KServe v2 / Triton) REST API. Field names and
-//! shapes follow the protocol's JSON schemas; conversions live in `tensors`, handlers in
-//! the parent module.
+//! shapes follow the protocol's JSON schemas; conversions live in `inputs` and `outputs`,
+//! handlers in the parent module.
 //!
 //! Requests are parsed without building values nobody asked for: unknown fields are skipped
 //! (serde's `IgnoredAny`), parameters are scalars (an array there is refused at its first
