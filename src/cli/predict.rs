@@ -41,8 +41,9 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} images, {} detections, {} failed, {:.2} s ({:.1} images/s)",
+            "{} image{}, {} detections, {} failed, {:.2} s ({:.1} images/s)",
             self.images,
+            if self.images == 1 { "" } else { "s" },
             self.detections,
             self.failed,
             secs,
