@@ -1,10 +1,12 @@
 //! Router tests (axum `oneshot`, no socket) of the layers around every route: a panicking
 //! handler, the API key, CORS, the size limits and the request deadline.
 
+use super::router::with_layers;
 use super::*;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::Router;
 use tower::ServiceExt;
 
 /// A state without models: enough for the layers. Any existing file passes the
