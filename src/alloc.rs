@@ -9,9 +9,9 @@
 //!   they are freed. At 4 MiB the buffers of ordinary photos (a 1 MP JPEG decodes to 3 MB)
 //!   stay on the heap, where the next request reuses them without page faults, and big
 //!   ones are mapped and unmapped (1 MiB, which maps every photo, cost 15% of throughput);
-//! - a trim threshold of 32 MiB: glibc otherwise returns the top of the heap to the OS
-//!   whenever more than 128 KiB of it is free, so each request faulted its buffers' pages
-//!   in again (bus.jpg: 288 page faults a request; 0 with this, and p50 40 -> 36 ms);
+//! - NOT a raised trim threshold: at 32 MiB bus.jpg's page faults fell from 288 a request to
+//!   0 (p50 40 -> 36 ms), but the soak's settled RSS then grew +19.8 % in one CI run of
+//!   about six, so glibc's default stays until the retained heap is bounded;
 //! - [`trim`] after a large release, and once the server has been idle a second:
 //!   `crate::budget` calls it, so the heap a big request grew, and the free heap kept
 //!   warm for a steady load, are handed back when nobody is using them.
@@ -22,10 +22,6 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 4 << 20;
 
-/// Free heap kept at its top instead of being returned at once (see the module docs).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: i32 = 32 << 20;
-
 /// Applies the settings. Call first thing in `main`, before any other thread exists.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -33,7 +29,6 @@ pub fn tune() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 
