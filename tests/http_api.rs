@@ -436,3 +436,180 @@ async fn not_ready_before_models_load() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error_type"], "not_ready");
 }
+
+/// Decodes a body in the coding its answer names.
+fn decoded(coding: Option<&str>, body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match coding {
+        None => out.extend_from_slice(body),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some("deflate") => {
+            flate2::read::ZlibDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some("zstd") => out = zstd::decode_all(body).unwrap(),
+        Some(other) => panic!("unexpected coding {other}"),
+    }
+    out
+}
+
+/// Sends `req` with `Accept-Encoding: accept` and returns (status, coding, vary, wire bytes,
+/// decoded bytes).
+async fn fetch_encoded(
+    req: reqwest::RequestBuilder,
+    accept: &str,
+) -> (u16, Option<String>, String, usize, Vec<u8>) {
+    let r = req.header("accept-encoding", accept).send().await.unwrap();
+    let status = r.status().as_u16();
+    let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (coding, vary) = (h("content-encoding"), h("vary").unwrap_or_default());
+    let wire = r.bytes().await.unwrap();
+    let plain = decoded(coding.as_deref(), &wire);
+    (status, coding, vary, wire.len(), plain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_compressed_as_the_client_asks() {
+    let srv = common::spawn_server(&[]).await;
+    let c = reqwest::Client::new();
+    let dense = || {
+        c.post(srv.url("/segmentapi"))
+            .multipart(form("image", bus(), "bus.jpg"))
+    };
+    let (s, coding, _, plain_len, plain) = fetch_encoded(dense(), "identity").await;
+    assert_eq!((s, coding), (200, None));
+    let reference: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(reference["mask_values"].as_array().unwrap().len(), 1080);
+    // Python requests' header, a browser's, and tritonclient's deflate.
+    for (accept, want) in [
+        ("gzip, deflate", "gzip"),
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("deflate", "deflate"),
+    ] {
+        let (s, coding, vary, wire, body) = fetch_encoded(dense(), accept).await;
+        assert_eq!((s, coding.as_deref()), (200, Some(want)), "{accept}");
+        assert!(vary.to_ascii_lowercase().contains("accept-encoding"));
+        assert!(wire * 50 < plain_len, "{want}: {wire} of {plain_len} bytes");
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), reference);
+        println!("/segmentapi dense, bus.jpg: {plain_len} bytes, {want} {wire}");
+    }
+
+    // The native route and KServe compress too; pictures never do.
+    let (s, coding, _, _, body) = fetch_encoded(
+        c.post(srv.url("/v1/segment?masks=rle"))
+            .header("content-type", "image/jpeg")
+            .body(bus()),
+        "zstd",
+    )
+    .await;
+    assert_eq!((s, coding.as_deref()), (200, Some("zstd")));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["detections"].as_array().unwrap().len(), 4);
+    let (s, coding, vary, _, _) = fetch_encoded(
+        c.post(srv.url("/v1/render"))
+            .header("content-type", "image/jpeg")
+            .body(bus()),
+        "gzip, zstd",
+    )
+    .await;
+    assert_eq!((s, coding, vary), (200, None, String::new()));
+    // An unknown coding only, or refused with q=0: the answer goes as it is.
+    let (_, coding, _, _, _) = fetch_encoded(dense(), "br").await;
+    assert_eq!(coding, None);
+    let (_, coding, _, _, _) = fetch_encoded(dense(), "gzip;q=0").await;
+    assert_eq!(coding, None);
+
+    // Switched off: never compressed.
+    let off = common::spawn_server(&["--compression", "off"]).await;
+    let r = c
+        .post(off.url("/segmentapi"))
+        .header("accept-encoding", "gzip")
+        .multipart(form("image", bus(), "bus.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_request_bodies_are_inflated_within_the_limit() {
+    use std::io::Write;
+    let srv = common::spawn_server(&["--max-body-bytes", "4194304"]).await;
+    let c = reqwest::Client::new();
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let (ctype, form_body) = common::multipart("image", "bus.jpg", &bus());
+    let send = |coding: &'static str, ctype: String, body: Vec<u8>, path: &str| {
+        c.post(srv.url(path))
+            .header("content-type", ctype)
+            .header("content-encoding", coding)
+            .body(body)
+            .send()
+    };
+    let r = send("gzip", ctype.clone(), gzip(&form_body), "/v1/segment")
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["detections"].as_array().unwrap().len(), 4);
+    let r = send(
+        "zstd",
+        "image/jpeg".into(),
+        zstd::encode_all(&bus()[..], 3).unwrap(),
+        "/v1/segment",
+    )
+    .await
+    .unwrap();
+    assert_eq!(json_of(r).await.0, 200);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&form_body).unwrap();
+    let r = send(
+        "deflate",
+        ctype.clone(),
+        z.finish().unwrap(),
+        "/segmentapi?mask_values=false",
+    )
+    .await
+    .unwrap();
+    assert_eq!(json_of(r).await.0, 200);
+
+    // A bomb: 64 MiB of zeros in a few hundred KiB of gzip, against a 4 MiB body limit.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let r = send("gzip", "image/jpeg".into(), bomb, "/v1/segment")
+        .await
+        .unwrap();
+    expect_error(r, 413, "payload_too_large").await;
+    // Corrupt, and unknown codings.
+    let mut bad = gzip(&bus());
+    bad.truncate(bad.len() / 2);
+    let r = send("gzip", "image/jpeg".into(), bad, "/v1/segment")
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await.0, 400);
+    let r = send("br", "image/jpeg".into(), bus(), "/v1/segment")
+        .await
+        .unwrap();
+    expect_error(r, 415, "unsupported_media_type").await;
+    // Nothing is left reserved, and the server still answers.
+    let m = common::client::scrape(&srv.url("")).await;
+    assert_eq!(m.get("segserve_memory_reserved_bytes", &[]), 0.0);
+    let r = c
+        .post(srv.url("/v1/segment"))
+        .header("content-type", "image/jpeg")
+        .body(bus())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

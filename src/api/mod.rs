@@ -2,16 +2,19 @@
 //! and the shared state (`state`).
 //! Only this layer knows HTTP. Photos come in through the [`upload::ImageUpload`]
 //! extractor, other bodies through [`body::read_limited`]; answers that outlive the handler
-//! keep their memory reservation in [`reply`]. Routes: `handlers` (native API and probes),
+//! keep their memory reservation in [`reply`]; [`inflate`] takes compressed bodies and
+//! [`compress`] compresses answers. Routes: `handlers` (native API and probes),
 //! `pixellib` (`/segmentapi`), `page` and `frontend` (browser), `kserve` (Open Inference
 //! Protocol), `openapi` (spec and /docs); `draw` is the segment-and-draw step the browser
 //! routes share; `security` and `drain` guard every request; `server` accepts connections.
 
 pub mod body;
+pub mod compress;
 pub mod drain;
 pub mod draw;
 pub mod frontend;
 pub mod handlers;
+pub mod inflate;
 pub mod kserve;
 pub mod openapi;
 pub mod page;

@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{handlers, kserve, openapi, page, pixellib, security, AppState};
+use super::{compress, handlers, inflate, kserve, openapi, page, pixellib, security, AppState};
 use crate::error::{AppError, LoggedError};
 
 /// Every route, each registered with its OpenAPI entry from the handler's
@@ -57,13 +57,23 @@ pub fn router(state: AppState) -> Router {
     with_layers(routes, state)
 }
 
-/// Wraps `routes` in every layer, innermost first: the request guards (limits, auth,
-/// deadline), panic catching (so a panic becomes a logged, counted 500), logging and
-/// metrics, then the response headers and CORS around everything.
+/// Wraps `routes` in every layer, innermost first: inflating compressed bodies, the request
+/// guards (limits, auth, deadline; before any inflating), panic catching (so a panic
+/// becomes a logged, counted 500), compressing answers (inside the request's meter lease,
+/// which its encoder is charged to), logging and metrics, then the response headers and
+/// CORS around everything.
 pub(super) fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let routes = routes.layer(middleware::from_fn_with_state(
+        state.clone(),
+        inflate::request,
+    ));
     let app = security::guard(routes, &state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            compress::respond,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), track));
     security::headers(app, &state.config.security).with_state(state)

@@ -329,6 +329,11 @@ pub struct ServeArgs {
     /// fault (500, logged as an error) instead of a 503. The test suites run with it.
     #[arg(long, env = "SEGSERVE_AUDIT_MEMORY", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub audit_memory: bool,
+    /// Compress JSON and text answers (gzip, zstd or deflate, as the client's
+    /// `Accept-Encoding` allows): `on` or `off` (behind a proxy that compresses already).
+    /// Compressed request bodies are accepted either way.
+    #[arg(long, env = "SEGSERVE_COMPRESSION", default_value = "on", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub compression: bool,
 }
 
 /// The port `serve` listens on when no `--port` or `SEGSERVE_PORT` is given and `PORT` is unset.

@@ -116,6 +116,8 @@ pub struct ServeConfig {
     pub probe_addr: Option<SocketAddr>,
     /// Auditor mode (see `budget::set_audit`).
     pub audit_memory: bool,
+    /// Compress JSON and text answers when the client accepts it.
+    pub compression: bool,
 }
 
 /// `/segmentapi` settings.
@@ -384,6 +386,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             min_receive_rate: a.min_receive_rate,
             probe_addr: a.probe_port.map(|p| SocketAddr::new(a.host, p)),
             audit_memory: a.audit_memory,
+            compression: a.compression,
         })
     }
 }
