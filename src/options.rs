@@ -39,6 +39,9 @@ pub enum MaskFormat {
     Polygon,
     /// No masks (faster: skips mask computation).
     None,
+    /// A single-channel PNG per detection (0 outside the mask, 255 inside), cropped to the
+    /// mask's rectangle, base64 in `mask_png`.
+    Png,
 }
 
 impl std::str::FromStr for MaskFormat {
@@ -49,7 +52,8 @@ impl std::str::FromStr for MaskFormat {
             "rle" => Ok(MaskFormat::Rle),
             "polygon" => Ok(MaskFormat::Polygon),
             "none" => Ok(MaskFormat::None),
-            other => Err(format!("must be rle, polygon or none, got {other:?}")),
+            "png" => Ok(MaskFormat::Png),
+            other => Err(format!("must be rle, polygon, png or none, got {other:?}")),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -30,6 +31,16 @@ pub struct RleMask {
     pub counts: String,
 }
 
+/// A mask as a PNG (`masks=png`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PngMask {
+    /// Where the PNG sits in the photo: x, y, width, height in pixels (outside it the mask
+    /// is empty).
+    pub rect: [u32; 4],
+    /// Single-channel 8-bit PNG, 255 inside the mask and 0 outside, base64.
+    pub png: String,
+}
+
 /// One detection in `/v1/segment`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DetectionBody {
@@ -49,6 +60,9 @@ pub struct DetectionBody {
     /// as `[[x, y], ...]` rings in image pixels (the first point is not repeated).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub polygons: Option<Vec<Vec<[u32; 2]>>>,
+    /// With `masks=png`: the mask as a PNG of its rectangle.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mask_png: Option<PngMask>,
 }
 
 /// Stage timings in milliseconds.
@@ -119,6 +133,8 @@ impl SegmentResponse {
             match format {
                 MaskFormat::Rle => 16 * outline + 64,
                 MaskFormat::Polygon => 32 * outline + 64,
+                // An incompressible PNG in base64 (a real mask compresses far better).
+                MaskFormat::Png => crate::mask::png_bound(m) * 4 / 3 + 128,
                 MaskFormat::None => 0,
             }
         };
@@ -132,13 +148,15 @@ impl SegmentResponse {
     /// Scratch memory building the answer takes beyond [`Self::size_estimate`]: tracing
     /// polygons, one mask at a time.
     pub fn scratch_estimate(seg: &Segmentation, format: MaskFormat) -> u64 {
-        if format != MaskFormat::Polygon {
-            return 0;
-        }
+        let scratch = match format {
+            MaskFormat::Polygon => polygon::scratch_bytes,
+            MaskFormat::Png => crate::mask::png_scratch_bytes,
+            MaskFormat::Rle | MaskFormat::None => return 0,
+        };
         seg.detections
             .iter()
             .filter_map(|d| d.mask.as_ref())
-            .map(polygon::scratch_bytes)
+            .map(scratch)
             .max()
             .unwrap_or(0)
     }
@@ -183,6 +201,14 @@ impl SegmentResponse {
                         .as_ref()
                         .filter(|_| format == MaskFormat::Polygon)
                         .map(|m| polygon::mask_polygons(m, tolerance)),
+                    mask_png: d
+                        .mask
+                        .as_ref()
+                        .filter(|_| format == MaskFormat::Png)
+                        .map(|m| PngMask {
+                            rect: [m.x, m.y, m.w, m.h],
+                            png: base64::engine::general_purpose::STANDARD.encode(m.to_png()),
+                        }),
                 })
                 .collect(),
             object_counts: counts(&seg.detections, &info.names),

@@ -234,19 +234,18 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
         );
     }
     // The native routes take the same uploads and options (render adds `format`).
+    // The edit routes too (background adds its own keys, cutouts `feather`).
     for (r, bad_query) in [
         ("/v1/segment", "/v1/segment?conf=2"),
         ("/v1/render", "/v1/render?format=gif"),
+        ("/v1/background", "/v1/background?format=jpeg"),
+        ("/v1/cutouts", "/v1/cutouts?feather=99"),
     ] {
-        let unknown_model = if r == "/v1/segment" {
-            "/v1/segment?model=nope"
-        } else {
-            "/v1/render?model=nope"
-        };
-        let jpeg = |target, path| probe(target, "POST", path).body("image/jpeg", bus());
+        let unknown_model = format!("{r}?model=nope");
+        let jpeg = |target, path: &str| probe(target, "POST", path).body("image/jpeg", bus());
         add(r, 200, jpeg(Live, r));
         add(r, 400, jpeg(Live, bad_query));
-        add(r, 404, jpeg(Live, unknown_model));
+        add(r, 404, jpeg(Live, &unknown_model));
         add(r, 408, jpeg(Stalled, r));
         add(r, 413, jpeg(Small, r));
         add(r, 415, probe(Live, "POST", r).body("text/plain", "hi"));

@@ -84,7 +84,7 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
         ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
         ("max_det" = Option<usize>, Query, description = "Most detections returned, 1..=1000 (300)"),
         ("classes" = Option<String>, Query, description = "Keep only these classes: names or ids, comma-separated"),
-        ("masks" = Option<String>, Query, description = "`rle` (default, COCO RLE), `polygon` (outer contours in pixels) or `none`"),
+        ("masks" = Option<String>, Query, description = "`rle` (default, COCO RLE), `polygon` (outer contours in pixels), `png` (a single-channel PNG of each mask's rectangle, base64, in `mask_png`) or `none`"),
         ("tolerance" = Option<f64>, Query, description = "With masks=polygon: Douglas-Peucker tolerance in pixels (1.0)"),
         ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
         ("decode" = Option<String>, Query, description = "`exact` (OpenCV's pixels, Ultralytics' results) or `fast` (JPEG photos at least twice the model's input decoded at 1/2, 1/4 or 1/8 scale: faster, approximate); default from --decode (exact)"),

@@ -12,6 +12,7 @@ pub mod body;
 pub mod compress;
 pub mod drain;
 pub mod draw;
+pub mod edit;
 pub mod frontend;
 pub mod handlers;
 pub mod inflate;

@@ -12,7 +12,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{compress, handlers, inflate, kserve, openapi, page, pixellib, security, AppState};
+use super::{
+    compress, edit, handlers, inflate, kserve, openapi, page, pixellib, security, AppState,
+};
 use crate::error::{AppError, LoggedError};
 
 /// Every route, each registered with its OpenAPI entry from the handler's
@@ -22,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(pixellib::segmentapi))
         .routes(routes!(handlers::segment))
+        .routes(routes!(edit::background))
+        .routes(routes!(edit::cutouts))
         .routes(routes!(handlers::models))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::readyz))

@@ -28,6 +28,8 @@ pub const FIELD: &str = "image";
 pub trait Source: Send + Sync + 'static {
     /// Whether a raw `image/*` (or `application/octet-stream`) body is accepted besides a form.
     const RAW: bool;
+    /// A second file field the form may carry (e.g. a background picture).
+    const SECOND: Option<&'static str> = None;
 }
 
 /// Only `multipart/form-data` (the PixelLib routes).
@@ -42,10 +44,20 @@ impl Source for FormOrRaw {
     const RAW: bool = true;
 }
 
+/// A form, or the image itself as the body; the form may also carry the file field
+/// `background` (`/v1/background`'s picture to put behind the objects).
+pub struct WithBackground;
+impl Source for WithBackground {
+    const RAW: bool = true;
+    const SECOND: Option<&'static str> = Some("background");
+}
+
 /// The uploaded photo's bytes, and the reservation that holds them.
 pub struct ImageUpload<S = FormOrRaw> {
     /// The encoded image, as sent.
     pub bytes: Bytes,
+    /// The route's second file ([`Source::SECOND`]), when the form has it.
+    pub second: Option<Bytes>,
     /// The request's memory reservation; the pipeline grows it from here.
     pub reservation: Reservation,
     /// The place in the model's queue taken before the body was read (pass it on in
@@ -72,18 +84,19 @@ impl<S: Source> FromRequest<AppState> for ImageUpload<S> {
             budget: &state.budget,
             client: Peer::ip(&parts.extensions),
         };
-        let bytes = read_image(
+        let Files { image, second } = read_files(
             &parts.headers,
             body,
             state.body_limits(),
             state.config.form,
-            S::RAW,
+            (S::RAW, S::SECOND),
             &mut reservation,
             from,
         )
         .await?;
         Ok(ImageUpload {
-            bytes,
+            bytes: image,
+            second,
             reservation,
             admission,
             _source: PhantomData,
@@ -121,6 +134,25 @@ pub async fn read_image(
     reservation: &mut Reservation,
     from: Sender<'_>,
 ) -> Result<Bytes, AppError> {
+    let files = read_files(headers, body, limits, form, (raw, None), reservation, from).await?;
+    Ok(files.image)
+}
+
+/// The files of an upload.
+struct Files {
+    image: Bytes,
+    second: Option<Bytes>,
+}
+
+async fn read_files(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+    form: FormLimits,
+    (raw, second): (bool, Option<&'static str>),
+    reservation: &mut Reservation,
+    from: Sender<'_>,
+) -> Result<Files, AppError> {
     let declared = body::declared_length(headers, limits.max_bytes)?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -131,17 +163,34 @@ pub async fn read_image(
         ("multipart", "form-data") => {
             let boundary = multer::parse_boundary(ctype)
                 .map_err(|_| AppError::BadRequest("multipart body has no boundary".into()))?;
-            let read = read_multipart(body, boundary, limits, declared, form, reservation, from);
+            let read = read_multipart(
+                body,
+                boundary,
+                limits,
+                declared,
+                form,
+                second,
+                reservation,
+                from,
+            );
             body::within(limits.timeout, read).await?
         }
-        ("image", _) | ("application", "octet-stream") if raw => {
-            body::read_limited(body, headers, limits, reservation, from.budget, from.client).await?
-        }
+        ("image", _) | ("application", "octet-stream") if raw => Files {
+            image: body::read_limited(body, headers, limits, reservation, from.budget, from.client)
+                .await?,
+            second: None,
+        },
         _ => return Err(unsupported(ctype, raw)),
     };
-    if bytes.is_empty() {
+    if bytes.image.is_empty() {
         return Err(AppError::BadRequest(format!(
             "the `{FIELD}` is empty; send the image bytes"
+        )));
+    }
+    if bytes.second.as_ref().is_some_and(Bytes::is_empty) {
+        return Err(AppError::BadRequest(format!(
+            "the `{}` file is empty; send its bytes or leave the field out",
+            second.unwrap_or_default()
         )));
     }
     Ok(bytes)
@@ -162,9 +211,10 @@ async fn read_multipart(
     limits: BodyLimits,
     declared: Option<u64>,
     form: FormLimits,
+    second_field: Option<&'static str>,
     reservation: &mut Reservation,
     from: Sender<'_>,
-) -> Result<Bytes, AppError> {
+) -> Result<Files, AppError> {
     let limit = limits.max_bytes;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
@@ -188,6 +238,7 @@ async fn read_multipart(
         declared,
     };
     let mut image: Option<Bytes> = None;
+    let mut second: Option<Bytes> = None;
     let mut others: Vec<OtherFile> = Vec::new();
     let mut fields: Vec<String> = Vec::new();
     let mut parts = 0usize;
@@ -222,6 +273,13 @@ async fn read_multipart(
                 )));
             }
             image = Some(take.collect(&mut field, reservation).await?);
+        } else if second_field == Some(name.as_str()) {
+            if second.is_some() {
+                return Err(AppError::BadRequest(format!(
+                    "the form has more than one `{name}` field; send at most one"
+                )));
+            }
+            second = Some(take.collect(&mut field, reservation).await?);
         } else if is_file && image.is_none() && others.is_empty() {
             // Kept in case it is the only file (FastAPI-style clients send `file`).
             let bytes = take.collect(&mut field, reservation).await?;
@@ -251,11 +309,14 @@ async fn read_multipart(
             fields.push(name);
         }
     }
-    if let Some(b) = image {
-        return Ok(b);
+    if let Some(image) = image {
+        return Ok(Files { image, second });
     }
     match others.as_mut_slice() {
-        [one] => Ok(one.bytes.take().expect("the first other file is kept")),
+        [one] => Ok(Files {
+            image: one.bytes.take().expect("the first other file is kept"),
+            second,
+        }),
         [] if fields.is_empty() => Err(AppError::BadRequest(format!(
             "the form is empty; send the photo as the file field `{FIELD}`"
         ))),

@@ -2,6 +2,7 @@
 //! box outline, and a `person 0.87` label; then encodes the result as PNG or JPEG.
 //! Pure functions over pixels: no HTTP, no I/O, no model code (detections come in ready).
 
+pub mod edit;
 mod text;
 
 use image::codecs::jpeg::JpegEncoder;
@@ -279,18 +280,7 @@ pub fn encode_into(
     match enc {
         // Fast compression: the bytes only travel to a browser; saving ~10% is not worth
         // several times the encode time on a 1 MP overlay.
-        Encoding::Png => {
-            let mut e = png::Encoder::new(out, w, h);
-            e.set_color(png::ColorType::Rgb);
-            e.set_depth(png::BitDepth::Eight);
-            e.set_compression(png::Compression::Fast);
-            e.set_filter(png::Filter::Adaptive);
-            let mut header = e.write_header().map_err(png_error)?;
-            let mut stream = header.stream_writer().map_err(png_error)?;
-            std::io::Write::write_all(&mut stream, img.as_raw())
-                .map_err(|e| EncodeError(e.into()))?;
-            stream.finish().map_err(png_error)?;
-        }
+        Encoding::Png => encode_png_into(img.as_raw(), w, h, png::ColorType::Rgb, out)?,
         Encoding::Jpeg => JpegEncoder::new_with_quality(out, 90).write_image(
             img.as_raw(),
             w,
@@ -298,6 +288,27 @@ pub fn encode_into(
             ExtendedColorType::Rgb8,
         )?,
     }
+    Ok(())
+}
+
+/// Encodes 8-bit pixels of `color` (RGB, RGBA or grey) as PNG into `out`, row by row
+/// through the png crate's stream writer (see [`encode_into`]).
+pub fn encode_png_into(
+    raw: &[u8],
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+    out: impl std::io::Write,
+) -> Result<(), EncodeError> {
+    let mut e = png::Encoder::new(out, w, h);
+    e.set_color(color);
+    e.set_depth(png::BitDepth::Eight);
+    e.set_compression(png::Compression::Fast);
+    e.set_filter(png::Filter::Adaptive);
+    let mut header = e.write_header().map_err(png_error)?;
+    let mut stream = header.stream_writer().map_err(png_error)?;
+    std::io::Write::write_all(&mut stream, raw).map_err(|e| EncodeError(e.into()))?;
+    stream.finish().map_err(png_error)?;
     Ok(())
 }
 
