@@ -122,8 +122,9 @@ fn consider(best: &mut Option<(f32, u8, Coding)>, q: f32, (coding, rank): (Codin
     }
 }
 
-/// Whether an answer with these headers is worth compressing: JSON and text (never
-/// pictures, which are compressed already), not encoded yet, and not known to be tiny.
+/// Whether an answer with these headers is worth compressing: JSON and text, and KServe's
+/// binary answers (JSON and tensors, which Triton compresses too; never pictures, which are
+/// compressed already), not encoded yet, and not known to be tiny.
 fn compressible(status: StatusCode, headers: &HeaderMap, len: Option<u64>) -> bool {
     if status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -145,6 +146,7 @@ fn compressible(status: StatusCode, headers: &HeaderMap, len: Option<u64>) -> bo
     match (mime.type_().as_str(), mime.subtype().as_str()) {
         ("text", _) => true,
         ("application", "json" | "javascript" | "yaml") => true,
+        ("application", "octet-stream") => headers.contains_key("inference-header-content-length"),
         ("application", _) => mime.suffix().is_some_and(|s| s == "json"),
         _ => false,
     }
@@ -370,6 +372,9 @@ mod tests {
         assert!(!compressible(ok, &with("application/json"), Some(100)));
         assert!(!compressible(ok, &with("image/png"), Some(1 << 20)));
         assert!(!compressible(ok, &with("application/octet-stream"), None));
+        let mut kserve = with("application/octet-stream");
+        kserve.insert("inference-header-content-length", "300".parse().unwrap());
+        assert!(compressible(ok, &kserve, None));
         assert!(!compressible(
             StatusCode::NO_CONTENT,
             &with("application/json"),

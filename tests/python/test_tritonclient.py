@@ -5,6 +5,8 @@ photos in one request, parameters, metadata and health calls, and errors. What t
 prints is saved to target/tritonclient-session.txt."""
 
 import base64
+import gzip
+import zlib
 
 import numpy as np
 import pytest
@@ -201,3 +203,44 @@ def test_errors(client, say, case, model, data, parameters, status, says):
     assert e.value.status() == status, e.value
     assert says in e.value.message()
     say(f">>> # {case}", f"InferenceServerException: [{e.value.status()}] {e.value.message()}")
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compression_both_ways(client, say, algorithm):
+    """The client's own compression options: the request body compressed, the answer asked
+    compressed. What went over the wire is seen by wrapping the client's HTTP stub."""
+    seen = []
+    stub = client._client_stub
+    post = stub.post
+
+    def recording_post(*args, **kwargs):
+        response = post(*args, **kwargs)
+        seen.append((kwargs.get("headers") or {}, response.get("Content-Encoding"), kwargs["body"]))
+        return response
+
+    bus = photo("bus.jpg")
+    plain = client.infer(MODEL, [image_input(bus)])
+    stub.post = recording_post
+    try:
+        squeezed = client.infer(
+            MODEL,
+            [image_input(bus)],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+    finally:
+        stub.post = post
+    [(headers, answered, sent)] = seen
+    assert headers["Content-Encoding"] == algorithm and headers["Accept-Encoding"] == algorithm
+    assert answered == algorithm, "the answer came back compressed"
+    inflate = gzip.decompress if algorithm == "gzip" else zlib.decompress
+    assert bus in inflate(sent), "the request went compressed, the photo inside"
+    for name in OUTPUTS:
+        assert (squeezed.as_numpy(name) == plain.as_numpy(name)).all(), name
+    say(
+        "",
+        f'>>> client.infer(MODEL, [image], request_compression_algorithm="{algorithm}",',
+        f'...              response_compression_algorithm="{algorithm}").as_numpy("class_names")',
+        repr(squeezed.as_numpy("class_names")),
+        f"# request Content-Encoding: {headers['Content-Encoding']}; answer Content-Encoding: {answered}",
+    )

@@ -151,7 +151,7 @@ pub async fn model_metadata(
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 413, description = "Body or image over a limit", body = ErrorBody),
         (status = 408, description = "Body not received in time", body = ErrorBody),
-        (status = 415, description = "Not JSON or the binary extension, compressed, or an unsupported image format", body = ErrorBody),
+        (status = 415, description = "Not JSON or the binary extension, an unknown Content-Encoding, or an unsupported image format", body = ErrorBody),
         (status = 422, description = "Corrupt image", body = ErrorBody),
         (status = 503, description = "Overloaded or not ready; retry", body = ErrorBody)))]
 pub async fn infer(
