@@ -23,6 +23,8 @@ const canvas = $('highlight');
 let previewUrl = null;
 let resultUrl = null;
 let current = null; // the last /v1/segment reply
+let currentFile = null; // the photo of that reply, for background edits
+let editUrl = null; // the last /v1/background picture
 
 function setStatus(text) { $('status').textContent = text; }
 
@@ -194,6 +196,7 @@ form.addEventListener('submit', async (e) => {
     ]);
     const seg = await segRes.json();
     const blob = await renderRes.blob();
+    currentFile = file;
     await showResult(seg, blob, performance.now() - started);
     setStatus(`Done: ${seg.detections.length} object${seg.detections.length === 1 ? '' : 's'} found.`);
   } catch (err) {
@@ -225,6 +228,8 @@ async function showResult(seg, blob, roundTripMs) {
   if (resultUrl) URL.revokeObjectURL(resultUrl);
   resultUrl = URL.createObjectURL(blob);
   resultImage.src = resultUrl;
+  $('bg-mode').value = 'keep';
+  showEdit('keep', resultUrl, 'jpg', 'image/jpeg');
   await resultImage.decode();
   resultImage.alt = n
     ? `The photo with ${n} object${n === 1 ? '' : 's'} outlined and labelled: ${countsText(seg.object_counts)}.`
@@ -391,3 +396,56 @@ function loadModels() {
 }
 
 loadModels();
+
+// Background edits: the same photo and options through POST /v1/background, shown in place
+// of the outlined picture (same size, so the highlight canvas still lines up) and offered
+// for download. "Keep" goes back to the outlined picture.
+const bgMode = $('bg-mode');
+bgMode.addEventListener('change', () => {
+  $('bg-color').hidden = bgMode.value !== 'color';
+  $('bg-blur').hidden = bgMode.value !== 'blur';
+});
+
+function showEdit(mode, url, ext, type) {
+  resultImage.src = url;
+  resultImage.dataset.background = mode;
+  $('result-image').closest('.stage').classList.toggle('checker', mode === 'transparent');
+  const a = $('bg-download');
+  a.href = url;
+  a.download = `segserve-${mode === 'keep' ? 'result' : mode}.${ext}`;
+  a.type = type;
+  a.hidden = false;
+}
+
+$('bg-apply').addEventListener('click', async () => {
+  if (!currentFile) return;
+  clearError();
+  const mode = bgMode.value;
+  if (mode === 'keep') {
+    showEdit('keep', resultUrl, 'jpg', 'image/jpeg');
+    return;
+  }
+  const png = mode === 'transparent';
+  const extra = { background: mode, format: png ? 'png' : 'jpeg', feather: '1' };
+  if (mode === 'color') extra.color = $('bg-color').value;
+  if (mode === 'blur') extra.blur = $('bg-blur').value;
+  const button = $('bg-apply');
+  button.disabled = true;
+  setStatus('Editing the background…');
+  try {
+    const res = await post('/v1/background?' + query(extra), currentFile, png ? 'image/png' : 'image/jpeg');
+    const blob = await res.blob();
+    if (editUrl) URL.revokeObjectURL(editUrl);
+    editUrl = URL.createObjectURL(blob);
+    showEdit(mode, editUrl, png ? 'png' : 'jpg', blob.type);
+    await resultImage.decode();
+    resultImage.alt = `The photo with its background made ${mode === 'color' ? 'one colour' : mode}.`;
+    setStatus(`Background: ${mode}.`);
+  } catch (err) {
+    setStatus('');
+    if (err instanceof ApiError) showError(err.message, err.detail, err.type);
+    else showError('Could not reach the server.', 'The connection failed or was closed.', 'network');
+  } finally {
+    button.disabled = false;
+  }
+});

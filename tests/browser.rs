@@ -231,6 +231,50 @@ async fn walk_through(c: &Client, base: &str) -> anyhow::Result<()> {
     js(c, "window.scrollTo(0, 0)").await?;
     screenshot(c, "browser-screenshot.png").await?;
 
+    // Background edits: transparent, then a blur; each shown in place and downloadable.
+    for (mode, mime) in [("transparent", "image/png"), ("blur", "image/jpeg")] {
+        c.find(Locator::Css("#bg-mode"))
+            .await?
+            .select_by_value(mode)
+            .await?;
+        c.find(Locator::Css("#bg-apply")).await?.click().await?;
+        c.wait()
+            .at_most(STEP)
+            .for_element(Locator::Css(&format!(
+                "#result-image[data-background='{mode}']"
+            )))
+            .await
+            .with_context(|| format!("the {mode} background was never shown"))?;
+        // The picture shown and offered for download: its type, size, and (transparent) alpha
+        // outside the objects only: clear in a corner of the sky, opaque at the bus.
+        let got = c
+            .execute_async(
+                "const done = arguments[0]; (async () => { \
+                   await document.getElementById('result-image').decode(); \
+                   const a = document.getElementById('bg-download'); \
+                   const img = document.getElementById('result-image'); \
+                   const cv = new OffscreenCanvas(img.naturalWidth, img.naturalHeight); \
+                   const g = cv.getContext('2d'); g.drawImage(img, 0, 0); \
+                   const alpha = (x, y) => g.getImageData(x, y, 1, 1).data[3]; \
+                   done([a.type, cv.width, cv.height, alpha(5, 5), alpha(400, 500), a.hidden || a.href !== img.src, a.download]); \
+                 })().catch((e) => done(String(e)));",
+                vec![],
+            )
+            .await?;
+        let opaque_corner = if mode == "transparent" { 0 } else { 255 };
+        ensure!(
+            got == json!([mime, 810, 1080, opaque_corner, 255, false, got[6]])
+                && got[6].as_str().is_some_and(|n| n.starts_with(&format!("segserve-{mode}."))),
+            "{mode}: downloaded picture (type, w, h, alpha at a corner, alpha at the bus, link hidden, name): {got}"
+        );
+    }
+    screenshot(c, "browser-background.png").await?;
+    c.find(Locator::Css("#bg-mode"))
+        .await?
+        .select_by_value("keep")
+        .await?;
+    c.find(Locator::Css("#bg-apply")).await?.click().await?;
+
     // Phone-sized: one column, nothing wider than the screen.
     c.set_window_size(390, 844).await?;
     let overflow = js(
