@@ -34,7 +34,9 @@ def test_the_doc_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
-def test_python_example_runs(server, index):
+def test_python_example_runs(server, index, tmp_path, monkeypatch):
+    # Examples that save pictures save them here, not in the repository.
+    monkeypatch.chdir(tmp_path)
     code = localise(PYTHON[index], server)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
