@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -187,18 +187,65 @@ async fn post(url: String, ctype: &str, body: Vec<u8>) -> Answer {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let r = c
+    // Read the whole answer (a streamed one too), as a client would.
+    send(c.post(url).header("content-type", ctype).body(body)).await
+}
+
+/// A POST whose body is compressed in `coding`.
+async fn post_encoded(url: String, coding: &str, body: Vec<u8>) -> Answer {
+    send(
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "image/jpeg")
+            .header("content-encoding", coding)
+            .body(body),
+    )
+    .await
+}
+
+/// A POST that accepts its answer compressed in `coding`, and reads it slowly.
+async fn post_accepting(url: String, ctype: &str, coding: &str, body: Vec<u8>) -> Answer {
+    let r = reqwest::Client::new()
         .post(url)
         .header("content-type", ctype)
+        .header("accept-encoding", coding)
         .body(body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = r.status().as_u16();
+    let retry = r.headers().contains_key("retry-after");
+    let mut r = r;
+    while let Ok(Some(_)) = r.chunk().await {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (status, retry)
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let r = req
         .send()
         .await
         .expect("a well-formed request gets an answer, not a broken connection");
     let status = r.status().as_u16();
     let retry = r.headers().contains_key("retry-after");
-    // Read the whole answer (a streamed one too), as a client would.
     let _ = r.bytes().await;
     (status, retry)
+}
+
+/// A form with the photo as `image` and `picture` as `background`.
+fn two_files(photo: &[u8], picture: &[u8]) -> Vec<u8> {
+    let b = common::BOUNDARY;
+    let mut body = Vec::new();
+    for (name, data) in [("image", photo), ("background", picture)] {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    body
 }
 
 fn form(bytes: &[u8]) -> Vec<u8> {
@@ -628,7 +675,6 @@ async fn a_small_budget_holds_under_every_attack() {
     )
     .await;
     drop(bus_big);
-    drop(big);
 
     // Flat 39 MP PNGs (a few hundred kB each) whose clients leave 0.3 s after sending.
     // Before: the permits went with the client and 1.05 GB of decodes piled up.
@@ -855,6 +901,126 @@ async fn a_small_budget_holds_under_every_attack() {
         "6 x PNG render, incompressible 20 MP",
         &[200, 503],
         async { burst(6, server.url("/v1/render?format=png"), "image/jpeg", &noisy).await },
+    )
+    .await;
+
+    // Background edits and cutouts of the 31.5 MP photo: the photo, the matte, the blurred
+    // copy or the RGBA picture, a background picture scaled to its size, and the encoders
+    // are reserved before they exist.
+    let big_png_form = two_files(&big, &bus);
+    check(
+        &server,
+        idle,
+        "31.5 MP: blur, transparent, picture, cutouts",
+        &[200, 413, 503],
+        async {
+            let mp = multipart();
+            let jobs = vec![
+                post(
+                    server.url("/v1/background?background=blur&blur=extreme"),
+                    "image/jpeg",
+                    big.clone(),
+                ),
+                post(
+                    server.url("/v1/background?feather=16"),
+                    "image/jpeg",
+                    big.clone(),
+                ),
+                post(server.url("/v1/background"), &mp, big_png_form.clone()),
+                post(
+                    server.url("/v1/cutouts?conf=0.01&iou=1&max_det=1000"),
+                    "image/jpeg",
+                    big.clone(),
+                ),
+                post(
+                    server.url("/v1/background?background=gray&format=png"),
+                    "image/jpeg",
+                    noisy.clone(),
+                ),
+                post(
+                    server.url("/v1/segment?masks=png&conf=0.01&iou=1&max_det=1000"),
+                    "image/jpeg",
+                    big.clone(),
+                ),
+            ];
+            futures_util::future::join_all(jobs).await
+        },
+    )
+    .await;
+
+    // The same one at a time: each fits the budget alone and is served.
+    check(
+        &server,
+        idle,
+        "31.5 MP edits one at a time",
+        &[200],
+        async {
+            let mut all = Vec::new();
+            for q in [
+                "background=blur&blur=extreme",
+                "feather=16",
+                "background=color&format=png",
+            ] {
+                let url = server.url(&format!("/v1/background?{q}"));
+                all.push(post(url, "image/jpeg", big.clone()).await);
+            }
+            all.push(
+                post(
+                    server.url("/v1/background"),
+                    &multipart(),
+                    big_png_form.clone(),
+                )
+                .await,
+            );
+            all.push(post(server.url("/v1/cutouts"), "image/jpeg", big.clone()).await);
+            all
+        },
+    )
+    .await;
+
+    // Decompression bombs: 256 MiB of zeros in a quarter MiB of gzip (and in a few hundred
+    // bytes of zstd), sixteen at once, against the 20 MiB body limit. The limit applies to
+    // the inflated bytes as they arrive.
+    let gz_bomb = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            e.write_all(&zeros).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    let zstd_bomb = zstd::encode_all(std::io::repeat(0).take(256 << 20), 19).unwrap();
+    check(
+        &server,
+        idle,
+        "16 x decompression bomb (256 MiB)",
+        &[413],
+        async {
+            let url = server.url("/v1/segment");
+            let g = (0..8).map(|_| post_encoded(url.clone(), "gzip", gz_bomb.clone()));
+            let z = (0..8).map(|_| post_encoded(url.clone(), "zstd", zstd_bomb.clone()));
+            let mut all = futures_util::future::join_all(g).await;
+            all.extend(futures_util::future::join_all(z).await);
+            all
+        },
+    )
+    .await;
+
+    // Compressed dense PixelLib answers, eight at once, read slowly: the encoders' state
+    // is reserved with the answer.
+    check(
+        &server,
+        idle,
+        "8 x dense mask_values, gzip and zstd",
+        &[200, 503],
+        async {
+            let (url, f, ct) = (server.url("/segmentapi"), form(&bus), multipart());
+            let jobs = (0..8).map(|i| {
+                let coding = if i % 2 == 0 { "gzip" } else { "zstd" };
+                post_accepting(url.clone(), &ct, coding, f.clone())
+            });
+            futures_util::future::join_all(jobs).await
+        },
     )
     .await;
 
