@@ -239,7 +239,7 @@ impl Encoder {
     }
 }
 
-/// A body compressed as it is read: each poll feeds at most [`PIECE`] bytes of the inner
+/// A body compressed as it is read: each poll feeds at most 64 KiB of the inner
 /// body to the encoder and yields whatever came out.
 pub struct Compressing<B> {
     inner: B,

@@ -166,10 +166,8 @@ async fn read_files(
             let read = read_multipart(
                 body,
                 boundary,
-                limits,
-                declared,
-                form,
-                second,
+                (limits, declared),
+                (form, second),
                 reservation,
                 from,
             );
@@ -205,13 +203,13 @@ struct OtherFile {
 /// Most bytes of headers one form part may have (a file part's are ~150).
 const MAX_PART_HEADER_BYTES: usize = 8 << 10;
 
+/// Reads the form's `image` (and `second_field`) within the body's `limits` and declared
+/// length and the `form` limits.
 async fn read_multipart(
     body: Body,
     boundary: String,
-    limits: BodyLimits,
-    declared: Option<u64>,
-    form: FormLimits,
-    second_field: Option<&'static str>,
+    (limits, declared): (BodyLimits, Option<u64>),
+    (form, second_field): (FormLimits, Option<&'static str>),
     reservation: &mut Reservation,
     from: Sender<'_>,
 ) -> Result<Files, AppError> {
