@@ -10,6 +10,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import requests
 
 from conftest import SHARED, Transcript
 
@@ -57,8 +58,20 @@ def test_first_snippet_prints_the_outputs(server, say):
     say("$ python snippet1.py   # the README's 'Code For API Testing'", shorten(printed))
 
 
-def test_second_snippet_gets_masks_of_mask_shape(server, say):
+def test_second_snippet_gets_masks_of_mask_shape(server, say, monkeypatch):
+    # The snippet's own `requests.post`, watched: requests asks for gzip by itself, so the
+    # 22 MB of dense masks travel compressed and the snippet never knows.
+    answers = []
+    post = requests.post
+
+    def watched_post(*args, **kwargs):
+        answers.append(post(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(requests, "post", watched_post)
     scope, printed = run_snippet("snippet2.py", server)
+    [answer] = answers
+    assert answer.headers["Content-Encoding"] == "gzip", answer.headers
     masks = scope["masks_numpy_array"]
     shape = scope["results"]["outputs"]["mask_shape"]
     assert masks.shape == tuple(shape)
@@ -74,4 +87,5 @@ def test_second_snippet_gets_masks_of_mask_shape(server, say):
         shorten(printed),
         f"# masks_numpy_array.shape == {masks.shape}, results['outputs']['mask_shape'] == {shape}",
         f"# pixels per mask: {masks.sum(axis=(0, 1)).tolist()}",
+        f"# the answer: Content-Encoding {answer.headers['Content-Encoding']}, {len(answer.content)} bytes of JSON",
     )
