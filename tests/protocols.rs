@@ -803,12 +803,20 @@ async fn kserve_binary_framing_errors_are_clear_400s() {
     // is not a number; binary_data that is not a boolean.
     for (headers, want) in [
         (vec![("content-type", "application/octet-stream")], 400),
+        // A coding segserve does not read; and one it reads, on a body that is not in it.
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("content-encoding", "br"),
+            ],
+            415,
+        ),
         (
             vec![
                 ("content-type", "application/json"),
                 ("content-encoding", "gzip"),
             ],
-            415,
+            400,
         ),
         (vec![("inference-header-content-length", "lots")], 400),
     ] {
