@@ -20,7 +20,8 @@ use super::reply::{self, ReservedWriter};
 use super::upload::{ImageUpload, WithBackground};
 use super::AppState;
 use crate::budget::Reservation;
-use crate::error::{AppError, ErrorBody};
+use crate::engine::FilterOptions;
+use crate::error::AppError;
 use crate::imageio::{self, DecodeLimits, DecodeMode};
 use crate::pipeline::{self, PipelineError, SegmentRequest};
 use crate::render::edit::{self, Blur, Edited, Fill};
@@ -182,17 +183,12 @@ impl EditSpec {
 
 /// `POST /v1/background`: the photo with everything but the detected objects replaced.
 #[utoipa::path(post, path = "/v1/background", tag = "segserve",
-    params(
+    params(super::openapi::FilterQuery,
         ("background" = Option<String>, Query, description = "`transparent` (default; PNG with alpha), `color`, `gray`, `blur` or `image` (the form's file field `background`, scaled to the photo; the default when that field is sent)"),
         ("color" = Option<String>, Query, description = "With background=color: `#rrggbb` or `r,g,b` (default #ffffff)"),
         ("blur" = Option<String>, Query, description = "With background=blur: `low`, `moderate` (default) or `extreme`: PixelLib's 21, 39 and 81 pixel box blurs"),
         ("feather" = Option<u32>, Query, description = "Soften the objects' edges over this many pixels, 0 (default) to 16"),
         ("format" = Option<String>, Query, description = "`png` or `jpeg` (not with background=transparent); default PNG when transparent, else from the Accept header, else JPEG"),
-        ("classes" = Option<String>, Query, description = "Keep only these classes as foreground (PixelLib's `detect=`): names or ids, comma-separated; default every detection"),
-        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
-        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
-        ("max_det" = Option<usize>, Query, description = "Most objects kept, 1..=1000 (300)"),
-        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
     ),
     request_body(content(
         (BackgroundForm = "multipart/form-data"),
@@ -200,13 +196,7 @@ impl EditSpec {
         (Vec<u8> = "application/octet-stream"))),
     responses(
         (status = 200, description = "The edited photo, upright, same size; `X-Detections`: the objects kept", body = Vec<u8>, content_type = "image/png"),
-        (status = 400, description = "No image, a bad parameter, JPEG asked with transparency, or background=image without a picture", body = ErrorBody),
-        (status = 404, description = "No such model", body = ErrorBody),
-        (status = 408, description = "Body not received in time", body = ErrorBody),
-        (status = 413, description = "Body or image over a limit, or more work than the memory budget can ever hold", body = ErrorBody),
-        (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
-        (status = 422, description = "Corrupt image", body = ErrorBody),
-        (status = 503, description = "Overloaded (queue or memory budget) or not ready; retry", body = ErrorBody)))]
+        super::openapi::UploadErrors))]
 pub async fn background(
     State(s): State<AppState>,
     params: Params<BackgroundExtra>,
@@ -216,17 +206,9 @@ pub async fn background(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let spec = EditSpec::parse(&params.extra, accept, upload.second.is_some())?;
     let limits = s.config.runtime.limits;
-    let picture = upload.second;
-    let req = SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter: params.options.filter,
-        masks: true,
-        keep_image: true,
-        decode: DecodeMode::Exact,
-        ticket: None,
-        admission: upload.admission,
-    };
+    let mut upload = upload;
+    let picture = upload.second.take();
+    let req = with_photo(upload, params.options.filter);
     let encoding = spec.encoding;
     let done = pipeline::segment(&params.engine, limits, req, move |mut seg, res| {
         let photo = seg
@@ -286,6 +268,20 @@ pub async fn background(
         HeaderValue::from(kept),
     );
     Ok(resp)
+}
+
+/// A request for the masks and the exact photo they are applied to.
+fn with_photo<S>(upload: ImageUpload<S>, filter: FilterOptions) -> SegmentRequest {
+    SegmentRequest {
+        bytes: upload.bytes,
+        reservation: upload.reservation,
+        filter,
+        masks: true,
+        keep_image: true,
+        decode: DecodeMode::Exact,
+        ticket: None,
+        admission: upload.admission,
+    }
 }
 
 /// The uploaded background picture, decoded upright and scaled to the photo's `w` x `h`
@@ -367,13 +363,8 @@ pub struct CutoutsResponse {
 
 /// `POST /v1/cutouts`: each detected object cut out of the photo as an RGBA PNG.
 #[utoipa::path(post, path = "/v1/cutouts", tag = "segserve",
-    params(
+    params(super::openapi::FilterQuery,
         ("feather" = Option<u32>, Query, description = "Soften each cutout's edge over this many pixels, 0 (default) to 16"),
-        ("classes" = Option<String>, Query, description = "Only these classes: names or ids, comma-separated"),
-        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
-        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
-        ("max_det" = Option<usize>, Query, description = "Most objects, 1..=1000 (300)"),
-        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
     ),
     request_body(content(
         (super::handlers::ImageForm = "multipart/form-data"),
@@ -381,29 +372,14 @@ pub struct CutoutsResponse {
         (Vec<u8> = "application/octet-stream"))),
     responses(
         (status = 200, description = "The objects as base64 RGBA PNGs with their place in the photo", body = CutoutsResponse),
-        (status = 400, description = "No image, or a bad parameter", body = ErrorBody),
-        (status = 404, description = "No such model", body = ErrorBody),
-        (status = 408, description = "Body not received in time", body = ErrorBody),
-        (status = 413, description = "Body or image over a limit, or more work than the memory budget can ever hold", body = ErrorBody),
-        (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
-        (status = 422, description = "Corrupt image", body = ErrorBody),
-        (status = 503, description = "Overloaded (queue or memory budget) or not ready; retry", body = ErrorBody)))]
+        super::openapi::UploadErrors))]
 pub async fn cutouts(
     State(s): State<AppState>,
     params: Params<CutoutExtra>,
     upload: ImageUpload,
 ) -> Result<Response, AppError> {
     let feather = feather(&params.extra)?;
-    let req = SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter: params.options.filter,
-        masks: true,
-        keep_image: true,
-        decode: DecodeMode::Exact,
-        ticket: None,
-        admission: upload.admission,
-    };
+    let req = with_photo(upload, params.options.filter);
     let e = params.engine.clone();
     let done = pipeline::segment(&params.engine, s.config.runtime.limits, req, move |mut seg, res| {
         let photo = seg

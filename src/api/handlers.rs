@@ -79,14 +79,9 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
 
 /// `POST /v1/segment`: multipart field `image` or a raw `image/*` body; options in the query.
 #[utoipa::path(post, path = "/v1/segment", tag = "segserve",
-    params(
-        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
-        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
-        ("max_det" = Option<usize>, Query, description = "Most detections returned, 1..=1000 (300)"),
-        ("classes" = Option<String>, Query, description = "Keep only these classes: names or ids, comma-separated"),
+    params(super::openapi::FilterQuery,
         ("masks" = Option<String>, Query, description = "`rle` (default, COCO RLE), `polygon` (outer contours in pixels), `png` (a single-channel PNG of each mask's rectangle, base64, in `mask_png`) or `none`"),
         ("tolerance" = Option<f64>, Query, description = "With masks=polygon: Douglas-Peucker tolerance in pixels (1.0)"),
-        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
         ("decode" = Option<String>, Query, description = "`exact` (OpenCV's pixels, Ultralytics' results) or `fast` (JPEG photos at least twice the model's input decoded at 1/2, 1/4 or 1/8 scale: faster, approximate); default from --decode (exact)"),
     ),
     request_body(content(
@@ -95,13 +90,7 @@ pub async fn models(State(s): State<AppState>) -> Result<Json<ModelsResponse>, A
         (Vec<u8> = "application/octet-stream"))),
     responses(
         (status = 200, description = "Detections", body = SegmentResponse),
-        (status = 400, description = "No image, or a bad parameter", body = ErrorBody),
-        (status = 404, description = "No such model", body = ErrorBody),
-        (status = 408, description = "Body not received in time", body = ErrorBody),
-        (status = 413, description = "Body or image over a limit, or more work than the memory budget can ever hold", body = ErrorBody),
-        (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
-        (status = 422, description = "Corrupt image", body = ErrorBody),
-        (status = 503, description = "Overloaded (queue or memory budget) or not ready; retry", body = ErrorBody)))]
+        super::openapi::UploadErrors))]
 pub async fn segment(
     State(s): State<AppState>,
     params: Params,

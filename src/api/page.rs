@@ -81,14 +81,9 @@ pub async fn style_css() -> Response {
 /// `POST /v1/render`: the same upload and options as `/v1/segment`, plus `format=png|jpeg`;
 /// answers the upright photo with every instance drawn on it, at the photo's size.
 #[utoipa::path(post, path = "/v1/render", tag = "segserve",
-    params(
+    params(super::openapi::FilterQuery,
         ("format" = Option<String>, Query, description = "`png` or `jpeg`; default from the Accept header, else JPEG"),
-        ("conf" = Option<f32>, Query, description = "Score threshold, 0..1 (0.25)"),
-        ("iou" = Option<f32>, Query, description = "NMS IoU threshold, 0..1 (0.7)"),
-        ("max_det" = Option<usize>, Query, description = "Most detections drawn, 1..=1000 (300)"),
-        ("classes" = Option<String>, Query, description = "Keep only these classes: names or ids, comma-separated"),
         ("masks" = Option<String>, Query, description = "`rle` (default: masks drawn) or `none` (boxes only)"),
-        ("model" = Option<String>, Query, description = "Model name (file stem); default: the first --model"),
     ),
     request_body(content(
         (super::handlers::ImageForm = "multipart/form-data"),
@@ -96,13 +91,7 @@ pub async fn style_css() -> Response {
         (Vec<u8> = "application/octet-stream"))),
     responses(
         (status = 200, description = "The upright photo with masks, boxes and labels drawn, same size", body = Vec<u8>, content_type = "image/jpeg"),
-        (status = 400, description = "No image, or a bad parameter", body = crate::error::ErrorBody),
-        (status = 404, description = "No such model", body = crate::error::ErrorBody),
-        (status = 408, description = "Body not received in time", body = crate::error::ErrorBody),
-        (status = 413, description = "Body or image over a limit", body = crate::error::ErrorBody),
-        (status = 415, description = "Unsupported content type or image format", body = crate::error::ErrorBody),
-        (status = 422, description = "Corrupt image", body = crate::error::ErrorBody),
-        (status = 503, description = "Overloaded or not ready; retry", body = crate::error::ErrorBody)))]
+        super::openapi::UploadErrors))]
 pub async fn render_image(
     State(s): State<AppState>,
     params: Params<RenderExtra>,
