@@ -4,10 +4,12 @@
 //! extractor, other bodies through [`body::read_limited`]; answers that outlive the handler
 //! keep their memory reservation in [`reply`]; [`inflate`] takes compressed bodies and
 //! [`compress`] compresses answers. Routes: `handlers` (native API and probes),
-//! `pixellib` (`/segmentapi`), `page` and `frontend` (browser), `kserve` (Open Inference
-//! Protocol), `openapi` (spec and /docs); `draw` is the segment-and-draw step the browser
-//! routes share; `security` and `drain` guard every request; `server` accepts connections.
+//! `pixellib` (`/segmentapi`), `edit` (background edits, cutouts), `page` and `frontend`
+//! (browser), `kserve` (Open Inference Protocol), `openapi` (the spec), `assets` (the
+//! pages' static files and /docs); `draw` is the segment-and-draw step the browser routes
+//! share; `security` and `drain` guard every request; `server` accepts connections.
 
+pub mod assets;
 pub mod body;
 pub mod compress;
 pub mod drain;

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
 /// Title, description and tags; the paths come from `api::routes`.
@@ -90,38 +90,4 @@ pub fn spec_json() -> &'static str {
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], spec_json()).into_response()
-}
-
-/// `GET /docs`: human-readable API docs, rendered in the browser from `/openapi.json`.
-#[utoipa::path(get, path = "/docs", tag = "operations",
-    responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
-pub async fn docs() -> Response {
-    // Same policy as the upload page: scripts and styles only from our own files.
-    (
-        [(header::CONTENT_SECURITY_POLICY, super::page::CSP)],
-        Html(include_str!("../../static/docs.html")),
-    )
-        .into_response()
-}
-
-/// `GET /static/docs.js`: the docs page's script (kept out of the HTML for the CSP).
-#[utoipa::path(get, path = "/static/docs.js", tag = "operations",
-    responses((status = 200, description = "The docs page's script", body = String, content_type = "text/javascript")))]
-pub async fn docs_js() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../static/docs.js"),
-    )
-        .into_response()
-}
-
-/// `GET /static/docs.css`: the docs page's style sheet.
-#[utoipa::path(get, path = "/static/docs.css", tag = "operations",
-    responses((status = 200, description = "The docs page's style sheet", body = String, content_type = "text/css")))]
-pub async fn docs_css() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../../static/docs.css"),
-    )
-        .into_response()
 }

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    compress, edit, handlers, inflate, kserve, openapi, page, pixellib, security, AppState,
+    assets, compress, edit, handlers, inflate, kserve, openapi, page, pixellib, security, AppState,
 };
 use crate::error::{AppError, LoggedError};
 
@@ -32,9 +32,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::metrics))
         .merge(kserve::routes())
         .routes(routes!(openapi::openapi_json))
-        .routes(routes!(openapi::docs))
-        .routes(routes!(openapi::docs_js))
-        .routes(routes!(openapi::docs_css))
+        .routes(routes!(assets::docs))
+        .routes(routes!(assets::docs_js))
+        .routes(routes!(assets::docs_css))
         .merge(page::routes())
 }
 
