@@ -4,13 +4,15 @@
 //! extractor, other bodies through [`body::read_limited`]; answers that outlive the handler
 //! keep their memory reservation in [`reply`]. Routes: `handlers` (native API and probes),
 //! `pixellib` (`/segmentapi`), `page` and `frontend` (browser), `kserve` (Open Inference
-//! Protocol), `openapi` (spec and /docs); `draw` is the segment-and-draw step the browser
-//! routes share; `security` and `drain` guard every request; `server` accepts connections.
+//! Protocol over REST), `openapi` (spec and /docs); `draw` is the segment-and-draw step the
+//! browser routes share; `security` and `drain` guard every request; `server` accepts
+//! connections (HTTP/1.1 and h2c), and hands gRPC calls to `grpc` (the protocol over gRPC).
 
 pub mod body;
 pub mod drain;
 pub mod draw;
 pub mod frontend;
+pub mod grpc;
 pub mod handlers;
 pub mod kserve;
 pub mod openapi;

@@ -1,5 +1,7 @@
-//! Accepting connections and serving HTTP/1.1 on them, with the limits a server exposed to
-//! the internet needs and `axum::serve` does not set:
+//! Accepting connections and serving HTTP/1.1 and HTTP/2 (h2c, for gRPC: told apart by the
+//! HTTP/2 preface; calls with a gRPC content type go to `api::grpc`, everything else to the
+//! router), with the limits a server exposed to the internet needs and `axum::serve` does
+//! not set:
 //!
 //! - a cap on open connections (further ones wait in the kernel's listen backlog, which
 //!   costs us nothing), and near it idle keep-alive connections are closed first, so a
@@ -10,7 +12,11 @@
 //! - hyper's read buffer bounded near the header limit (its default of ~400 KiB per
 //!   connection would be unreserved memory a thousand sockets wide);
 //! - on the write side, a stall timeout, a minimum send rate and a whole-answer deadline
-//!   (like nginx's `send_timeout`), so a slow reader cannot keep an answer in memory.
+//!   (like nginx's `send_timeout`), so a slow reader cannot keep an answer in memory;
+//! - on HTTP/2, the same header limit (as the header list size), few concurrent streams,
+//!   small flow-control windows (what a connection may have buffered unread), hyper's caps
+//!   on reset streams (the rapid-reset flood), pings that close a dead peer, and the same
+//!   idle, request-count and age limits (a GOAWAY instead of `Connection: close`).
 //!
 //! On shutdown, idle connections close at once and busy ones after their response.
 
@@ -27,13 +33,15 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, Extensions, HeaderValue, Request, Response};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+use super::grpc::{self, Gateway};
 use crate::config::ConnectionLimits;
 
 /// The client's address, in every request's extensions.
@@ -50,6 +58,35 @@ impl Peer {
 /// hyper's read buffer: the header limit plus room for body chunks. hyper's minimum is 8 KiB.
 pub fn read_buffer(max_header_bytes: usize) -> usize {
     (max_header_bytes + (16 << 10)).max(8 << 10)
+}
+
+/// Streams one HTTP/2 connection may have open at once (hyper's default is 200): a gRPC
+/// client multiplexes its calls, and each call holds a place in the model's queue anyway;
+/// more streams would only let one connection buffer more at once.
+pub const H2_MAX_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: how much a client may send before we read it, per stream
+/// and per connection (bytes a connection can make us buffer without a reservation).
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
+
+/// The HTTP/1.1 and HTTP/2 settings of the main port.
+fn builder(limits: &ConnectionLimits, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(read_buffer(max_header_bytes))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // A peer that stops answering pings within the header timeout is gone.
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    b
 }
 
 /// Connections open (and per client), shared by the accept loop and the connections.
@@ -69,6 +106,7 @@ const PRESSURE_DEN: usize = 10;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    grpc: Gateway,
     limits: ConnectionLimits,
     max_header_bytes: usize,
     stop: impl Future<Output = ()>,
@@ -80,11 +118,7 @@ pub async fn serve(
         pressure: Notify::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(read_buffer(max_header_bytes))
-        .keep_alive(true);
+    let http = builder(&limits, max_header_bytes);
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -114,17 +148,21 @@ pub async fn serve(
         let io = TokioIo::new(SendLimits::new(stream, &limits));
         let conn_state = Arc::new(ConnState::new());
         let svc = {
-            let (app, st) = (app.clone(), conn_state.clone());
+            let (app, grpc, st) = (app.clone(), grpc.clone(), conn_state.clone());
             hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (app, st) = (app.clone(), st.clone());
+                let (app, grpc, st) = (app.clone(), grpc.clone(), st.clone());
                 async move {
                     let mut req = req.map(Body::new);
                     req.extensions_mut().insert(Peer(addr));
                     st.begin();
-                    let served = st.served.fetch_add(1, Ordering::Relaxed) + 1;
-                    let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                    st.served.fetch_add(1, Ordering::Relaxed);
+                    let resp = if grpc::is_grpc(&req) {
+                        grpc.call(req).await
+                    } else {
+                        app.oneshot(req).await.unwrap_or_else(|e| match e {})
+                    };
                     let (mut parts, body) = resp.into_parts();
-                    if served >= limits.max_requests || st.born.elapsed() >= limits.max_age {
+                    if st.spent(&limits) {
                         parts
                             .headers
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -137,7 +175,7 @@ pub async fn serve(
                 }
             })
         };
-        let conn = http.serve_connection(io, svc);
+        let conn = http.serve_connection(io, svc).into_owned();
         // Connection buffers are the server's own measured bytes (a request's work sets its
         // own lease inside).
         let (open2, limits2, mut stop_rx) = (open.clone(), limits, stop_rx.clone());
@@ -167,7 +205,14 @@ pub async fn serve(
                                 closing = true;
                             }
                         }
-                        _ = conn_state.ended.notified() => {}
+                        _ = conn_state.ended.notified() => {
+                            // HTTP/1.1 closes through `Connection: close`; HTTP/2 (which has
+                            // no such header) through a GOAWAY once its streams are done.
+                            if !closing && conn_state.spent(&limits2) {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                        }
                         _ = stop_rx.changed(), if !closing => {
                             conn.as_mut().graceful_shutdown();
                             closing = true;
@@ -263,6 +308,12 @@ impl ConnState {
             .store(self.born.elapsed().as_millis() as u64, Ordering::Release);
         self.active.fetch_sub(1, Ordering::AcqRel);
         self.ended.notify_one();
+    }
+
+    /// Past the request cap or the age limit: the connection should close.
+    fn spent(&self, limits: &ConnectionLimits) -> bool {
+        self.served.load(Ordering::Relaxed) >= limits.max_requests
+            || self.born.elapsed() >= limits.max_age
     }
 
     fn is_idle(&self) -> bool {
