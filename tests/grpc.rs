@@ -467,3 +467,162 @@ async fn the_api_key_and_the_grpc_port() {
         .insert("authorization", "Bearer k3y".parse().unwrap());
     assert_eq!(c2.model_metadata(req).await.unwrap().into_inner().name, SEG);
 }
+
+/// The raw model (`<name>-raw`, for Ultralytics' Triton client): the same configuration and
+/// the same raw outputs over HTTP and gRPC, FP16 as FP32, and clear refusals.
+#[tokio::test]
+async fn the_raw_model_over_http_and_grpc() {
+    let s = common::spawn_server(&[]).await;
+    let raw = format!("{SEG}-raw");
+    let http: Value = reqwest::get(s.url(&format!("/v2/models/{raw}/config")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        http["input"][0]["dims"],
+        serde_json::json!([1, 3, 320, 320])
+    );
+    assert_eq!(http["output"][0]["dims"], serde_json::json!([1, 116, 2100]));
+    assert_eq!(
+        http["output"][1]["dims"],
+        serde_json::json!([1, 32, 80, 80])
+    );
+    let metadata = http["parameters"]["metadata"]["string_value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        metadata.contains("'task': 'segment'")
+            && metadata.contains("'imgsz': [320, 320]")
+            && metadata.contains("0: 'person'"),
+        "{metadata}"
+    );
+    let mut c = client(s.addr).await;
+    let cfg = c
+        .model_config(pb::ModelConfigRequest {
+            name: raw.clone(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(cfg.parameters["metadata"].string_value, metadata);
+    assert_eq!(cfg.input[0].data_type, pb::DataType::TypeFp32 as i32);
+    assert_eq!(
+        cfg.output
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
+        ["output0", "output1"]
+    );
+    let e = c
+        .model_config(pb::ModelConfigRequest {
+            name: "nope-raw".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // A grey canvas, as FP32 over gRPC and HTTP, and as FP16 over gRPC.
+    let n = 3 * 320 * 320;
+    let grey: Vec<u8> = (0..n)
+        .flat_map(|_| (114.0f32 / 255.0).to_le_bytes())
+        .collect();
+    let tensor = |datatype: &str, data: Vec<u8>| pb::ModelInferRequest {
+        model_name: raw.clone(),
+        inputs: vec![InferInputTensor {
+            name: "images".into(),
+            datatype: datatype.into(),
+            shape: vec![1, 3, 320, 320],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![data.into()],
+        ..Default::default()
+    };
+    let r = c
+        .model_infer(tensor("FP32", grey.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outputs[0].shape, [1, 116, 2100]);
+    assert_eq!(r.outputs[1].shape, [1, 32, 80, 80]);
+    let (out0, out1) = (
+        f32s(&r.raw_output_contents[0]),
+        f32s(&r.raw_output_contents[1]),
+    );
+    assert_eq!((out0.len(), out1.len()), (116 * 2100, 32 * 80 * 80));
+    // 114/255 in FP16 is 0x3729 (0.44678...); close to the FP32 answer, not equal.
+    let half: Vec<u8> = (0..n).flat_map(|_| 0x3729u16.to_le_bytes()).collect();
+    let h = c
+        .model_infer(tensor("FP16", half))
+        .await
+        .unwrap()
+        .into_inner();
+    let diff = f32s(&h.raw_output_contents[0])
+        .iter()
+        .zip(&out0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff > 0.0 && diff < 1.0, "FP16 vs FP32: {diff}");
+
+    let header = serde_json::json!({
+        "inputs": [{"name": "images", "shape": [1, 3, 320, 320], "datatype": "FP32",
+                    "parameters": {"binary_data_size": grey.len()}}],
+        "outputs": [{"name": "output1", "parameters": {"binary_data": true}},
+                    {"name": "output0", "parameters": {"binary_data": true}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&grey);
+    let resp = reqwest::Client::new()
+        .post(s.url(&format!("/v2/models/{raw}/infer")))
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let json_len: usize = resp.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    let answer: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    assert_eq!(answer["outputs"][0]["name"], "output1");
+    let split = json_len + 32 * 80 * 80 * 4;
+    assert_eq!(
+        f32s(&bytes[json_len..split]),
+        out1,
+        "output1 over HTTP as over gRPC"
+    );
+    assert_eq!(
+        f32s(&bytes[split..]),
+        out0,
+        "output0 over HTTP as over gRPC"
+    );
+
+    // Wrong shape, datatype, input name or data length: INVALID_ARGUMENT, and the model's
+    // photo name still answers photos.
+    let mut bad = tensor("FP32", grey.clone());
+    bad.inputs[0].shape = vec![1, 3, 640, 640];
+    let mut bad_type = tensor("INT64", grey.clone());
+    bad_type.inputs[0].datatype = "INT64".into();
+    let mut bad_name = tensor("FP32", grey.clone());
+    bad_name.inputs[0].name = "image".into();
+    for (what, req) in [
+        ("shape", bad),
+        ("datatype", bad_type),
+        ("name", bad_name),
+        ("length", tensor("FP32", grey[..100].to_vec())),
+    ] {
+        let e = c.model_infer(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+    }
+    assert!(c.model_infer(infer_request(SEG, &[&bus()])).await.is_ok());
+}

@@ -6,12 +6,14 @@
 //! Same model, inputs, outputs, parameters and errors as the REST route (`api::kserve`),
 //! whose checks and pipeline runs it shares: one BYTES input `image` of 1 to 16 encoded
 //! photos (`raw_input_contents`, as `tritonclient` sends them, or `bytes_contents`), every
-//! output in `raw_output_contents`. Errors are gRPC statuses (`status`). The gateway
-//! (`gateway`) guards and reads each call; the RPCs are in `service`; the message
-//! conversions in `convert`.
+//! output in `raw_output_contents`. Each model is also served raw under `<name>-raw` (its own
+//! tensors, and `ModelConfig` with the metadata Ultralytics reads: `raw`). Errors are gRPC
+//! statuses (`status`). The gateway (`gateway`) guards and reads each call; the RPCs are in
+//! `service`; the message conversions in `convert`.
 
 mod convert;
 mod gateway;
+mod raw;
 mod service;
 mod status;
 

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::pb::{self, grpc_inference_service_server::GrpcInferenceService};
 use super::status::status;
+use crate::api::kserve;
 use crate::api::kserve::run::{self, Parsed};
 use crate::api::kserve::wire::{ModelMetadata, EXTENSIONS, MODEL_VERSION};
 use crate::api::AppState;
@@ -69,6 +70,9 @@ impl Inference {
         req: pb::ModelInferRequest,
     ) -> Result<pb::ModelInferResponse, AppError> {
         let s = &self.state;
+        if let Some(engine) = kserve::raw::raw_engine(s, &req.model_name)? {
+            return super::raw::infer(engine, req, hold, &s.budget).await;
+        }
         let engine = s.engine(Some(&req.model_name))?;
         // Turning the message into photos is CPU work on up to --max-body-bytes: on the
         // blocking pool, as the REST route does.
@@ -163,6 +167,22 @@ impl GrpcInferenceService for Inference {
             platform: m.platform,
             inputs: m.inputs.into_iter().map(tensor).collect(),
             outputs: m.outputs.into_iter().map(tensor).collect(),
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let req = req.into_inner();
+        let method = "ModelConfig";
+        if !version_served(&req.version) {
+            // The same answer as for ModelMetadata.
+            self.engine(&req.name, &req.version, method)?;
+        }
+        let c = kserve::raw::config_of(&self.state, &req.name).map_err(|e| status(e, method))?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(super::raw::model_config(&c)),
         }))
     }
 

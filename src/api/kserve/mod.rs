@@ -14,6 +14,8 @@
 pub mod binary;
 pub mod inputs;
 pub mod outputs;
+pub mod raw;
+pub mod raw_http;
 pub mod run;
 pub mod wire;
 
@@ -55,6 +57,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(model_metadata))
         .routes(routes!(model_ready))
         .routes(routes!(infer))
+        .routes(routes!(raw_http::model_config))
         .routes(routes!(model_version_metadata))
         .routes(routes!(model_version_ready))
         .routes(routes!(model_version_infer))
@@ -162,6 +165,10 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    let client = client.map(|Extension(p)| p.0.ip());
+    if let Some(engine) = raw::raw_engine(&s, &name)? {
+        return raw_http::infer(&s, engine, name, client, headers, body).await;
+    }
     let engine = s.engine(Some(&name))?;
     let framing = binary::framing(&headers, s.config.max_body_bytes)?;
     let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
@@ -172,7 +179,7 @@ pub async fn infer(
         s.body_limits(),
         &mut reservation,
         &s.budget,
-        client.map(|Extension(p)| p.0.ip()),
+        client,
     )
     .await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
