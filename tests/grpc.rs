@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use common::bus;
+use common::tensors::{elements, f32s, i64s, strings};
 use segserve::api::grpc::pb;
 use segserve::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use segserve::api::grpc::pb::infer_parameter::ParameterChoice;
@@ -31,16 +32,6 @@ async fn client(addr: std::net::SocketAddr) -> Client {
     GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20)
 }
 
-/// Triton's BYTES framing: each element's 4-byte little-endian length, then its bytes.
-fn elements(items: &[&[u8]]) -> Bytes {
-    let mut out = Vec::new();
-    for i in items {
-        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
-        out.extend_from_slice(i);
-    }
-    out.into()
-}
-
 fn param(v: ParameterChoice) -> pb::InferParameter {
     pb::InferParameter {
         parameter_choice: Some(v),
@@ -57,7 +48,7 @@ fn infer_request(model: &str, photos: &[&[u8]]) -> pb::ModelInferRequest {
             shape: vec![photos.len() as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![elements(photos)],
+        raw_input_contents: vec![elements(photos).into()],
         ..Default::default()
     }
 }
@@ -72,28 +63,6 @@ fn output<'a>(
         .position(|o| o.name == name)
         .unwrap_or_else(|| panic!("no output {name}"));
     (&r.outputs[i], &r.raw_output_contents[i])
-}
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn i64s(b: &[u8]) -> Vec<i64> {
-    b.chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn strings(mut b: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
-        out.push(String::from_utf8(b[4..4 + n].to_vec()).unwrap());
-        b = &b[4 + n..];
-    }
-    out
 }
 
 #[tokio::test]
@@ -258,18 +227,7 @@ async fn grpc_infer_answers_what_rest_answers() {
         (SEG, "1", "call-1")
     );
     let names: Vec<&str> = r.outputs.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "boxes",
-            "scores",
-            "class_ids",
-            "class_names",
-            "masks",
-            "image_index",
-            "image_sizes"
-        ]
-    );
+    assert_eq!(names, segserve::api::kserve::wire::OUTPUTS);
     assert_eq!(r.raw_output_contents.len(), r.outputs.len());
     let (boxes, raw) = output(&r, "boxes");
     let n = rest_out("scores")["data"].as_array().unwrap().len();

@@ -1146,11 +1146,6 @@ type GrpcClient =
 /// ModelInfer of these photos, framed as tritonclient frames them.
 fn grpc_infer(photos: &[&[u8]]) -> segserve::api::grpc::pb::ModelInferRequest {
     use segserve::api::grpc::pb;
-    let mut raw = Vec::new();
-    for p in photos {
-        raw.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        raw.extend_from_slice(p);
-    }
     pb::ModelInferRequest {
         model_name: "yolov8n-seg-320".into(),
         inputs: vec![pb::model_infer_request::InferInputTensor {
@@ -1159,7 +1154,7 @@ fn grpc_infer(photos: &[&[u8]]) -> segserve::api::grpc::pb::ModelInferRequest {
             shape: vec![photos.len() as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![raw.into()],
+        raw_input_contents: vec![common::tensors::elements(photos).into()],
         ..Default::default()
     }
 }

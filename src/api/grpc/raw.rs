@@ -128,7 +128,7 @@ pub async fn infer(
     let name = req.model_name.clone();
     let id = req.id.clone();
     drop(req);
-    let mut results = raw::run(&engine, tensor).await?;
+    let mut results = raw::run(&engine, tensor, None).await?;
     let mut outputs = Vec::new();
     let mut raw_output_contents = Vec::new();
     for want in wanted {

@@ -44,7 +44,7 @@ use inputs::{binary_data_size, images, Image};
 use outputs::{ImageResult, Wanted};
 use run::{held, Parsed};
 use wire::{
-    InferRequest, InferResponse, ModelMetadata, ReadyBody, ServerMetadata, EXTENSIONS,
+    InferRequest, InferResponse, ModelMetadata, OutputData, ReadyBody, ServerMetadata, EXTENSIONS,
     MODEL_VERSION, OUTPUTS,
 };
 
@@ -218,8 +218,13 @@ pub async fn infer(
     })
     .await
     .map_err(|e| AppError::internal("encoding an inference answer", e))?;
-    let (bytes, header_len) = encoded.map_err(AppError::from)?;
-    Ok(match header_len {
+    Ok(answer(encoded.map_err(AppError::from)?, reservation))
+}
+
+/// The HTTP answer of a serialised inference response (see [`serialise`]), holding its
+/// reservation until sent.
+fn answer((bytes, header_len): (Vec<u8>, Option<usize>), reservation: Reservation) -> Response {
+    match header_len {
         None => reply::json(bytes, reservation),
         Some(len) => {
             let mut resp = reply::bytes(bytes, "application/octet-stream", reservation);
@@ -227,7 +232,7 @@ pub async fn infer(
                 .insert(HEADER_LENGTH.clone(), HeaderValue::from(len));
             resp
         }
-    })
+    }
 }
 
 /// Parses a request body of any framing into options, outputs and photos. `reservation`
@@ -323,7 +328,18 @@ fn encode(
         parameters: outputs::answer_parameters(images),
         outputs,
     };
-    let mut buf = reply::to_json(&resp, estimate, reservation)?;
+    serialise(&resp, &binary_data, estimate, reservation)
+}
+
+/// Serialises `resp`, then each of `binary_data` (the binary outputs' values, in order)
+/// after it; returns the body and the JSON's length when binary data follows it.
+fn serialise(
+    resp: &InferResponse,
+    binary_data: &[OutputData],
+    estimate: u64,
+    reservation: &mut Reservation,
+) -> Result<(Vec<u8>, Option<usize>), PipelineError> {
+    let mut buf = reply::to_json(resp, estimate, reservation)?;
     if binary_data.is_empty() {
         return Ok((buf, None));
     }
@@ -332,11 +348,11 @@ fn encode(
     reservation.grow(extra as u64).map_err(|error| {
         PipelineError::Budget(error.refusing(
             "the binary answer",
-            "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+            "ask for fewer outputs (or, of a photo model, fewer masks: a higher conf, a lower max_det, or no `masks` output)",
         ))
     })?;
     buf.reserve_exact(extra);
-    for d in &binary_data {
+    for d in binary_data {
         binary::encode(d, &mut buf);
     }
     Ok((buf, Some(header_len)))

@@ -7,7 +7,7 @@
 //! (`raw_http`) and gRPC (`api::grpc`) read and write the tensors.
 
 use crate::api::AppState;
-use crate::engine::{Engine, ModelInfo, OutputLayout};
+use crate::engine::{Admission, Engine, ModelInfo, OutputLayout};
 use crate::error::AppError;
 use crate::pipeline::Ticket;
 
@@ -226,11 +226,15 @@ fn f16_to_f32(h: u16) -> f32 {
 /// One raw output: name, shape (with the batch dimension) and values.
 pub type RawTensor = (String, Vec<usize>, Vec<f32>);
 
-/// Runs the session on `input` under a place in the model's queue, and returns its raw
-/// outputs in the configuration's order.
-pub async fn run(engine: &Engine, input: Vec<f32>) -> Result<Vec<RawTensor>, AppError> {
+/// Runs the session on `input` under a place in the model's queue (`admission`: the one
+/// already taken, if any), and returns its raw outputs in the configuration's order.
+pub async fn run(
+    engine: &Engine,
+    input: Vec<f32>,
+    admission: Option<Admission>,
+) -> Result<Vec<RawTensor>, AppError> {
     let info = engine.info();
-    let ticket = Ticket::take(engine, None).await?;
+    let ticket = Ticket::take(engine, admission).await?;
     let (raw, _ticket) = engine.infer(input, info.input_hw, ticket).await?;
     let channels = raw.preds.len() / raw.anchors.max(1);
     let mut out = vec![(

@@ -5,18 +5,18 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::binary::{self, Framing, HEADER_LENGTH};
+use super::binary::{self, Framing};
 use super::inputs::{binary_data_size, flag};
 use super::raw::{self, config_of, ModelConfig};
 use super::wire::{
     InferRequest, InferResponse, OutputData, Parameters, ResponseOutput, MODEL_VERSION,
 };
-use crate::api::{body, reply, AppState};
+use crate::api::{body, AppState};
 use crate::engine::Engine;
 use crate::error::{AppError, ErrorBody};
 
@@ -75,6 +75,8 @@ pub async fn infer(
             )))
         }
     };
+    // A place in the queue before the body is read, as for photos.
+    let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
     let mut reservation = s.budget.reservation();
     let raw = body::read_limited(
         body,
@@ -136,7 +138,7 @@ pub async fn infer(
             })
             .collect::<Result<_, AppError>>()?,
     };
-    let mut results = raw::run(&engine, tensor).await?;
+    let mut results = raw::run(&engine, tensor, admission).await?;
     let mut outputs = Vec::new();
     let mut binary_data = Vec::new();
     for (want, binary) in wanted {
@@ -172,7 +174,7 @@ pub async fn infer(
         parameters: Parameters::new(),
         outputs,
     };
-    let mut answer = s.budget.reservation();
+    let mut reservation = s.budget.reservation();
     let estimate = 1024
         + resp
             .outputs
@@ -180,21 +182,6 @@ pub async fn infer(
             .filter(|o| o.data.is_some())
             .map(|o| o.shape.iter().product::<usize>() as u64 * 16)
             .sum::<u64>();
-    let mut buf = reply::to_json(&resp, estimate, &mut answer)?;
-    drop(resp);
-    if binary_data.is_empty() {
-        return Ok(reply::json(buf, answer));
-    }
-    let header_len = buf.len();
-    let extra: usize = binary_data.iter().map(binary::encoded_size).sum();
-    answer.grow(extra as u64).map_err(body::budget_refusal)?;
-    buf.reserve_exact(extra);
-    for d in &binary_data {
-        binary::encode(d, &mut buf);
-    }
-    drop(binary_data);
-    let mut resp = reply::bytes(buf, "application/octet-stream", answer);
-    resp.headers_mut()
-        .insert(HEADER_LENGTH.clone(), HeaderValue::from(header_len));
-    Ok(resp)
+    let encoded = super::serialise(&resp, &binary_data, estimate, &mut reservation)?;
+    Ok(super::answer(encoded, reservation))
 }
