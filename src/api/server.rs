@@ -184,7 +184,7 @@ pub async fn serve(
                 tokio::pin!(conn);
                 let mut closing = false;
                 loop {
-                    let idle_deadline = conn_state.idle_deadline(limits2.keep_alive_timeout);
+                    let idle_deadline = conn_state.idle_deadline(&limits2);
                     let pressure = open2.pressure.notified();
                     tokio::select! {
                         r = conn.as_mut() => {
@@ -320,12 +320,19 @@ impl ConnState {
         self.active.load(Ordering::Acquire) == 0
     }
 
-    /// When an idle connection should close (`None` while a request is in progress).
-    fn idle_deadline(&self, keep_alive: Duration) -> Option<Instant> {
+    /// When an idle connection should close (`None` while a request is in progress): the
+    /// keep-alive timeout after its last answer, or the header timeout after it opened when
+    /// no request has come yet. (hyper's HTTP/1.1 header timeout starts only once the
+    /// protocol is known, which takes the client's first bytes: a silent connection, or
+    /// HTTP/2's, is timed here.)
+    fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         self.is_idle().then(|| {
+            if self.served.load(Ordering::Relaxed) == 0 {
+                return self.born + limits.header_timeout;
+            }
             self.born
                 + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
-                + keep_alive
+                + limits.keep_alive_timeout
         })
     }
 }
