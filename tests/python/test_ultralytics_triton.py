@@ -13,8 +13,10 @@ import pytest
 
 from conftest import MODEL, SHARED, Transcript
 
+# Any ImportError (not installed, or torch without its libraries) skips, with how to install.
 ultralytics = pytest.importorskip(
     "ultralytics",
+    exc_type=ImportError,
     reason="ultralytics is not installed (heavy: torch); "
     ".venv/bin/pip install -r tests/python/requirements-ultralytics.txt to run this test",
 )
