@@ -6,7 +6,8 @@
 //! `pixellib` (`/segmentapi`), `page` and `frontend` (browser), `kserve` (Open Inference
 //! Protocol over REST), `openapi` (spec and /docs); `draw` is the segment-and-draw step the
 //! browser routes share; `security` and `drain` guard every request; `server` accepts
-//! connections (HTTP/1.1 and h2c), and hands gRPC calls to `grpc` (the protocol over gRPC).
+//! connections (HTTP/1.1 and h2c; `send_limits` bounds their writes), and hands gRPC calls to
+//! `grpc` (the protocol over gRPC).
 
 pub mod body;
 pub mod drain;
@@ -21,6 +22,7 @@ pub mod params;
 pub mod pixellib;
 pub mod reply;
 pub mod security;
+pub mod send_limits;
 pub mod server;
 pub mod upload;
 
