@@ -319,9 +319,38 @@ pub async fn run(
         }
         None => None,
     };
+    let grpc = api::grpc::Gateway::new(state.clone());
+    // The gRPC port is the main port twice over (its own connection caps): it stops
+    // accepting when the main port does, and its calls finish under the same deadline.
+    let (second_stop_tx, second_stop_rx) = tokio::sync::watch::channel(false);
+    let second = match config.grpc_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on the gRPC port {addr}"))?;
+            tracing::info!(%addr, "gRPC (and the HTTP API) also served on its own port");
+            let mut stop = second_stop_rx;
+            Some(tokio::spawn(api::server::serve(
+                l,
+                app.clone(),
+                grpc.clone(),
+                config.connections,
+                config.max_header_bytes,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let graceful = async move {
+        graceful.await;
+        let _ = second_stop_tx.send(true);
+    };
     let server = api::server::serve(
         listener,
         app,
+        grpc,
         config.connections,
         config.max_header_bytes,
         graceful,
@@ -338,6 +367,9 @@ pub async fn run(
         _ = deadline => tracing::warn!(timeout_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway"),
     }
     upkeep.abort();
+    if let Some(g) = second {
+        g.abort();
+    }
     if let Some(p) = probes {
         p.abort();
     }

@@ -113,10 +113,16 @@ async fn silent_and_idle_connections_close_after_the_header_timeout() {
     // Half a request line.
     let mut half = TcpStream::connect(srv.addr).await.unwrap();
     half.write_all(b"GET /heal").await.unwrap();
+    // HTTP/2 (h2c, as gRPC clients open it): the preface and empty settings, then no stream.
+    let mut h2 = TcpStream::connect(srv.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
     for (name, s) in [
         ("silent", &mut silent),
         ("idle keep-alive", &mut kept),
         ("half a request line", &mut half),
+        ("HTTP/2 without a stream", &mut h2),
     ] {
         let closed = until_closed(s, Duration::from_secs(10)).await;
         let closed = closed.unwrap_or_else(|| panic!("the {name} connection stayed open"));

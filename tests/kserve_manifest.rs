@@ -164,8 +164,10 @@ fn the_port_is_where_the_server_listens() {
     let i = isvc();
     let c = container(&i);
     let ports = c.ports.as_deref().unwrap();
-    // KServe's Service targets the first port; Knative allows only one.
+    // KServe's Service targets the first port; Knative allows only one. Its name says it
+    // speaks HTTP/2 without TLS, so KServe carries gRPC to it (HTTP/1.1 works there too).
     assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("h2c"));
     // No port setting in the manifest: the server's default, which is also what Knative's
     // PORT will say (it sets PORT to this containerPort).
     let env = env_values(c);

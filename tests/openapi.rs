@@ -290,6 +290,18 @@ fn provokers() -> BTreeMap<(&'static str, &'static str, u16), Probe> {
     add(r, 200, probe(Live, "GET", "/v2/models/yolov8n-seg-320"));
     add(r, 404, probe(Live, "GET", "/v2/models/nope"));
     add(r, 503, probe(NotReady, "GET", "/v2/models/yolov8n-seg-320"));
+    let r = "/v2/models/{name}/config";
+    add(
+        r,
+        200,
+        probe(Live, "GET", "/v2/models/yolov8n-seg-320-raw/config"),
+    );
+    add(r, 404, probe(Live, "GET", "/v2/models/nope-raw/config"));
+    add(
+        r,
+        503,
+        probe(NotReady, "GET", "/v2/models/yolov8n-seg-320/config"),
+    );
     let r = "/v2/models/{name}/ready";
     add(
         r,

@@ -6,6 +6,7 @@
 mod common;
 
 use common::bus;
+use common::tensors::{elements, f32s, i64s, strings};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
@@ -407,16 +408,6 @@ fn zidane() -> Vec<u8> {
     std::fs::read(common::shared().join("testdata/zidane.jpg")).unwrap()
 }
 
-/// BYTES elements as the extension serialises them.
-fn elements(items: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for b in items {
-        out.extend((b.len() as u32).to_le_bytes());
-        out.extend_from_slice(b);
-    }
-    out
-}
-
 /// A header for `count` images whose binary data takes `size` bytes.
 fn binary_header(count: usize, size: usize) -> Value {
     json!({"inputs": [{"name": "image", "shape": [count], "datatype": "BYTES",
@@ -480,28 +471,6 @@ async fn binary_answer(r: reqwest::Response) -> BinaryAnswer {
     }
     assert_eq!(at, body.len(), "binary sizes do not add up to the body");
     BinaryAnswer { json, data }
-}
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn i64s(b: &[u8]) -> Vec<i64> {
-    b.chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn strings(mut b: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
-        out.push(String::from_utf8(b[4..4 + n].to_vec()).unwrap());
-        b = &b[4 + n..];
-    }
-    out
 }
 
 fn json_f32s(v: &Value) -> Vec<f32> {

@@ -10,6 +10,9 @@
 //! reservation left behind, and the server ready afterwards; the slow-client attacks also
 //! need normal requests served beside them. The before/after table is in docs/security.md
 //! (`SEGSERVE_ATTACK_BIN=<old binary> SEGSERVE_ATTACK_REPORT=1` measures an older build).
+//! The HTTP/2 attacks (gRPC on the HTTP port) count a gRPC status as the HTTP status it
+//! stands for (OK 200, RESOURCE_EXHAUSTED 413, DEADLINE_EXCEEDED 408, UNAVAILABLE 503, which
+//! is gRPC's "retry"), under the same rule.
 
 mod common;
 
@@ -1190,5 +1193,247 @@ async fn a_small_budget_holds_under_every_attack() {
         },
     )
     .await;
+
+    // HTTP/2 (gRPC on the HTTP port). A flood of streams: 400 calls at once on one
+    // connection; the server lets 32 run and the client queues the rest.
+    check(
+        &server,
+        idle,
+        "h2: 400 gRPC calls on one connection",
+        &[200, 503],
+        async {
+            let c = grpc_client(server.addr()).await;
+            let calls = (0..400).map(|_| {
+                let mut c = c.clone();
+                let req = grpc_infer(&[&bus]);
+                async move { grpc_answer(c.model_infer(req).await.map(|_| ())) }
+            });
+            futures_util::future::join_all(calls).await
+        },
+    )
+    .await;
+
+    // Messages over the body limit, eight at once: refused as they arrive, before tonic
+    // would buffer them (over the limit; or, while the others arrive, past the budget's
+    // share for bodies still arriving: UNAVAILABLE, retry).
+    check(
+        &server,
+        idle,
+        "h2: 8 x 30 MiB gRPC messages",
+        &[413, 503, 0],
+        async {
+            let big = vec![7u8; 30 << 20];
+            let calls = (0..8).map(|_| {
+                let req = grpc_infer(&[&big]);
+                let addr = server.addr();
+                async move {
+                    let mut c = grpc_client(addr).await;
+                    grpc_answer(c.model_infer(req).await.map(|_| ()))
+                }
+            });
+            futures_util::future::join_all(calls).await
+        },
+    )
+    .await;
+
+    // Slow streams: 64 calls over 4 connections each sending its message a few bytes a
+    // second; the minimum receive rate ends each one, and normal calls are served beside.
+    check(
+        &server,
+        idle,
+        "h2: 64 slow gRPC streams",
+        &[408, 200, 503],
+        async {
+            let slow = (0..4u8).map(|i| {
+                let addr = server.addr();
+                tokio::spawn(async move { slow_h2_streams(addr, 60 + i, 16).await })
+            });
+            let slow = futures_util::future::join_all(slow);
+            let normal = async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut c = grpc_client(server.addr()).await;
+                let t = Instant::now();
+                let mut answers = Vec::new();
+                for _ in 0..5 {
+                    answers.push(grpc_answer(
+                        c.model_infer(grpc_infer(&[&bus])).await.map(|_| ()),
+                    ));
+                }
+                println!("  five normal gRPC calls served in {:?}", t.elapsed());
+                answers
+            };
+            let (slow, mut normal) = tokio::join!(slow, normal);
+            assert!(
+                report_only() || normal.iter().all(|a| a.0 == 200),
+                "normal gRPC calls beside slow streams: {normal:?}"
+            );
+            for s in slow {
+                normal.extend(s.unwrap());
+            }
+            normal
+        },
+    )
+    .await;
+
+    // Rapid reset: streams opened and cancelled at once, thousands of them, on a few
+    // connections (hyper answers a flood with GOAWAY).
+    check(
+        &server,
+        idle,
+        "h2: 20000 streams reset at once",
+        &[],
+        async {
+            let conns = (0..4u8).map(|i| {
+                let addr = server.addr();
+                tokio::spawn(async move { reset_flood(addr, 70 + i, 5000).await })
+            });
+            futures_util::future::join_all(conns).await;
+            Vec::new()
+        },
+    )
+    .await;
     let _ = std::io::stdout().flush();
+}
+
+/// A gRPC client on a connection of its own.
+async fn grpc_client(addr: SocketAddr) -> GrpcClient {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("an HTTP/2 connection");
+    GrpcClient::new(channel)
+}
+
+type GrpcClient =
+    segserve::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >;
+
+/// ModelInfer of these photos, framed as tritonclient frames them.
+fn grpc_infer(photos: &[&[u8]]) -> segserve::api::grpc::pb::ModelInferRequest {
+    use segserve::api::grpc::pb;
+    pb::ModelInferRequest {
+        model_name: "yolov8n-seg-320".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "image".into(),
+            datatype: "BYTES".into(),
+            shape: vec![photos.len() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![common::tensors::elements(photos).into()],
+        ..Default::default()
+    }
+}
+
+/// A gRPC outcome as the HTTP status it stands for; a broken stream is 0, another code 599.
+fn grpc_answer(r: Result<(), tonic::Status>) -> Answer {
+    use tonic::Code;
+    match r {
+        Ok(()) => (200, false),
+        Err(s) => match s.code() {
+            Code::InvalidArgument => (400, false),
+            Code::DeadlineExceeded => (408, false),
+            Code::ResourceExhausted => (413, false),
+            // UNAVAILABLE is gRPC's retry-later, as a 503 with Retry-After is.
+            Code::Unavailable if s.message().contains("transport") => (0, false),
+            Code::Unavailable => (503, true),
+            Code::Unknown | Code::Cancelled => (0, false),
+            Code::Internal => (500, false),
+            _ => (599, false),
+        },
+    }
+}
+
+/// `n` ModelInfer streams on one HTTP/2 connection from 127.0.0.`from`, each sending its
+/// headers and then its message 16 bytes a second; returns what each stream got.
+async fn slow_h2_streams(addr: SocketAddr, from: u8, n: usize) -> Vec<Answer> {
+    let Ok(tcp) = connect_from(addr, from).await else {
+        return vec![(0, false); n];
+    };
+    let Ok((client, conn)) = h2::client::handshake(tcp).await else {
+        return vec![(0, false); n];
+    };
+    tokio::spawn(conn);
+    let streams = (0..n).map(|_| {
+        let client = client.clone();
+        async move {
+            let req = axum::http::Request::post(format!(
+                "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+            let Ok(mut client) = client.ready().await else {
+                return (0, false);
+            };
+            let Ok((resp, mut send)) = client.send_request(req, false) else {
+                return (0, false);
+            };
+            // The gRPC prefix promises 1 MiB; it comes 16 bytes a second.
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(1u32 << 20).to_be_bytes());
+            let _ = send.send_data(frame.into(), false);
+            let sender = async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if send.send_data(vec![0u8; 16].into(), false).is_err() {
+                        // Refused: the answer is (or was) on its way.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let answer = async {
+                let Ok(resp) = tokio::time::timeout(Duration::from_secs(40), resp).await else {
+                    return (599, false);
+                };
+                let Ok(resp) = resp else { return (0, false) };
+                match resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("4") => (408, false),
+                    Some("14") => (503, true),
+                    Some("8") => (413, false),
+                    _ => (599, false),
+                }
+            };
+            tokio::select! {
+                a = answer => a,
+                _ = sender => unreachable!("the sender never ends"),
+            }
+        }
+    });
+    futures_util::future::join_all(streams).await
+}
+
+/// Opens `n` streams on one connection and resets each at once (CVE-2023-44487's pattern).
+async fn reset_flood(addr: SocketAddr, from: u8, n: usize) {
+    let Ok(tcp) = connect_from(addr, from).await else {
+        return;
+    };
+    let Ok((mut client, conn)) = h2::client::handshake(tcp).await else {
+        return;
+    };
+    let conn = tokio::spawn(conn);
+    for _ in 0..n {
+        let req = axum::http::Request::post(format!(
+            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+        ))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_, mut send)) = client.send_request(req, false) else {
+            break;
+        };
+        send.send_reset(h2::Reason::CANCEL);
+    }
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
 }

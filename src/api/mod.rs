@@ -5,9 +5,11 @@
 //! keep their memory reservation in [`reply`]; [`inflate`] takes compressed bodies and
 //! [`compress`] compresses answers. Routes: `handlers` (native API and probes),
 //! `pixellib` (`/segmentapi`), `edit` (background edits, cutouts), `page` and `frontend`
-//! (browser), `kserve` (Open Inference Protocol), `openapi` (the spec), `assets` (the
-//! pages' static files and /docs); `draw` is the segment-and-draw step the browser routes
-//! share; `security` and `drain` guard every request; `server` accepts connections.
+//! (browser), `kserve` (Open Inference Protocol over REST), `openapi` (the spec), `assets`
+//! (the pages' static files and /docs); `draw` is the segment-and-draw step the browser
+//! routes share; `security` and `drain` guard every request; `server` accepts connections
+//! (HTTP/1.1 and h2c; `send_limits` bounds their writes), and hands gRPC calls to `grpc`
+//! (the protocol over gRPC).
 
 pub mod assets;
 pub mod body;
@@ -16,6 +18,7 @@ pub mod drain;
 pub mod draw;
 pub mod edit;
 pub mod frontend;
+pub mod grpc;
 pub mod handlers;
 pub mod inflate;
 pub mod kserve;
@@ -25,6 +28,7 @@ pub mod params;
 pub mod pixellib;
 pub mod reply;
 pub mod security;
+pub mod send_limits;
 pub mod server;
 pub mod upload;
 

@@ -19,7 +19,15 @@ use crate::error::AppError;
 /// usually carry no credentials. KServe points its probes at the protocol's own health
 /// routes, so those are probes too. `/metrics` is not among them: on the main port it would
 /// tell anyone how much of the budget is left; scrape it on `--probe-port`, or with the key.
-pub const PROBES: [&str; 4] = ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"];
+/// The gRPC twins of the protocol's health routes are probes too (KServe's gRPC probes).
+pub const PROBES: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+];
 
 /// Routes that never need the key: the page, its assets and the API docs hold no data and
 /// run no model; every API call they make still carries (or lacks) the key itself.
@@ -121,8 +129,8 @@ async fn check(State(s): State<AppState>, req: Request, next: Next) -> Response 
     resp
 }
 
-/// Header size, query length and API key.
-fn admit(s: &AppState, req: &Request) -> Result<(), AppError> {
+/// Header size, query length and API key (gRPC calls pass here too, from `api::grpc`).
+pub(super) fn admit<B>(s: &AppState, req: &axum::http::Request<B>) -> Result<(), AppError> {
     let cfg = &s.config;
     let header_bytes: usize = req
         .headers()

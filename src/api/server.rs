@@ -1,5 +1,7 @@
-//! Accepting connections and serving HTTP/1.1 on them, with the limits a server exposed to
-//! the internet needs and `axum::serve` does not set:
+//! Accepting connections and serving HTTP/1.1 and HTTP/2 (h2c, for gRPC: told apart by the
+//! HTTP/2 preface; calls with a gRPC content type go to `api::grpc`, everything else to the
+//! router), with the limits a server exposed to the internet needs and `axum::serve` does
+//! not set:
 //!
 //! - a cap on open connections (further ones wait in the kernel's listen backlog, which
 //!   costs us nothing), and near it idle keep-alive connections are closed first, so a
@@ -10,7 +12,11 @@
 //! - hyper's read buffer bounded near the header limit (its default of ~400 KiB per
 //!   connection would be unreserved memory a thousand sockets wide);
 //! - on the write side, a stall timeout, a minimum send rate and a whole-answer deadline
-//!   (like nginx's `send_timeout`), so a slow reader cannot keep an answer in memory.
+//!   (like nginx's `send_timeout`), so a slow reader cannot keep an answer in memory;
+//! - on HTTP/2, the same header limit (as the header list size), few concurrent streams,
+//!   small flow-control windows (what a connection may have buffered unread), hyper's caps
+//!   on reset streams (the rapid-reset flood), pings that close a dead peer, and the same
+//!   idle, request-count and age limits (a GOAWAY instead of `Connection: close`).
 //!
 //! On shutdown, idle connections close at once and busy ones after their response.
 
@@ -27,13 +33,15 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, Extensions, HeaderValue, Request, Response};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::grpc::{self, Gateway};
+pub use super::send_limits::SendLimits;
 use crate::config::ConnectionLimits;
 
 /// The client's address, in every request's extensions.
@@ -50,6 +58,35 @@ impl Peer {
 /// hyper's read buffer: the header limit plus room for body chunks. hyper's minimum is 8 KiB.
 pub fn read_buffer(max_header_bytes: usize) -> usize {
     (max_header_bytes + (16 << 10)).max(8 << 10)
+}
+
+/// Streams one HTTP/2 connection may have open at once (hyper's default is 200): a gRPC
+/// client multiplexes its calls, and each call holds a place in the model's queue anyway;
+/// more streams would only let one connection buffer more at once.
+pub const H2_MAX_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: how much a client may send before we read it, per stream
+/// and per connection (bytes a connection can make us buffer without a reservation).
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
+
+/// The HTTP/1.1 and HTTP/2 settings of the main port.
+fn builder(limits: &ConnectionLimits, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(read_buffer(max_header_bytes))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // A peer that stops answering pings within the header timeout is gone.
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    b
 }
 
 /// Connections open (and per client), shared by the accept loop and the connections.
@@ -69,6 +106,7 @@ const PRESSURE_DEN: usize = 10;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    grpc: Gateway,
     limits: ConnectionLimits,
     max_header_bytes: usize,
     stop: impl Future<Output = ()>,
@@ -80,11 +118,7 @@ pub async fn serve(
         pressure: Notify::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(read_buffer(max_header_bytes))
-        .keep_alive(true);
+    let http = builder(&limits, max_header_bytes);
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -114,17 +148,21 @@ pub async fn serve(
         let io = TokioIo::new(SendLimits::new(stream, &limits));
         let conn_state = Arc::new(ConnState::new());
         let svc = {
-            let (app, st) = (app.clone(), conn_state.clone());
+            let (app, grpc, st) = (app.clone(), grpc.clone(), conn_state.clone());
             hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (app, st) = (app.clone(), st.clone());
+                let (app, grpc, st) = (app.clone(), grpc.clone(), st.clone());
                 async move {
                     let mut req = req.map(Body::new);
                     req.extensions_mut().insert(Peer(addr));
                     st.begin();
-                    let served = st.served.fetch_add(1, Ordering::Relaxed) + 1;
-                    let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                    st.served.fetch_add(1, Ordering::Relaxed);
+                    let resp = if grpc::is_grpc(&req) {
+                        grpc.call(req).await
+                    } else {
+                        app.oneshot(req).await.unwrap_or_else(|e| match e {})
+                    };
                     let (mut parts, body) = resp.into_parts();
-                    if served >= limits.max_requests || st.born.elapsed() >= limits.max_age {
+                    if st.spent(&limits) {
                         parts
                             .headers
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -137,7 +175,7 @@ pub async fn serve(
                 }
             })
         };
-        let conn = http.serve_connection(io, svc);
+        let conn = http.serve_connection(io, svc).into_owned();
         // Connection buffers are the server's own measured bytes (a request's work sets its
         // own lease inside).
         let (open2, limits2, mut stop_rx) = (open.clone(), limits, stop_rx.clone());
@@ -146,7 +184,7 @@ pub async fn serve(
                 tokio::pin!(conn);
                 let mut closing = false;
                 loop {
-                    let idle_deadline = conn_state.idle_deadline(limits2.keep_alive_timeout);
+                    let idle_deadline = conn_state.idle_deadline(&limits2);
                     let pressure = open2.pressure.notified();
                     tokio::select! {
                         r = conn.as_mut() => {
@@ -167,7 +205,14 @@ pub async fn serve(
                                 closing = true;
                             }
                         }
-                        _ = conn_state.ended.notified() => {}
+                        _ = conn_state.ended.notified() => {
+                            // HTTP/1.1 closes through `Connection: close`; HTTP/2 (which has
+                            // no such header) through a GOAWAY once its streams are done.
+                            if !closing && conn_state.spent(&limits2) {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                        }
                         _ = stop_rx.changed(), if !closing => {
                             conn.as_mut().graceful_shutdown();
                             closing = true;
@@ -265,16 +310,29 @@ impl ConnState {
         self.ended.notify_one();
     }
 
+    /// Past the request cap or the age limit: the connection should close.
+    fn spent(&self, limits: &ConnectionLimits) -> bool {
+        self.served.load(Ordering::Relaxed) >= limits.max_requests
+            || self.born.elapsed() >= limits.max_age
+    }
+
     fn is_idle(&self) -> bool {
         self.active.load(Ordering::Acquire) == 0
     }
 
-    /// When an idle connection should close (`None` while a request is in progress).
-    fn idle_deadline(&self, keep_alive: Duration) -> Option<Instant> {
+    /// When an idle connection should close (`None` while a request is in progress): the
+    /// keep-alive timeout after its last answer, or the header timeout after it opened when
+    /// no request has come yet. (hyper's HTTP/1.1 header timeout starts only once the
+    /// protocol is known, which takes the client's first bytes: a silent connection, or
+    /// HTTP/2's, is timed here.)
+    fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         self.is_idle().then(|| {
+            if self.served.load(Ordering::Relaxed) == 0 {
+                return self.born + limits.header_timeout;
+            }
             self.born
                 + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
-                + keep_alive
+                + limits.keep_alive_timeout
         })
     }
 }
@@ -352,219 +410,5 @@ pub async fn serve_probes(listener: TcpListener, app: Router, stop: impl Future<
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
         });
-    }
-}
-
-/// How long without a write in progress makes the next write the start of a new answer
-/// (for the rate and deadline).
-const NEW_ANSWER_GAP: Duration = Duration::from_secs(1);
-/// Time an answer gets before the minimum send rate applies.
-const SEND_RATE_GRACE: Duration = Duration::from_secs(5);
-
-/// A stream whose writes fail with `TimedOut` when the client reads too slowly: a write
-/// that makes no progress for `stall`, an answer read slower than `min_rate` on average
-/// after a grace period, or one still being written after `deadline`.
-pub struct SendLimits<S> {
-    inner: S,
-    stall: Duration,
-    min_rate: u64,
-    deadline: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    stalled_since: Option<Instant>,
-    /// The answer being written: when it started and how much of it went out.
-    started: Option<Instant>,
-    sent: u64,
-    last_progress: Instant,
-}
-
-impl<S> SendLimits<S> {
-    /// Wraps `inner` with the limits of `limits`.
-    pub fn new(inner: S, limits: &ConnectionLimits) -> Self {
-        Self::with(
-            inner,
-            limits.send_timeout,
-            limits.min_send_rate,
-            limits.response_timeout,
-        )
-    }
-
-    /// Wraps `inner`: `stall` without progress, `min_rate` bytes/s (0: none), `deadline`.
-    pub fn with(inner: S, stall: Duration, min_rate: u64, deadline: Duration) -> Self {
-        SendLimits {
-            inner,
-            stall,
-            min_rate,
-            deadline,
-            timer: None,
-            stalled_since: None,
-            started: None,
-            sent: 0,
-            last_progress: Instant::now(),
-        }
-    }
-
-    /// The earliest moment the current stall becomes fatal, and why.
-    fn limit(&self, stalled_since: Instant) -> (Instant, &'static str) {
-        let mut at = (
-            stalled_since + self.stall,
-            "the client stopped reading the response",
-        );
-        if let Some(started) = self.started {
-            let whole = started + self.deadline;
-            if whole < at.0 {
-                at = (
-                    whole,
-                    "the response was not read within the response timeout",
-                );
-            }
-            if self.min_rate > 0 {
-                let earned = Duration::from_secs_f64(self.sent as f64 / self.min_rate as f64);
-                let rate = started + SEND_RATE_GRACE + earned;
-                if rate < at.0 {
-                    at = (
-                        rate,
-                        "the client read the response slower than the minimum send rate",
-                    );
-                }
-            }
-        }
-        at
-    }
-
-    /// Around a write-side poll: counts progress, or checks the limits on a stall.
-    fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        wrote: usize,
-        poll: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        let now = Instant::now();
-        match poll {
-            Poll::Ready(r) => {
-                if self.stalled_since.is_none()
-                    && now.duration_since(self.last_progress) >= NEW_ANSWER_GAP
-                {
-                    self.started = None;
-                }
-                self.started.get_or_insert(now);
-                self.sent += wrote as u64;
-                self.last_progress = now;
-                self.stalled_since = None;
-                self.timer = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if self.started.is_none()
-                    || (self.stalled_since.is_none()
-                        && now.duration_since(self.last_progress) >= NEW_ANSWER_GAP)
-                {
-                    self.started = Some(now);
-                    self.sent = 0;
-                }
-                let since = *self.stalled_since.get_or_insert(now);
-                let (at, why) = self.limit(since);
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for SendLimits<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendLimits<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        let n = match &poll {
-            Poll::Ready(Ok(n)) => *n,
-            _ => 0,
-        };
-        self.watch(cx, n, poll)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        let n = match &poll {
-            Poll::Ready(Ok(n)) => *n,
-            _ => 0,
-        };
-        self.watch(cx, n, poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, 0, poll)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, 0, poll)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    #[tokio::test]
-    async fn a_reader_that_stops_reading_is_cut_off() {
-        // A duplex pipe with a 1 KiB buffer that nobody reads: writes stall, then fail.
-        let (a, _b) = tokio::io::duplex(1024);
-        let mut w = SendLimits::with(a, Duration::from_millis(100), 0, Duration::from_secs(60));
-        let started = std::time::Instant::now();
-        let err = w.write_all(&vec![0u8; 64 * 1024]).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= Duration::from_millis(100));
-    }
-
-    #[tokio::test]
-    async fn a_reader_that_keeps_reading_is_not() {
-        let (a, mut b) = tokio::io::duplex(1024);
-        let mut w = SendLimits::with(a, Duration::from_millis(200), 0, Duration::from_secs(60));
-        let reader = tokio::spawn(async move {
-            let mut sink = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut sink)
-                .await
-                .unwrap();
-            sink.len()
-        });
-        // Slower overall than the limit, but never stalled for long.
-        for _ in 0..10 {
-            w.write_all(&[1u8; 512]).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        drop(w);
-        assert_eq!(reader.await.unwrap(), 5120);
     }
 }

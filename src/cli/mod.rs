@@ -325,6 +325,10 @@ pub struct ServeArgs {
     /// Kubernetes manifests point the kubelet here).
     #[arg(long, env = "SEGSERVE_PROBE_PORT")]
     pub probe_port: Option<u16>,
+    /// Also serve KServe v2 / Triton gRPC (and the rest of the API) on this port, with the
+    /// main port's limits. gRPC is always served on the main port too (HTTP/2 without TLS).
+    #[arg(long, env = "SEGSERVE_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
     /// Auditor mode: a request whose measured memory passes its reservation is a server
     /// fault (500, logged as an error) instead of a 503. The test suites run with it.
     #[arg(long, env = "SEGSERVE_AUDIT_MEMORY", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]

@@ -114,6 +114,8 @@ pub struct ServeConfig {
     pub min_receive_rate: u64,
     /// Where the probes and metrics are also served, outside the connection caps.
     pub probe_addr: Option<SocketAddr>,
+    /// Where gRPC (and everything else) is also served, with the main port's caps.
+    pub grpc_addr: Option<SocketAddr>,
     /// Auditor mode (see `budget::set_audit`).
     pub audit_memory: bool,
     /// Compress JSON and text answers when the client accepts it.
@@ -385,6 +387,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             },
             min_receive_rate: a.min_receive_rate,
             probe_addr: a.probe_port.map(|p| SocketAddr::new(a.host, p)),
+            grpc_addr: a.grpc_port.map(|p| SocketAddr::new(a.host, p)),
             audit_memory: a.audit_memory,
             compression: a.compression,
         })

@@ -2,12 +2,14 @@
 //! server in-process on 127.0.0.1:0) and `Binary` (the release binary, as a pod runs it),
 //! request bodies (`multipart`), and in submodules the client helpers (`client`: held
 //! uploads, /metrics scrapes), the image makers (`craft`) and the manifest renderer (`k8s`:
-//! `kubectl kustomize`, the series an autoscaling query reads).
+//! `kubectl kustomize`, the series an autoscaling query reads) and the protocol's tensor bytes
+//! (`tensors`).
 #![allow(dead_code)]
 
 pub mod client;
 pub mod craft;
 pub mod k8s;
+pub mod tensors;
 
 use std::io::BufRead;
 use std::process::{Child, Command as Process, Stdio};

@@ -14,6 +14,9 @@
 pub mod binary;
 pub mod inputs;
 pub mod outputs;
+pub mod raw;
+pub mod raw_http;
+pub mod run;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -26,7 +29,6 @@ use axum::response::Response;
 use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -36,12 +38,13 @@ use crate::budget::{MemoryBudget, Reservation};
 use crate::engine::ModelInfo;
 use crate::error::{AppError, ErrorBody};
 use crate::options::SegmentOptions;
-use crate::pipeline::{self, PipelineError, SegmentRequest, Ticket};
+use crate::pipeline::{PipelineError, Ticket};
 use binary::{Framing, HEADER_LENGTH};
-use inputs::{binary_data_size, flag, image_count, images, option_error, parameter_pairs, Image};
-use outputs::{wanted_outputs, ImageResult, Wanted};
+use inputs::{binary_data_size, images, Image};
+use outputs::{ImageResult, Wanted};
+use run::{held, Parsed};
 use wire::{
-    InferRequest, InferResponse, ModelMetadata, Parameters, ReadyBody, ServerMetadata, EXTENSIONS,
+    InferRequest, InferResponse, ModelMetadata, OutputData, ReadyBody, ServerMetadata, EXTENSIONS,
     MODEL_VERSION, OUTPUTS,
 };
 
@@ -54,6 +57,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(model_metadata))
         .routes(routes!(model_ready))
         .routes(routes!(infer))
+        .routes(routes!(raw_http::model_config))
         .routes(routes!(model_version_metadata))
         .routes(routes!(model_version_ready))
         .routes(routes!(model_version_infer))
@@ -161,6 +165,10 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    let client = client.map(|Extension(p)| p.0.ip());
+    if let Some(engine) = raw::raw_engine(&s, &name)? {
+        return raw_http::infer(&s, engine, name, client, headers, body).await;
+    }
     let engine = s.engine(Some(&name))?;
     let framing = binary::framing(&headers, s.config.max_body_bytes)?;
     let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
@@ -171,7 +179,7 @@ pub async fn infer(
         s.body_limits(),
         &mut reservation,
         &s.budget,
-        client.map(|Extension(p)| p.0.ip()),
+        client,
     )
     .await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
@@ -197,40 +205,8 @@ pub async fn infer(
         wanted,
         images,
     } = parsed?;
-
-    // Each photo is its own run; at most as many at once as the compute stage takes, so a
-    // request of many photos holds few places in the queue while it waits.
-    let n = images.len();
-    let masks = wanted.iter().any(|w| w.name == "masks");
-    let limits = s.config.runtime.limits;
-    // Two per session: the engine's compute stage (one computing, one being decoded).
-    let at_once = (engine.pool().sessions * 2).max(1);
-    let mut first = Some(ticket);
-    let runs = images.into_iter().enumerate().map(|(i, image)| {
-        let req = SegmentRequest {
-            bytes: image.bytes,
-            reservation: image.reservation,
-            filter: options.filter.clone(),
-            masks,
-            keep_image: false,
-            decode: options.decode.unwrap_or(s.config.runtime.decode),
-            ticket: first.take(),
-            admission: None,
-        };
-        let engine = engine.clone();
-        async move {
-            pipeline::segment(&engine, limits, req, ImageResult::new)
-                .await
-                .map_err(|e: PipelineError| about_image(AppError::from(e), i, n))
-        }
-    });
-    let done: Vec<_> = futures_util::stream::iter(runs)
-        .buffered(at_once)
-        .try_collect()
-        .await?;
-
-    let (results, held): (Vec<ImageResult>, Vec<Reservation>) =
-        done.into_iter().map(|f| (f.value, f.reservation)).unzip();
+    let (results, held) =
+        run::segment_all(&s, &engine, &options, &wanted, images, Some(ticket)).await?;
     let (e, budget) = (engine.clone(), s.budget.clone());
     let (encoded, reservation) = crate::meter::spawn_blocking(move || {
         let mut reservation = budget.reservation();
@@ -242,8 +218,13 @@ pub async fn infer(
     })
     .await
     .map_err(|e| AppError::internal("encoding an inference answer", e))?;
-    let (bytes, header_len) = encoded.map_err(AppError::from)?;
-    Ok(match header_len {
+    Ok(answer(encoded.map_err(AppError::from)?, reservation))
+}
+
+/// The HTTP answer of a serialised inference response (see [`serialise`]), holding its
+/// reservation until sent.
+fn answer((bytes, header_len): (Vec<u8>, Option<usize>), reservation: Reservation) -> Response {
+    match header_len {
         None => reply::json(bytes, reservation),
         Some(len) => {
             let mut resp = reply::bytes(bytes, "application/octet-stream", reservation);
@@ -251,37 +232,7 @@ pub async fn infer(
                 .insert(HEADER_LENGTH.clone(), HeaderValue::from(len));
             resp
         }
-    })
-}
-
-/// What the parse step makes of a request.
-struct Parsed {
-    id: Option<String>,
-    options: SegmentOptions,
-    wanted: Vec<Wanted>,
-    images: Vec<Image>,
-}
-
-/// A received body that carries its memory reservation: slices of it (the photos of a
-/// binary request) keep both alive, and the last one to go releases both.
-struct HeldBody {
-    bytes: Bytes,
-    _reservation: Reservation,
-}
-
-impl AsRef<[u8]> for HeldBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
     }
-}
-
-fn held(bytes: Bytes, mut reservation: Reservation) -> Bytes {
-    // The parsed copy is gone by now; the body itself is what stays.
-    reservation.shrink_to(bytes.len() as u64);
-    Bytes::from_owner(HeldBody {
-        bytes,
-        _reservation: reservation,
-    })
 }
 
 /// Parses a request body of any framing into options, outputs and photos. `reservation`
@@ -320,19 +271,7 @@ fn parse(
     let req: InferRequest = serde_json::from_slice(&json)
         .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
     drop(json);
-    let [input] = req.inputs.as_slice() else {
-        return Err(AppError::BadRequest(format!(
-            "expected exactly one input (`image`), got {}",
-            req.inputs.len()
-        )));
-    };
-    // Request-level options first, then the input's: later pairs win.
-    let mut pairs = parameter_pairs(req.parameters.as_ref())?;
-    pairs.extend(parameter_pairs(input.parameters.as_ref())?);
-    let options = SegmentOptions::parse(&pairs, &info.names).map_err(option_error)?;
-    let binary_output = flag(req.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
-    let wanted = wanted_outputs(&req, info, binary_output)?;
-    image_count(input)?;
+    let (input, _, options, wanted) = run::checked(&req, info, false)?;
     let after_json = raw.len() - header;
     let images = match (binary_data_size(input)?, framing) {
         (Some(size), Framing::Binary { .. }) => {
@@ -382,19 +321,25 @@ fn encode(
     reservation: &mut Reservation,
 ) -> Result<(Vec<u8>, Option<usize>), PipelineError> {
     let (outputs, binary_data) = outputs::outputs(info, images, wanted);
-    let mut parameters = Parameters::new();
-    if let [one] = images {
-        parameters.insert("image_width".into(), one.width.into());
-        parameters.insert("image_height".into(), one.height.into());
-    }
     let resp = InferResponse {
         model_name: info.name.clone(),
         model_version: MODEL_VERSION.into(),
         id,
-        parameters,
+        parameters: outputs::answer_parameters(images),
         outputs,
     };
-    let mut buf = reply::to_json(&resp, estimate, reservation)?;
+    serialise(&resp, &binary_data, estimate, reservation)
+}
+
+/// Serialises `resp`, then each of `binary_data` (the binary outputs' values, in order)
+/// after it; returns the body and the JSON's length when binary data follows it.
+fn serialise(
+    resp: &InferResponse,
+    binary_data: &[OutputData],
+    estimate: u64,
+    reservation: &mut Reservation,
+) -> Result<(Vec<u8>, Option<usize>), PipelineError> {
+    let mut buf = reply::to_json(resp, estimate, reservation)?;
     if binary_data.is_empty() {
         return Ok((buf, None));
     }
@@ -403,31 +348,14 @@ fn encode(
     reservation.grow(extra as u64).map_err(|error| {
         PipelineError::Budget(error.refusing(
             "the binary answer",
-            "ask for fewer masks (a higher conf, a lower max_det, or no `masks` output)",
+            "ask for fewer outputs (or, of a photo model, fewer masks: a higher conf, a lower max_det, or no `masks` output)",
         ))
     })?;
     buf.reserve_exact(extra);
-    for d in &binary_data {
+    for d in binary_data {
         binary::encode(d, &mut buf);
     }
     Ok((buf, Some(header_len)))
-}
-
-/// Names the photo an error is about, when the request has several.
-fn about_image(e: AppError, i: usize, n: usize) -> AppError {
-    if n == 1 {
-        return e;
-    }
-    let tag = |m: String| format!("image {i} (image_index {i} of {n}): {m}");
-    match e {
-        AppError::BadRequest(m) => AppError::BadRequest(tag(m)),
-        AppError::PayloadTooLarge(m) => AppError::PayloadTooLarge(tag(m)),
-        AppError::UnsupportedMediaType(m) => AppError::UnsupportedMediaType(tag(m)),
-        AppError::InvalidImage(m) => AppError::InvalidImage(tag(m)),
-        AppError::Overloaded(m) => AppError::Overloaded(tag(m)),
-        AppError::ServerTimeout(m) => AppError::ServerTimeout(tag(m)),
-        other => other,
-    }
 }
 
 /// The protocol's optional `/versions/{version}` paths name the one version we serve.

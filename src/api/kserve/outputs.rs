@@ -237,3 +237,14 @@ pub fn outputs(
         .collect();
     (outputs, binary)
 }
+
+/// The answer's own `parameters`: a one-photo request gets the upright photo's
+/// `image_width` and `image_height` (several: see the `image_sizes` output).
+pub fn answer_parameters(images: &[ImageResult]) -> Parameters {
+    let mut parameters = Parameters::new();
+    if let [one] = images {
+        parameters.insert("image_width".into(), one.width.into());
+        parameters.insert("image_height".into(), one.height.into());
+    }
+    parameters
+}
