@@ -18,8 +18,9 @@ mod service;
 mod status;
 
 /// The types and service generated from the vendored protos (by build.rs). The client is
-/// there for tests and examples.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
+/// there for tests and examples. The protos' comments are Triton's, written for protoc's
+/// docs (`<model name>` is not HTML), so rustdoc's checks are off here.
+#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod pb {
     tonic::include_proto!("inference");
 }
