@@ -27,10 +27,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends nasm gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-# Cargo.toml declares the benches (so they must exist to parse it); static/ is compiled in.
+COPY Cargo.toml Cargo.lock build.rs ./
+# Cargo.toml declares the benches (so they must exist to parse it); static/ is compiled in,
+# and build.rs compiles the vendored gRPC protos (proto/) without protoc.
 COPY benches ./benches
 COPY static ./static
+COPY proto ./proto
 COPY src ./src
 # Cache mounts keep the crate downloads and compiled dependencies between builds; the
 # binary is copied out because the target mount does not end up in the layer.
