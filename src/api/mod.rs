@@ -4,7 +4,7 @@
 //! extractor, other bodies through [`body::read_limited`]; answers that outlive the handler
 //! keep their memory reservation in [`reply`]; [`inflate`] takes compressed bodies and
 //! [`compress`] compresses answers. Routes: `handlers` (native API and probes),
-//! `pixellib` (`/segmentapi`), `edit` (background edits, cutouts), `page` and `frontend`
+//! `pixellib` (`/segmentapi`), `edit` and `cutouts` (PixelLib's background edits and cut-out objects), `page` and `frontend`
 //! (browser), `kserve` (Open Inference Protocol over REST), `openapi` (the spec), `assets`
 //! (the pages' static files and /docs); `draw` is the segment-and-draw step the browser
 //! routes share; `security` and `drain` guard every request; `server` accepts connections
@@ -14,6 +14,7 @@
 pub mod assets;
 pub mod body;
 pub mod compress;
+pub mod cutouts;
 pub mod drain;
 pub mod draw;
 pub mod edit;

@@ -13,7 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    assets, compress, edit, handlers, inflate, kserve, openapi, page, pixellib, security, AppState,
+    assets, compress, cutouts, edit, handlers, inflate, kserve, openapi, page, pixellib, security,
+    AppState,
 };
 use crate::error::{AppError, LoggedError};
 
@@ -25,7 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pixellib::segmentapi))
         .routes(routes!(handlers::segment))
         .routes(routes!(edit::background))
-        .routes(routes!(edit::cutouts))
+        .routes(routes!(cutouts::cutouts))
         .routes(routes!(handlers::models))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::readyz))

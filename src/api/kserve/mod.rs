@@ -49,6 +49,29 @@ use wire::{
 };
 
 /// The protocol's routes, registered with their OpenAPI entries.
+/// A place in `engine`'s queue (taken before the body is read, as for photos), then the
+/// body, read under the body limits and held in a new reservation.
+pub(super) async fn admitted_body(
+    s: &AppState,
+    engine: &crate::engine::Engine,
+    headers: &HeaderMap,
+    body: Body,
+    client: Option<std::net::IpAddr>,
+) -> Result<(Option<crate::engine::Admission>, Reservation, Bytes), AppError> {
+    let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
+    let mut reservation = s.budget.reservation();
+    let raw = body::read_limited(
+        body,
+        headers,
+        s.body_limits(),
+        &mut reservation,
+        &s.budget,
+        client,
+    )
+    .await?;
+    Ok((admission, reservation, raw))
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(server_metadata))
@@ -171,17 +194,8 @@ pub async fn infer(
     }
     let engine = s.engine(Some(&name))?;
     let framing = binary::framing(&headers, s.config.max_body_bytes)?;
-    let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
-    let mut reservation = s.budget.reservation();
-    let raw = body::read_limited(
-        body,
-        &headers,
-        s.body_limits(),
-        &mut reservation,
-        &s.budget,
-        client,
-    )
-    .await?;
+    let (admission, mut reservation, raw) =
+        admitted_body(&s, &engine, &headers, body, client).await?;
     // Parsing and base64 are CPU work on a body of up to --max-body-bytes: done on the
     // blocking pool, under a place in the engine's stage, with the parsed copy reserved.
     let ticket = Ticket::take(&engine, admission).await?;

@@ -75,18 +75,8 @@ pub async fn infer(
             )))
         }
     };
-    // A place in the queue before the body is read, as for photos.
-    let admission = engine.admit_within(crate::engine::ROOM_HOLD).await?;
-    let mut reservation = s.budget.reservation();
-    let raw = body::read_limited(
-        body,
-        &headers,
-        s.body_limits(),
-        &mut reservation,
-        &s.budget,
-        client,
-    )
-    .await?;
+    let (admission, mut reservation, raw) =
+        super::admitted_body(s, &engine, &headers, body, client).await?;
     let (json, data) = binary::split(&raw, header)?;
     let req: InferRequest = serde_json::from_slice(&json)
         .map_err(|e| AppError::BadRequest(format!("malformed inference request: {e}")))?;
