@@ -20,7 +20,7 @@ pub fn model(name: &str) -> PathBuf {
 pub fn init_ort() {
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let lib = segserve::config::locate_ort(None).expect("libonnxruntime (make setup)");
-    segserve::engine::session::init_runtime(&lib, segserve::config::available_cpus())
+    segserve::engine::session::init_runtime(&lib, segserve::host::available_cpus())
         .expect("ONNX Runtime loads");
 }
 

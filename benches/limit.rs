@@ -19,7 +19,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
-    let cpus = segserve::config::available_cpus();
+    let cpus = segserve::host::available_cpus();
     let mut shapes = vec![(1usize, 1usize), (1, cpus), (cpus, 1), (cpus, cpus)];
     shapes.dedup();
     println!("model {name}, {cpus} CPUs, {secs} s per shape");

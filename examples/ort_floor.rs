@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "models/yolov8n-seg-320.onnx")]
     model: PathBuf,
     /// cpu, cuda or tensorrt (auto is not a device to measure).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    #[arg(long, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
     /// GPU ordinal.
     #[arg(long, default_value_t = 0)]
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         DeviceChoice::Auto => anyhow::bail!("measure one device: cpu, cuda or tensorrt"),
     };
     let lib = locate_ort_for(args.ort_dylib.as_deref(), args.device)?;
-    session::init_runtime(&lib, segserve::config::available_cpus())?;
+    session::init_runtime(&lib, segserve::host::available_cpus())?;
     // The same checks as the server, so a missing library is named here too.
     device::check(dev, &lib, args.device_id)?;
     let cfg = DeviceConfig {

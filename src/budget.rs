@@ -508,57 +508,6 @@ impl Drop for Reservation {
     }
 }
 
-/// Parses a byte size: a plain number of bytes, or a number with a binary (`KiB`, `MiB`,
-/// `GiB`, `TiB`, or `K`, `M`, `G`, `T`, as Kubernetes' `Ki`, `Mi`, `Gi`) or decimal (`kB`,
-/// `MB`, `GB`, `TB`) suffix. `512MiB`, `2Gi`, `1.5G` and `1000000` all parse.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 512MiB, 2GiB, 1000000)"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "ki" | "kib" => 1024.0,
-        "m" | "mi" | "mib" => 1024.0 * 1024.0,
-        "g" | "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{text:?} is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
-/// The memory this process may use: the cgroup limit (v2 `memory.max`, v1
-/// `memory.limit_in_bytes`) when one is set, else the machine's physical memory.
-pub fn memory_limit() -> Option<u64> {
-    // cgroup v1 reports "no limit" as a huge page-rounded number.
-    const UNLIMITED: u64 = 1 << 60;
-    let read = |p: &str| std::fs::read_to_string(p).ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|&b| b < UNLIMITED);
-    cgroup.or_else(physical_memory)
-}
-
-fn physical_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,23 +554,5 @@ mod tests {
         assert_eq!(r.held(), 700);
         r.ensure(900).unwrap();
         assert_eq!(b.used(), 900);
-    }
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("2Gi"), Ok(2 << 30));
-        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_bytes("1000000"), Ok(1_000_000));
-        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("5 parsecs").is_err());
-        assert!(parse_bytes("0").is_err());
-    }
-
-    #[test]
-    fn memory_limit_is_found() {
-        // Every Linux machine has either a cgroup limit or /proc/meminfo.
-        assert!(memory_limit().is_some_and(|b| b > 1 << 20));
     }
 }

@@ -85,7 +85,7 @@ fn device_flags_default_to_the_cpu_and_mirror_environment_variables() {
     );
     assert!(a.runtime.trt_fp16);
     for value in ["cpu", "cuda", "tensorrt", "auto"] {
-        let want = <DeviceChoice as clap::ValueEnum>::from_str(value, false).unwrap();
+        let want: DeviceChoice = value.parse().unwrap();
         assert_eq!(serve_args(&["--device", value]).runtime.device, want);
     }
     let err = <Cli as clap::Parser>::try_parse_from(["segserve", "serve", "--device", "gpu"])
@@ -128,7 +128,7 @@ fn a_gpu_gets_its_own_pool_defaults_and_flags_override_both() {
     );
     assert_eq!(
         (cpu.sessions, cpu.max_batch, cpu.queue_depth),
-        (segserve::config::available_cpus(), 1, 32),
+        (segserve::host::available_cpus(), 1, 32),
         "the measured CPU defaults stay as they were"
     );
     assert_eq!(gpu.sessions, 2, "a couple of sessions per GPU");
@@ -151,8 +151,8 @@ fn a_gpu_gets_its_own_pool_defaults_and_flags_override_both() {
     assert!(err.contains("--max-batch must be at least 1"), "{err}");
 }
 
-#[test]
-fn trt_cache_dir_is_created_for_tensorrt() {
+#[tokio::test]
+async fn trt_cache_dir_is_created_when_the_models_load_not_when_flags_are_checked() {
     let dir = std::env::temp_dir().join(format!("segserve-trt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let c = config(&[
@@ -161,11 +161,14 @@ fn trt_cache_dir_is_created_for_tensorrt() {
         "--trt-cache-dir",
         dir.to_str().unwrap(),
     ]);
-    assert!(dir.is_dir());
+    assert!(!dir.exists(), "checking the flags made {}", dir.display());
     assert_eq!(
         c.runtime.device.trt_cache_dir.as_deref(),
         Some(dir.as_path())
     );
+    // This machine has no GPU, so loading fails after the folder is made.
+    let _ = segserve::models::load(&c.runtime).await;
+    assert!(dir.is_dir());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -409,7 +409,8 @@ async fn overload_is_shed_with_503_and_retry_after() {
 /// routes answer 503 with Retry-After, while liveness answers 200.
 #[tokio::test]
 async fn not_ready_before_models_load() {
-    let state = segserve::api::AppState::new(common::serve_config(&[]), segserve::metrics_handle());
+    let state =
+        segserve::api::AppState::new(common::serve_config(&[]), segserve::metrics::handle());
     let app = segserve::api::router(state);
     let resp = app
         .clone()

@@ -450,7 +450,7 @@ async fn send(p: &Probe, live: &common::TestServer, small: &common::TestServer) 
             req.send().await.unwrap().status().as_u16()
         }
         Target::NotReady => {
-            let state = AppState::new(common::serve_config(&[]), segserve::metrics_handle());
+            let state = AppState::new(common::serve_config(&[]), segserve::metrics::handle());
             let mut req = axum::http::Request::builder().method(p.method).uri(&p.uri);
             if let Some(ct) = &p.content_type {
                 req = req

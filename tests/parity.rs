@@ -8,8 +8,8 @@ mod common;
 
 use bytes::Bytes;
 use segserve::budget::MemoryBudget;
-use segserve::config::available_cpus;
 use segserve::engine::{session, Engine, ModelInfo, PoolConfig};
+use segserve::host::available_cpus;
 use segserve::imageio::{DecodeLimits, DecodeMode};
 use segserve::mask::{decode_coco_rle, BoxMask};
 use segserve::pipeline::{self, SegmentRequest};
@@ -276,7 +276,7 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
 fn init() {
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let lib = segserve::config::locate_ort(None).expect("libonnxruntime (make setup)");
-    session::init_runtime(&lib, segserve::config::available_cpus()).expect("ONNX Runtime loads");
+    session::init_runtime(&lib, segserve::host::available_cpus()).expect("ONNX Runtime loads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,6 @@
 //! The native API and the probes, one async function per endpoint: extract, call the
 //! pipeline, shape the reply.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -31,7 +29,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = Object),
         (status = 503, description = "Loading models or shutting down", body = ErrorBody)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    if s.ready.load(Ordering::Acquire) {
+    if s.lifecycle.is_ready() {
         Ok(Json(json!({"status": "ready"})))
     } else {
         Err(AppError::NotReady(NOT_READY.into()))

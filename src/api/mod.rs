@@ -37,7 +37,7 @@ mod router;
 mod state;
 
 pub use router::{probe_router, router, routes};
-pub use state::{set_ready, AppState, NOT_READY};
+pub use state::{AppState, NOT_READY};
 
 // Router tests of the layers (panic, auth, CORS, limits, deadline).
 #[cfg(test)]

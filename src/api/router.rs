@@ -169,7 +169,7 @@ async fn track(
         None => tracing::info!(%method, route, status, latency_ms, "request"),
     }
     drop(_entered);
-    if s.is_draining() {
+    if s.lifecycle.is_draining() {
         // During the shutdown drain, let clients reconnect elsewhere rather than reuse this
         // connection (hyper closes it after this response).
         resp.headers_mut().insert(

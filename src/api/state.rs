@@ -1,7 +1,6 @@
-//! The state every handler shares: the loaded models, readiness, settings, the memory
-//! budget and the metrics handle.
+//! The state every handler shares: the loaded models, the server's phase, settings, the
+//! memory budget and the metrics handle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -11,6 +10,7 @@ use crate::budget::MemoryBudget;
 use crate::config::ServeConfig;
 use crate::engine::{Engine, Registry};
 use crate::error::AppError;
+use crate::lifecycle::Lifecycle;
 
 /// Why `/readyz` (and the KServe readiness routes) say no.
 pub const NOT_READY: &str = "not ready: loading models or shutting down";
@@ -20,10 +20,9 @@ pub const NOT_READY: &str = "not ready: loading models or shutting down";
 pub struct AppState {
     /// Set once the models are loaded and warmed up.
     pub models: Arc<OnceLock<Registry>>,
-    /// True once warm-up inference has run, false again when draining.
-    pub ready: Arc<AtomicBool>,
-    /// Set when shutdown begins: answers then carry `Connection: close`.
-    pub draining: Arc<AtomicBool>,
+    /// Loading, ready or draining: what the probes report, and whether answers close
+    /// their connection.
+    pub lifecycle: Arc<Lifecycle>,
     /// Server settings.
     pub config: Arc<ServeConfig>,
     /// The memory every request reserves from (see `crate::budget`).
@@ -37,8 +36,7 @@ impl AppState {
     pub fn new(config: ServeConfig, metrics: PrometheusHandle) -> Self {
         AppState {
             models: Arc::new(OnceLock::new()),
-            ready: Arc::new(AtomicBool::new(false)),
-            draining: Arc::new(AtomicBool::new(false)),
+            lifecycle: Arc::default(),
             budget: MemoryBudget::measured(config.memory_budget),
             config: Arc::new(config),
             metrics,
@@ -54,7 +52,7 @@ impl AppState {
 
     /// The requested (or default) model, or 503 while loading / 404 for an unknown name.
     ///
-    /// Deliberately not gated on `ready`: while draining after SIGTERM, load balancers still
+    /// Deliberately not gated on readiness: while draining after SIGTERM, load balancers still
     /// send requests until they notice /readyz failing, and those should be served, not
     /// turned into errors (the drain delay exists for exactly this window).
     pub fn engine(&self, name: Option<&str>) -> Result<Engine, AppError> {
@@ -69,14 +67,4 @@ impl AppState {
             min_rate: self.config.min_receive_rate,
         }
     }
-
-    /// Whether the server is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
-
-/// Flips readiness (startup, shutdown, tests).
-pub fn set_ready(state: &AppState, ready: bool) {
-    state.ready.store(ready, Ordering::Release);
 }

@@ -12,8 +12,8 @@ use tower::ServiceExt;
 /// A state without models: enough for the layers. Any existing file passes the
 /// model/runtime path checks, and nothing is loaded.
 fn state(extra: &[&str]) -> AppState {
-    let state = AppState::new(crate::config::for_tests(extra), crate::metrics_handle());
-    set_ready(&state, true);
+    let state = AppState::new(crate::cli::for_tests(extra), crate::metrics::handle());
+    state.lifecycle.loaded();
     state
 }
 

@@ -169,7 +169,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
         .runtime
         .clone()
         .into_config(Some(64), Duration::from_secs(3600))?;
-    let registry = crate::load_models(&rt).await?;
+    let registry = crate::models::load(&rt).await?;
     let engine = registry.get(None)?.clone();
     // The options' errors name the parameter; here it is a flag.
     let query = SegmentOptions::parse(&pairs, &engine.info().names)

@@ -2,7 +2,6 @@
 //! others answer UNIMPLEMENTED through the generated defaults. Each RPC does what its REST
 //! twin in `api::kserve` does, through the same state and the same shared steps.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
@@ -119,7 +118,7 @@ impl GrpcInferenceService for Inference {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = self.state.ready.load(Ordering::Acquire);
+        let ready = self.state.lifecycle.is_ready();
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 
@@ -130,7 +129,7 @@ impl GrpcInferenceService for Inference {
         req: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let req = req.into_inner();
-        let ready = self.state.ready.load(Ordering::Acquire)
+        let ready = self.state.lifecycle.is_ready()
             && version_served(&req.version)
             && self.state.engine(Some(&req.name)).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))

@@ -19,7 +19,6 @@ pub mod raw_http;
 pub mod run;
 pub mod wire;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -87,7 +86,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn ready_or_400(s: &AppState) -> Result<(), AppError> {
-    if s.ready.load(Ordering::Acquire) {
+    if s.lifecycle.is_ready() {
         Ok(())
     } else {
         // The protocol: "a 4xx status code indicates false".

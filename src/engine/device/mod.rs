@@ -23,17 +23,53 @@ pub use probe::GpuInfo;
 use probe::{missing_libraries, probe_driver};
 
 /// `--device`: what the operator asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// ONNX Runtime's CPU execution provider.
     Cpu,
     /// An NVIDIA GPU through the CUDA execution provider (cuDNN).
     Cuda,
     /// An NVIDIA GPU through TensorRT, with CUDA for the nodes TensorRT does not take.
-    #[value(name = "tensorrt")]
     TensorRt,
     /// TensorRT if it can work here, else CUDA, else the CPU.
     Auto,
+}
+
+impl DeviceChoice {
+    /// Every choice, in the order `--help` lists them.
+    pub const ALL: [DeviceChoice; 4] = [
+        DeviceChoice::Cpu,
+        DeviceChoice::Cuda,
+        DeviceChoice::TensorRt,
+        DeviceChoice::Auto,
+    ];
+
+    /// The flag's value for this choice.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::TensorRt => "tensorrt",
+            DeviceChoice::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeviceChoice::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("must be cpu, cuda, tensorrt or auto, got {s:?}"))
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a model's sessions run, once chosen.
@@ -70,7 +106,7 @@ impl fmt::Display for Device {
     }
 }
 
-/// Checked device settings (built by `crate::config` from the flags).
+/// Checked device settings (built by `crate::cli` from the flags).
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     /// What was asked for.
@@ -386,14 +422,14 @@ mod tests {
 
     #[test]
     fn device_names_are_the_flag_values() {
-        use clap::ValueEnum;
         for (choice, device) in [
             (DeviceChoice::Cpu, Device::Cpu),
             (DeviceChoice::Cuda, Device::Cuda),
             (DeviceChoice::TensorRt, Device::TensorRt),
         ] {
-            let flag = choice.to_possible_value().unwrap();
-            assert_eq!(flag.get_name(), device.as_str());
+            assert_eq!(choice.as_str(), device.as_str());
+            assert_eq!(device.as_str().parse::<DeviceChoice>(), Ok(choice));
         }
+        assert!("gpu".parse::<DeviceChoice>().is_err());
     }
 }
