@@ -129,15 +129,7 @@ fn physical_limit(name: &str, cpus: usize, shapes: &[String]) {
         decode_once(&mut input);
         let t_decode = t.elapsed();
         let t = Instant::now();
-        let dets = engine
-            .postprocess(
-                &raw,
-                &lb,
-                &FilterOptions::default(),
-                true,
-                &mut budget.reservation(),
-            )
-            .unwrap();
+        let dets = engine.detect(&raw, &lb, &FilterOptions::default(), true);
         let seg = Segmentation {
             width: lb.src_w,
             height: lb.src_h,

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use segserve::engine::{session, FilterOptions};
 use segserve::geometry::Letterbox;
 use segserve::imageio::{self, DecodeLimits};
-use segserve::pipeline::{Segmentation, Timing};
+use segserve::pipeline::{Pipeline, SegmentRequest, Segmentation, Timing, Wants};
 
 fn stages(c: &mut Criterion) {
     common::init_ort();
@@ -67,12 +67,10 @@ fn stages(c: &mut Criterion) {
         })
     });
     c.bench_function("postprocess/outputs+nms+masks", |b| {
-        b.iter(|| engine.postprocess(&raw, &lb, &filter, true, &mut budget.reservation()))
+        b.iter(|| engine.detect(&raw, &lb, &filter, true))
     });
 
-    let detections = engine
-        .postprocess(&raw, &lb, &filter, true, &mut budget.reservation())
-        .unwrap();
+    let detections = engine.detect(&raw, &lb, &filter, true);
     c.bench_function("rle/bus.jpg-all-masks", |b| {
         b.iter(|| {
             detections
@@ -122,27 +120,14 @@ fn stages(c: &mut Criterion) {
     });
 
     let bytes = bytes::Bytes::from(common::photo("bus.jpg"));
+    let pipeline = Pipeline::default();
     let mut g = c.benchmark_group("end-to-end");
     g.sample_size(30);
     g.bench_function("pipeline/bus.jpg", |b| {
         b.iter(|| {
-            let req = segserve::pipeline::SegmentRequest {
-                bytes: bytes.clone(),
-                reservation: budget.reservation(),
-                filter: filter.clone(),
-                masks: true,
-                keep_image: false,
-                decode: Default::default(),
-                ticket: None,
-                admission: None,
-            };
-            rt.block_on(segserve::pipeline::segment(
-                &engine,
-                DecodeLimits::default(),
-                req,
-                |seg, _| Ok(seg.detections.len()),
-            ))
-            .unwrap()
+            let req = SegmentRequest::new(bytes.clone(), budget.reservation(), Wants::Masks);
+            rt.block_on(pipeline.segment(&engine, req, |seg, _| Ok(seg.detections.len())))
+                .unwrap()
         })
     });
     g.finish();

@@ -92,15 +92,7 @@ fn measure(engine: &Engine, sess: &mut ort::session::Session, bytes: &[u8], runs
         let raw = run_session(sess, &info, &input).unwrap();
         let t_infer = t.elapsed();
         let t = Instant::now();
-        let dets = engine
-            .postprocess(
-                &raw,
-                &lb,
-                &FilterOptions::default(),
-                true,
-                &mut budget.reservation(),
-            )
-            .unwrap();
+        let dets = engine.detect(&raw, &lb, &FilterOptions::default(), true);
         let t_masks = t.elapsed();
         let seg = Segmentation {
             width: img.width(),

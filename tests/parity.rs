@@ -12,7 +12,7 @@ use segserve::engine::{session, Engine, ModelInfo, PoolConfig};
 use segserve::host::available_cpus;
 use segserve::imageio::{DecodeLimits, DecodeMode};
 use segserve::mask::{decode_coco_rle, BoxMask};
-use segserve::pipeline::{self, SegmentRequest};
+use segserve::pipeline::{Pipeline, SegmentRequest, Wants};
 use serde_json::Value;
 
 struct Det {
@@ -131,17 +131,10 @@ fn golden(model: &str, file: &str) -> Vec<Det> {
 
 /// Segments `bytes` through the server's pipeline; returns the upright size and detections.
 async fn segment(engine: &Engine, bytes: Vec<u8>, decode: DecodeMode) -> ((u32, u32), Vec<Det>) {
-    let req = SegmentRequest {
-        bytes: Bytes::from(bytes),
-        reservation: MemoryBudget::unlimited().reservation(),
-        filter: Default::default(),
-        masks: true,
-        keep_image: false,
-        decode,
-        ticket: None,
-        admission: None,
-    };
-    let seg = pipeline::segment(engine, DecodeLimits::default(), req, |seg, _| Ok(seg))
+    let reservation = MemoryBudget::unlimited().reservation();
+    let req = SegmentRequest::new(Bytes::from(bytes), reservation, Wants::Masks);
+    let seg = Pipeline::new(DecodeLimits::default(), decode)
+        .segment(engine, req, |seg, _| Ok(seg))
         .await
         .expect("segments")
         .value;

@@ -9,13 +9,13 @@ use base64::Engine as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::edit::{feather, with_photo};
+use super::edit::feather;
 use super::params::{Extra, Params};
 use super::reply::{self, ReservedWriter};
 use super::upload::ImageUpload;
 use super::AppState;
 use crate::error::AppError;
-use crate::pipeline::{self, PipelineError};
+use crate::pipeline::{PipelineError, Wants};
 use crate::render::{self, edit};
 
 /// `/v1/cutouts`' own query key.
@@ -72,9 +72,9 @@ pub async fn cutouts(
     upload: ImageUpload,
 ) -> Result<Response, AppError> {
     let feather = feather(&params.extra)?;
-    let req = with_photo(upload, params.options.filter);
+    let req = upload.request(Wants::MasksOnPhoto).options(&params.options);
     let e = params.engine.clone();
-    let done = pipeline::segment(&params.engine, s.config.runtime.limits, req, move |mut seg, res| {
+    let done = s.pipeline.segment(&params.engine, req, move |mut seg, res| {
         let photo = seg
             .image
             .take()

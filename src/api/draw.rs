@@ -8,9 +8,8 @@ use super::reply::ReservedWriter;
 use super::upload::{ImageUpload, Source};
 use crate::budget::Reservation;
 use crate::error::AppError;
-use crate::imageio::{DecodeLimits, DecodeMode};
 use crate::options::MaskFormat;
-use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
+use crate::pipeline::{Pipeline, PipelineError, Segmentation, Wants};
 use crate::render::{self, Encoding};
 
 /// Picks the encoding: `format=png|jpeg` wins, then whichever of image/png and image/jpeg the
@@ -65,52 +64,45 @@ pub struct Rendered {
 pub async fn segment_and_draw<E: Extra, S: Source>(
     params: Params<E>,
     upload: ImageUpload<S>,
-    limits: DecodeLimits,
+    pipeline: &Pipeline,
     encoding: Encoding,
 ) -> Result<Rendered, AppError> {
     let (engine, options) = (&params.engine, params.options);
-    let req = SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter: options.filter,
-        masks: options.masks == MaskFormat::Rle,
-        keep_image: true,
-        decode: DecodeMode::Exact,
-        ticket: None,
-        admission: upload.admission,
-    };
+    let wants = Wants::boxes_or_masks(options.masks == MaskFormat::Rle).on_photo();
+    let req = upload.request(wants).options(&options);
     let names = engine.info().names.clone();
-    let done = pipeline::segment(engine, limits, req, move |mut seg, res| {
-        let photo = seg
-            .image
-            .take()
-            .expect("keep_image was set, so the pipeline hands over the photo");
-        let (w, h) = photo.dimensions();
-        let drawn = render::render(photo, &seg.detections, &names);
-        // The encoder writes into reserved memory as it goes (a picture that does not
-        // compress is refused when the budget is spent, not allocated past it).
-        let advice = "send a smaller image, or ask POST /v1/segment for the detections";
-        let before = res.held();
-        let mut out = ReservedWriter::new(Vec::new(), res);
-        let encoded = render::encode_into(&drawn, encoding, &mut out);
-        let ReservedWriter {
-            mut buf, refused, ..
-        } = out;
-        if let Some(error) = refused {
-            return Err(PipelineError::Budget(
-                error.refusing(format!("drawing this {w}x{h} photo"), advice),
-            ));
-        }
-        encoded.map_err(|e| PipelineError::Task(e.to_string()))?;
-        drop(drawn);
-        buf.shrink_to_fit();
-        // The photo is gone and the encoded bytes take what they take.
-        let photo_bytes = u64::from(w) * u64::from(h) * 3;
-        res.shrink_to(before.saturating_sub(photo_bytes) + buf.capacity() as u64);
-        let bytes = buf;
-        Ok((seg, bytes))
-    })
-    .await?;
+    let done = pipeline
+        .segment(engine, req, move |mut seg, res| {
+            let photo = seg
+                .image
+                .take()
+                .expect("keep_image was set, so the pipeline hands over the photo");
+            let (w, h) = photo.dimensions();
+            let drawn = render::render(photo, &seg.detections, &names);
+            // The encoder writes into reserved memory as it goes (a picture that does not
+            // compress is refused when the budget is spent, not allocated past it).
+            let advice = "send a smaller image, or ask POST /v1/segment for the detections";
+            let before = res.held();
+            let mut out = ReservedWriter::new(Vec::new(), res);
+            let encoded = render::encode_into(&drawn, encoding, &mut out);
+            let ReservedWriter {
+                mut buf, refused, ..
+            } = out;
+            if let Some(error) = refused {
+                return Err(PipelineError::Budget(
+                    error.refusing(format!("drawing this {w}x{h} photo"), advice),
+                ));
+            }
+            encoded.map_err(|e| PipelineError::Task(e.to_string()))?;
+            drop(drawn);
+            buf.shrink_to_fit();
+            // The photo is gone and the encoded bytes take what they take.
+            let photo_bytes = u64::from(w) * u64::from(h) * 3;
+            res.shrink_to(before.saturating_sub(photo_bytes) + buf.capacity() as u64);
+            let bytes = buf;
+            Ok((seg, bytes))
+        })
+        .await?;
     let (seg, bytes) = done.value;
     Ok(Rendered {
         seg,

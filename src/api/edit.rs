@@ -17,10 +17,9 @@ use super::reply::{self, ReservedWriter};
 use super::upload::{ImageUpload, WithBackground};
 use super::AppState;
 use crate::budget::Reservation;
-use crate::engine::FilterOptions;
 use crate::error::AppError;
-use crate::imageio::{self, DecodeLimits, DecodeMode};
-use crate::pipeline::{self, PipelineError, SegmentRequest};
+use crate::imageio::{self, DecodeLimits};
+use crate::pipeline::{PipelineError, Wants};
 use crate::render::edit::{self, Blur, Edited, Fill};
 use crate::render::{self, Encoding};
 
@@ -196,60 +195,62 @@ pub async fn background(
 ) -> Result<Response, AppError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let spec = EditSpec::parse(&params.extra, accept, upload.second.is_some())?;
-    let limits = s.config.runtime.limits;
+    let limits = *s.pipeline.limits();
     let mut upload = upload;
     let picture = upload.second.take();
-    let req = with_photo(upload, params.options.filter);
+    let req = upload.request(Wants::MasksOnPhoto).options(&params.options);
     let encoding = spec.encoding;
-    let done = pipeline::segment(&params.engine, limits, req, move |mut seg, res| {
-        let photo = seg
-            .image
-            .take()
-            .expect("keep_image was set, so the pipeline hands over the photo");
-        let (w, h) = photo.dimensions();
-        let what = || format!("editing this {w}x{h} photo's background");
-        let advice = "send a smaller photo";
-        let before = res.held();
-        let fill = match spec.want {
-            Want::Transparent => Fill::Transparent,
-            Want::Colour(c) => Fill::Colour(c),
-            Want::Gray => Fill::Gray,
-            Want::Blur(b) => Fill::Blur(b),
-            Want::Picture => Fill::Picture(scaled_picture(
-                &picture.expect("checked by EditSpec::parse"),
-                (w, h),
-                &limits,
-                res,
-            )?),
-        };
-        let px = u64::from(w) * u64::from(h);
-        // The matte, and what the edit allocates beside the photo.
-        res.grow(px + edit::edit_bytes(&fill, w, h))
-            .map_err(|e| e.refusing(what(), advice))?;
-        let alpha = edit::matte(&seg.detections, w, h, spec.feather);
-        let edited = edit::edit(photo, &alpha, fill);
-        drop(alpha);
-        let mut out = ReservedWriter::new(Vec::new(), res);
-        let encoded = match &edited {
-            Edited::Rgba(img) => {
-                render::encode_png_into(img.as_raw(), w, h, png::ColorType::Rgba, &mut out)
+    let done = s
+        .pipeline
+        .segment(&params.engine, req, move |mut seg, res| {
+            let photo = seg
+                .image
+                .take()
+                .expect("keep_image was set, so the pipeline hands over the photo");
+            let (w, h) = photo.dimensions();
+            let what = || format!("editing this {w}x{h} photo's background");
+            let advice = "send a smaller photo";
+            let before = res.held();
+            let fill = match spec.want {
+                Want::Transparent => Fill::Transparent,
+                Want::Colour(c) => Fill::Colour(c),
+                Want::Gray => Fill::Gray,
+                Want::Blur(b) => Fill::Blur(b),
+                Want::Picture => Fill::Picture(scaled_picture(
+                    &picture.expect("checked by EditSpec::parse"),
+                    (w, h),
+                    &limits,
+                    res,
+                )?),
+            };
+            let px = u64::from(w) * u64::from(h);
+            // The matte, and what the edit allocates beside the photo.
+            res.grow(px + edit::edit_bytes(&fill, w, h))
+                .map_err(|e| e.refusing(what(), advice))?;
+            let alpha = edit::matte(&seg.detections, w, h, spec.feather);
+            let edited = edit::edit(photo, &alpha, fill);
+            drop(alpha);
+            let mut out = ReservedWriter::new(Vec::new(), res);
+            let encoded = match &edited {
+                Edited::Rgba(img) => {
+                    render::encode_png_into(img.as_raw(), w, h, png::ColorType::Rgba, &mut out)
+                }
+                Edited::Rgb(img) => render::encode_into(img, encoding, &mut out),
+            };
+            let ReservedWriter {
+                mut buf, refused, ..
+            } = out;
+            if let Some(error) = refused {
+                return Err(PipelineError::Budget(error.refusing(what(), advice)));
             }
-            Edited::Rgb(img) => render::encode_into(img, encoding, &mut out),
-        };
-        let ReservedWriter {
-            mut buf, refused, ..
-        } = out;
-        if let Some(error) = refused {
-            return Err(PipelineError::Budget(error.refusing(what(), advice)));
-        }
-        encoded.map_err(|e| PipelineError::Task(e.to_string()))?;
-        drop(edited);
-        buf.shrink_to_fit();
-        // The photo, the matte, the edit and the picture are gone; the encoded bytes stay.
-        res.shrink_to(before.saturating_sub(3 * px) + buf.capacity() as u64);
-        Ok((seg.detections.len(), buf))
-    })
-    .await?;
+            encoded.map_err(|e| PipelineError::Task(e.to_string()))?;
+            drop(edited);
+            buf.shrink_to_fit();
+            // The photo, the matte, the edit and the picture are gone; the encoded bytes stay.
+            res.shrink_to(before.saturating_sub(3 * px) + buf.capacity() as u64);
+            Ok((seg.detections.len(), buf))
+        })
+        .await?;
     let (kept, bytes) = done.value;
     let mut resp = reply::bytes(bytes, encoding.mime(), done.reservation);
     let h = resp.headers_mut();
@@ -259,20 +260,6 @@ pub async fn background(
         HeaderValue::from(kept),
     );
     Ok(resp)
-}
-
-/// A request for the masks and the exact photo they are applied to.
-pub(super) fn with_photo<S>(upload: ImageUpload<S>, filter: FilterOptions) -> SegmentRequest {
-    SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter,
-        masks: true,
-        keep_image: true,
-        decode: DecodeMode::Exact,
-        ticket: None,
-        admission: upload.admission,
-    }
 }
 
 /// The uploaded background picture, decoded upright and scaled to the photo's `w` x `h`

@@ -40,7 +40,7 @@ pub async fn segmentfrontend(
     let result = async {
         let (params, upload) = (params?, upload?);
         let engine = params.engine.clone();
-        let r = segment_and_draw(params, upload, s.config.runtime.limits, Encoding::Jpeg).await?;
+        let r = segment_and_draw(params, upload, &s.pipeline, Encoding::Jpeg).await?;
         Ok::<_, AppError>((result_page(&r, engine.info()), r.reservation))
     }
     .await;

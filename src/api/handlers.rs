@@ -13,7 +13,7 @@ use super::upload::ImageUpload;
 use super::{AppState, NOT_READY};
 use crate::error::{AppError, ErrorBody};
 use crate::options::MaskFormat;
-use crate::pipeline::{self, SegmentRequest};
+use crate::pipeline::Wants;
 use crate::schema::{ModelCard, ModelsResponse, SegmentResponse};
 
 /// `GET /healthz`: the process is alive.
@@ -97,19 +97,12 @@ pub async fn segment(
     let Params {
         engine, options, ..
     } = params;
-    let req = SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter: options.filter,
-        masks: options.masks != MaskFormat::None,
-        keep_image: false,
-        decode: options.decode.unwrap_or(s.config.runtime.decode),
-        ticket: None,
-        admission: upload.admission,
-    };
+    let req = upload
+        .request(Wants::boxes_or_masks(options.masks != MaskFormat::None))
+        .options(&options);
     let e = engine.clone();
     let (format, tolerance) = (options.masks, options.tolerance);
-    let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {
+    let done = s.pipeline.segment(&engine, req, move |seg, res| {
         // The answer's structure (RLE strings, polygons) and its tracing scratch are held
         // while they exist, the JSON text by `to_json`; only the text stays held after.
         let estimate = SegmentResponse::size_estimate(&seg, format);

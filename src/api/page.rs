@@ -57,7 +57,7 @@ pub async fn render_image(
 ) -> Result<Response, AppError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let encoding = choose_encoding(params.extra.get("format").map(String::as_str), accept)?;
-    let r = segment_and_draw(params, upload, s.config.runtime.limits, encoding).await?;
+    let r = segment_and_draw(params, upload, &s.pipeline, encoding).await?;
     let t = r.seg.timing;
     // Server-Timing lets the page (and browser dev tools) show where the time went.
     let timing = format!(

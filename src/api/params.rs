@@ -1,6 +1,9 @@
-//! The query of the segmentation routes, as an extractor: [`Params`] splits the query into
-//! pairs, picks the model, and parses the options with `crate::options`, before the body
-//! is read (a bad parameter or an unknown model is refused without receiving the upload).
+//! The query of the segmentation routes, as extractors: [`Params`] splits the query into
+//! pairs, takes out the route's own keys ([`Extra`]), picks the model, and parses the
+//! options with `crate::options`, before the body is read (a bad parameter or an unknown
+//! model is refused without receiving the upload). [`RouteKeys`] takes only a route's own
+//! keys and ignores the rest, for PixelLib's clients. Both take route keys the one way,
+//! [`take_keys`].
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -42,21 +45,47 @@ pub struct Params<E = NoExtra> {
     _extra: PhantomData<E>,
 }
 
+/// Takes `E`'s keys out of `pairs` (the last value of a repeated key wins).
+pub fn take_keys<E: Extra>(pairs: &mut Vec<(String, String)>) -> BTreeMap<&'static str, String> {
+    let mut extra = BTreeMap::new();
+    pairs.retain(
+        |(k, v)| match E::KEYS.iter().find(|key| **key == k.as_str()) {
+            Some(key) => {
+                extra.insert(*key, v.clone());
+                false
+            }
+            None => true,
+        },
+    );
+    extra
+}
+
+/// Only a route's own keys: every other key is ignored (PixelLib's clients send none, and
+/// its route was never strict about them).
+pub struct RouteKeys<E> {
+    /// The route's keys that were present.
+    pub keys: BTreeMap<&'static str, String>,
+    _route: PhantomData<E>,
+}
+
+impl<E: Extra> FromRequestParts<AppState> for RouteKeys<E> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, AppError> {
+        let mut pairs = query_pairs(parts.uri.query())?;
+        Ok(RouteKeys {
+            keys: take_keys::<E>(&mut pairs),
+            _route: PhantomData,
+        })
+    }
+}
+
 impl<E: Extra> FromRequestParts<AppState> for Params<E> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, AppError> {
         let mut pairs = query_pairs(parts.uri.query())?;
-        let mut extra = BTreeMap::new();
-        pairs.retain(
-            |(k, v)| match E::KEYS.iter().find(|key| **key == k.as_str()) {
-                Some(key) => {
-                    extra.insert(*key, v.clone());
-                    false
-                }
-                None => true,
-            },
-        );
+        let extra = take_keys::<E>(&mut pairs);
         let engine = s.engine(options::model_param(&pairs))?;
         let options = SegmentOptions::parse(&pairs, &engine.info().names)?;
         Ok(Params {

@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::params::query_pairs;
+use super::params::{Extra, RouteKeys};
 use super::reply::Reserved;
 use super::upload::{FormOnly, ImageUpload};
 use super::AppState;
@@ -31,7 +30,7 @@ use crate::config::PixelLibMasks;
 use crate::engine::{Detection, ModelInfo};
 use crate::error::{AppError, ErrorBody};
 use crate::mask::BoxMask;
-use crate::pipeline::{self, PipelineError, SegmentRequest, Segmentation};
+use crate::pipeline::{PipelineError, Segmentation, Wants};
 use crate::schema::counts;
 
 /// PixelLib's `outputs` object.
@@ -86,27 +85,21 @@ impl PixelLibOutputs {
     }
 }
 
-/// `?mask_values=`, parsed before the upload is read.
-pub struct MaskValuesParam(Option<bool>);
+/// `/segmentapi`'s one key, `?mask_values=`, read before the upload.
+pub struct PixelLibKeys;
+impl Extra for PixelLibKeys {
+    const KEYS: &'static [&'static str] = &["mask_values"];
+}
 
-impl FromRequestParts<AppState> for MaskValuesParam {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, AppError> {
-        let mut want = None;
-        for (k, v) in query_pairs(parts.uri.query())? {
-            match (k.as_str(), v.as_str()) {
-                ("mask_values", "true" | "1") => want = Some(true),
-                ("mask_values", "false" | "0") => want = Some(false),
-                ("mask_values", other) => {
-                    return Err(AppError::BadRequest(format!(
-                        "query parameter `mask_values` must be true or false, got {other:?}"
-                    )))
-                }
-                _ => {} // PixelLib clients send nothing else; stay lenient for them.
-            }
-        }
-        Ok(MaskValuesParam(want))
+/// Whether the query asks for the dense masks (`None`: the server's default).
+fn mask_values(keys: &RouteKeys<PixelLibKeys>) -> Result<Option<bool>, AppError> {
+    match keys.keys.get("mask_values").map(String::as_str) {
+        None => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(other) => Err(AppError::BadRequest(format!(
+            "query parameter `mask_values` must be true or false, got {other:?}"
+        ))),
     }
 }
 
@@ -124,24 +117,15 @@ impl FromRequestParts<AppState> for MaskValuesParam {
         (status = 503, description = "Overloaded (queue or memory budget) or not ready; retry", body = ErrorBody)))]
 pub async fn segmentapi(
     State(s): State<AppState>,
-    MaskValuesParam(asked): MaskValuesParam,
+    keys: RouteKeys<PixelLibKeys>,
     upload: ImageUpload<FormOnly>,
 ) -> Result<Response, AppError> {
-    let dense = asked.unwrap_or(s.config.pixellib.masks == PixelLibMasks::Always);
+    let dense = mask_values(&keys)?.unwrap_or(s.config.pixellib.masks == PixelLibMasks::Always);
     let engine = s.engine(None)?;
     let max_cells = s.config.pixellib.max_dense_cells;
-    let req = SegmentRequest {
-        bytes: upload.bytes,
-        reservation: upload.reservation,
-        filter: Default::default(),
-        masks: dense,
-        keep_image: false,
-        decode: s.config.runtime.decode,
-        ticket: None,
-        admission: upload.admission,
-    };
+    let req = upload.request(Wants::boxes_or_masks(dense));
     let e = engine.clone();
-    let done = pipeline::segment(&engine, s.config.runtime.limits, req, move |seg, res| {
+    let done = s.pipeline.segment(&engine, req, move |seg, res| {
         let outputs = PixelLibOutputs::new(e.info(), &seg);
         let cells = seg.width as u64 * seg.height as u64 * seg.detections.len() as u64;
         if dense && cells > max_cells {

@@ -11,6 +11,7 @@ use crate::config::ServeConfig;
 use crate::engine::{Engine, Registry};
 use crate::error::AppError;
 use crate::lifecycle::Lifecycle;
+use crate::pipeline::Pipeline;
 
 /// Why `/readyz` (and the KServe readiness routes) say no.
 pub const NOT_READY: &str = "not ready: loading models or shutting down";
@@ -29,6 +30,8 @@ pub struct AppState {
     pub budget: Arc<MemoryBudget>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
+    /// The image limits and default decode every request runs under.
+    pub pipeline: Pipeline,
 }
 
 impl AppState {
@@ -38,6 +41,7 @@ impl AppState {
             models: Arc::new(OnceLock::new()),
             lifecycle: Arc::default(),
             budget: MemoryBudget::measured(config.memory_budget),
+            pipeline: Pipeline::new(config.runtime.limits, config.runtime.decode),
             config: Arc::new(config),
             metrics,
         }

@@ -17,6 +17,7 @@ use super::AppState;
 use crate::budget::{MemoryBudget, Reservation};
 use crate::config::FormLimits;
 use crate::error::AppError;
+use crate::pipeline::{SegmentRequest, Wants};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,10 +61,18 @@ pub struct ImageUpload<S = FormOrRaw> {
     pub second: Option<Bytes>,
     /// The request's memory reservation; the pipeline grows it from here.
     pub reservation: Reservation,
-    /// The place in the model's queue taken before the body was read (pass it on in
-    /// [`crate::pipeline::SegmentRequest::admission`]).
+    /// The place in the model's queue taken before the body was read (passed on by
+    /// [`ImageUpload::request`]).
     pub admission: Option<crate::engine::Admission>,
     _source: PhantomData<S>,
+}
+
+impl<S> ImageUpload<S> {
+    /// The pipeline's request for this photo, with its reservation and queue place (a
+    /// route's second file, if it wants it, is taken out first).
+    pub fn request(self, wants: Wants) -> SegmentRequest {
+        SegmentRequest::new(self.bytes, self.reservation, wants).admitted(self.admission)
+    }
 }
 
 impl<S: Source> FromRequest<AppState> for ImageUpload<S> {

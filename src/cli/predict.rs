@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{PredictArgs, Progress};
 use crate::budget::MemoryBudget;
 use crate::options::{MaskFormat, SegmentOptions};
-use crate::pipeline::{self, PipelineError, SegmentRequest};
+use crate::pipeline::{Pipeline, PipelineError, SegmentRequest, Wants};
 use crate::schema::SegmentResponse;
 
 /// File extensions `predict` picks up when walking a folder (files named on the command
@@ -187,13 +187,13 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
     }
     let pb = progress_bar(args.progress, jobs.len());
     let stdout = std::io::stdout();
-    let (limits, decode) = (rt.limits, rt.decode);
+    let pipeline = Pipeline::new(rt.limits, rt.decode);
     // Two images per session keep every session busy while the next one is decoded.
     let concurrency = (engine.pool().sessions * 2).clamp(1, engine.pool().sessions + 64);
     let budget = MemoryBudget::unlimited();
     let mut results = futures_util::stream::iter(jobs.into_iter().map(|job| {
         let engine = engine.clone();
-        let filter = query.filter.clone();
+        let query = query.clone();
         let (masks, tolerance) = (query.masks, query.tolerance);
         let render_dir = args.render.clone();
         let reservation = budget.reservation();
@@ -203,47 +203,45 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<Summary> {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{}: {e}", job.path.display()))?;
-            let req = SegmentRequest {
-                bytes: Bytes::from(bytes),
-                reservation,
-                filter,
-                masks: masks != MaskFormat::None,
-                keep_image: render_dir.is_some(),
-                decode: query.decode.unwrap_or(decode),
-                ticket: None,
-                admission: None,
+            let wants = Wants::boxes_or_masks(masks != MaskFormat::None);
+            let wants = if render_dir.is_some() {
+                wants.on_photo()
+            } else {
+                wants
             };
+            let req = SegmentRequest::new(Bytes::from(bytes), reservation, wants).options(&query);
             let e = engine.clone();
             let out_rel = job.out_rel.clone();
-            let done = pipeline::segment(&engine, limits, req, move |mut seg, _| {
-                // Drawing and writing happen here, on the blocking pool like the rest.
-                if let (Some(dir), Some(photo)) = (render_dir, seg.image.take()) {
-                    let dest = dir.join(format!(
-                        "{}.rendered.jpg",
-                        out_rel.with_extension("").display()
-                    ));
-                    let drawn = crate::render::render(photo, &seg.detections, &e.info().names);
-                    let bytes = crate::render::encode(&drawn, crate::render::Encoding::Jpeg)
-                        .map_err(|err| PipelineError::Task(err.to_string()))?;
-                    let write = || -> std::io::Result<()> {
-                        if let Some(parent) = dest.parent() {
-                            std::fs::create_dir_all(parent)?;
-                        }
-                        std::fs::write(&dest, bytes)
-                    };
-                    write().map_err(|err| {
-                        PipelineError::Task(format!("cannot write {}: {err}", dest.display()))
-                    })?;
-                }
-                Ok(SegmentResponse::with_masks(
-                    e.info(),
-                    &seg,
-                    masks,
-                    tolerance,
-                ))
-            })
-            .await
-            .map_err(|e| format!("{}: {e}", job.path.display()))?;
+            let done = pipeline
+                .segment(&engine, req, move |mut seg, _| {
+                    // Drawing and writing happen here, on the blocking pool like the rest.
+                    if let (Some(dir), Some(photo)) = (render_dir, seg.image.take()) {
+                        let dest = dir.join(format!(
+                            "{}.rendered.jpg",
+                            out_rel.with_extension("").display()
+                        ));
+                        let drawn = crate::render::render(photo, &seg.detections, &e.info().names);
+                        let bytes = crate::render::encode(&drawn, crate::render::Encoding::Jpeg)
+                            .map_err(|err| PipelineError::Task(err.to_string()))?;
+                        let write = || -> std::io::Result<()> {
+                            if let Some(parent) = dest.parent() {
+                                std::fs::create_dir_all(parent)?;
+                            }
+                            std::fs::write(&dest, bytes)
+                        };
+                        write().map_err(|err| {
+                            PipelineError::Task(format!("cannot write {}: {err}", dest.display()))
+                        })?;
+                    }
+                    Ok(SegmentResponse::with_masks(
+                        e.info(),
+                        &seg,
+                        masks,
+                        tolerance,
+                    ))
+                })
+                .await
+                .map_err(|e| format!("{}: {e}", job.path.display()))?;
             Ok::<_, String>((job.clone(), done.value))
         }
     }))

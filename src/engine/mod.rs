@@ -1,36 +1,50 @@
 //! The inference engine: a pool of ONNX Runtime sessions on dedicated threads behind a
-//! bounded queue, plus output decoding. It knows tensors and detections, not HTTP or
-//! image files (`imageio` makes the input tensor, `api` shapes the replies).
+//! bounded queue, plus output decoding. It knows tensors and detections, not HTTP, image
+//! files or the memory budget (`imageio` makes the input tensor, `pipeline` reserves,
+//! `api` shapes the replies).
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | [`Engine`]: loading a model into its sessions; what a run returns |
+//! | `registry` | the loaded models by name |
+//! | `pool` | a model's places: queue, compute stage, recycled input tensors |
+//! | `jobs`, `worker` | a run sent to the inference threads and its answer; the threads |
+//! | `detect` | outputs to detections, in two phases (boxes, then masks) |
+//! | `postprocess`, `layout`, `proto_masks` | NMS over each export layout; masks from prototypes |
+//! | `session`, `metadata`, `device` | ONNX Runtime sessions, the model's metadata, devices |
 
+pub mod detect;
 pub mod device;
+mod jobs;
 pub mod layout;
 pub mod metadata;
+mod pool;
 pub mod postprocess;
 pub mod proto_masks;
+mod registry;
 pub mod session;
 mod worker;
 
+pub use detect::{Candidates, MaskBytes};
+pub use pool::{Admission, Counted, PoolConfig, Slot, ROOM_HOLD};
+pub use registry::Registry;
 pub use worker::run_session;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ndarray::{ArrayView3, Axis};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::budget::{BudgetError, Reservation};
-use crate::geometry::Letterbox;
 use crate::mask::BoxMask;
 pub use device::{Device, DeviceChoice, DeviceConfig, DeviceError};
+use jobs::Job;
 pub use layout::OutputLayout;
 pub use metadata::Task;
+use pool::STAGE_PER_SESSION;
 pub use postprocess::FilterOptions;
 pub use session::ModelInfo;
 
-/// How long a request that finds its model's queue full waits for a place before the 503
-/// (see [`Engine::admit_within`]): short beside the queue timeout, long beside a refusal.
-pub const ROOM_HOLD: Duration = Duration::from_millis(200);
 /// Everything that can go wrong between a ready tensor and detections.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -58,54 +72,6 @@ pub enum EngineError {
     /// The requested GPU device cannot be used here.
     #[error(transparent)]
     Device(#[from] DeviceError),
-}
-
-/// The loaded models, the default first.
-#[derive(Clone)]
-pub struct Registry {
-    engines: Vec<Engine>,
-}
-
-impl Registry {
-    /// Wraps loaded engines; the first is the default.
-    pub fn new(engines: Vec<Engine>) -> Self {
-        assert!(!engines.is_empty(), "a registry needs at least one model");
-        Registry { engines }
-    }
-
-    /// The named model, or the default when `name` is `None`.
-    pub fn get(&self, name: Option<&str>) -> Result<&Engine, EngineError> {
-        match name {
-            None => Ok(&self.engines[0]),
-            Some(n) => self
-                .engines
-                .iter()
-                .find(|e| e.info().name == n)
-                .ok_or_else(|| EngineError::UnknownModel(n.to_string())),
-        }
-    }
-
-    /// All models, default first.
-    pub fn all(&self) -> &[Engine] {
-        &self.engines
-    }
-}
-
-/// Pool and queue sizing.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    /// Number of sessions, each on its own thread.
-    pub sessions: usize,
-    /// Threads of the intra-op pool the sessions share (see `session::init_runtime`).
-    pub threads: usize,
-    /// Requests admitted beyond those being computed.
-    pub queue_depth: usize,
-    /// Longest a request may wait for a session.
-    pub queue_timeout: Duration,
-    /// Largest batch per run, for models whose batch dimension is dynamic (1 = no batching).
-    pub max_batch: usize,
-    /// How long a session waits for more requests to fill a batch.
-    pub batch_window: Duration,
 }
 
 /// Raw model outputs for one image, copied out of ONNX Runtime's buffers.
@@ -149,22 +115,6 @@ pub fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
     metrics::counter!("segserve_requests_shed_total", "model" => model.to_string(), "reason" => reason)
 }
 
-/// What a job carries besides its tensor and hands back with the answer: the caller's
-/// permits and memory reservation, so they stay held until the run is really over, even if
-/// the caller stops waiting.
-pub type Carry = Box<dyn std::any::Any + Send>;
-
-pub(crate) struct Job {
-    input: Vec<f32>,
-    /// Canvas (height, width) of `input`: it varies per photo on dynamic-shape models.
-    hw: (usize, usize),
-    enqueued: Instant,
-    carry: Carry,
-    /// The request the job's allocations (the copied outputs) are charged to.
-    lease: Option<std::sync::Arc<crate::meter::Lease>>,
-    reply: oneshot::Sender<(Result<RawOutput, EngineError>, Carry)>,
-}
-
 pub(crate) struct Inner {
     info: ModelInfo,
     pool: PoolConfig,
@@ -190,40 +140,6 @@ pub(crate) struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
 }
-
-/// Proof of admission: while held, the request counts against the queue.
-#[derive(Debug)]
-pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
-
-/// A place in the compute stage (decode, letterbox, inference, postprocessing, encoding),
-/// counted in `segserve_compute_busy` while held.
-#[derive(Debug)]
-pub struct Slot(
-    #[allow(dead_code)] OwnedSemaphorePermit,
-    #[allow(dead_code)] Counted,
-);
-
-/// One in a gauge while alive: the queue gauges stay exact however a wait or a piece of
-/// work ends (an answer, an error, a timeout, or a client that leaves and drops the future).
-#[derive(Debug)]
-pub struct Counted(metrics::Gauge);
-
-impl Counted {
-    fn new(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Counted(gauge)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Requests per session allowed in the compute stage: one computing, one being decoded so
-/// the session never waits for image work.
-const STAGE_PER_SESSION: usize = 2;
 
 impl Engine {
     /// Loads `path` into `pool.sessions` CPU sessions and starts their threads.
@@ -296,44 +212,7 @@ impl Engine {
         for reason in [SHED_QUEUE_FULL, SHED_QUEUE_TIMEOUT, SHED_MEMORY] {
             shed_counter(name, reason).absolute(0);
         }
-        // Every session is warmed up on the thread that will run it, before the server is
-        // ready: the first run of a session is the slow one (ONNX Runtime's lazy setup; on a
-        // GPU also cuDNN's algorithm search or TensorRT's engine build, and the CUDA provider
-        // keeps its handles per thread). One session at a time: cuDNN's search times the
-        // candidate kernels, and two searches at once would time each other.
-        let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
-        let one_at_a_time = Arc::new(Mutex::new(()));
-        let mut started = 0;
-        for (i, mut s) in built.into_iter().enumerate() {
-            let rx = rx.clone();
-            let weak = Arc::downgrade(&inner);
-            let (report, lock) = (warm_tx.clone(), one_at_a_time.clone());
-            let (info, max_batch) = (inner.info.clone(), inner.pool.max_batch);
-            std::thread::Builder::new()
-                .name(format!("segserve-infer-{name}-{i}"))
-                .spawn(move || {
-                    let outcome = {
-                        let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        worker::warm_up(&mut s, &info, max_batch)
-                    };
-                    let failed = outcome.is_err();
-                    let _ = report.send(outcome);
-                    if !failed {
-                        worker::run(s, rx, weak)
-                    }
-                })
-                .map_err(|e| {
-                    EngineError::ModelLoad(format!("cannot start inference thread: {e}"))
-                })?;
-            started += 1;
-        }
-        drop(warm_tx);
-        for _ in 0..started {
-            // A failed warm-up drops `inner` on return, which stops the other workers.
-            warm_rx.recv().map_err(|_| {
-                EngineError::ModelLoad("an inference thread died during warm-up".into())
-            })??;
-        }
+        worker::start(built, rx, &inner)?;
         Ok(Engine { inner })
     }
 
@@ -365,193 +244,5 @@ impl Engine {
     /// Where this model's sessions run.
     pub fn device(&self) -> Device {
         self.inner.device
-    }
-
-    /// Looks for room in the queue before a request's body is read, waiting up to `hold`
-    /// ([`ROOM_HOLD`] on the routes) when it is full: refusing from the headers costs next to
-    /// nothing, where reading and parsing an upload only to refuse it costs as much as
-    /// serving it. With room at once nothing is taken
-    /// (`None`: the place is taken with [`Engine::try_admit`] once the photo is in, so slow
-    /// uploads never hold places). When it had to wait, the place it got is kept (`Some`):
-    /// a look that let it go would wake every waiter to read its body and be refused after
-    /// all. Clients that retry a 503 at once (ignoring `Retry-After`) would otherwise turn
-    /// refusals into a busy loop that takes the CPUs from the work being served; held for
-    /// a moment, each costs one refusal per `hold`. Nothing is read or reserved while it
-    /// waits: the body stays in the socket.
-    pub async fn admit_within(&self, hold: Duration) -> Result<Option<Admission>, EngineError> {
-        if self.inner.admission.available_permits() > 0 {
-            return Ok(None);
-        }
-        match tokio::time::timeout(hold, self.inner.admission.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Some(Admission(p))),
-            _ => {
-                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
-                Err(EngineError::Overloaded)
-            }
-        }
-    }
-
-    /// Takes a place in the queue, or fails at once when it is full (the caller sheds load).
-    pub fn try_admit(&self) -> Result<Admission, EngineError> {
-        self.inner
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map(Admission)
-            .map_err(|_| {
-                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
-                EngineError::Overloaded
-            })
-    }
-
-    /// Waits (up to the queue timeout) for a place in the compute stage. Queued requests
-    /// wait here holding only their compressed bytes, so memory under load stays flat:
-    /// decoded photos and tensors exist for at most `2 x sessions` requests at a time.
-    pub async fn slot(&self, _admission: &Admission) -> Result<Slot, EngineError> {
-        let sem = self.inner.stage.clone();
-        let _pending = Counted::new(self.inner.pending.clone());
-        match tokio::time::timeout(self.inner.pool.queue_timeout, sem.acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Slot(p, Counted::new(self.inner.busy.clone()))),
-            Ok(Err(_)) => Err(EngineError::Closed),
-            Err(_) => {
-                shed_counter(&self.inner.info.name, SHED_QUEUE_TIMEOUT).increment(1);
-                Err(EngineError::QueueTimeout)
-            }
-        }
-    }
-
-    /// A zeroed-or-recycled input buffer of the model's full size, [3, H, W] at `input_hw`.
-    /// A rect canvas (dynamic-shape models) is never larger: `resize` it to
-    /// [`Letterbox::tensor_len`], which then only shortens it.
-    pub fn input_buffer(&self) -> Vec<f32> {
-        let (h, w) = self.inner.info.input_hw;
-        let recycled = self
-            .inner
-            .buffers
-            .lock()
-            .expect("buffer pool lock poisoned")
-            .pop();
-        let mut b = recycled.unwrap_or_default();
-        if b.capacity() < 3 * h * w {
-            // Pooled buffers outlive the request that first needed one, so they are the
-            // server's bytes (a request reserves the tensor it uses, not the pool's growth).
-            let _server = crate::meter::enter_server();
-            b.reserve_exact(3 * h * w - b.len());
-        }
-        b.resize(3 * h * w, 0.0);
-        b
-    }
-
-    /// Runs the model on a prepared [3, H, W] tensor, `hw` = (H, W), on one of the pool's
-    /// sessions. `carry` (the caller's slot, permits, reservation) travels with the job and
-    /// comes back with the answer; if the caller stops waiting it is dropped only once the
-    /// run is done.
-    pub async fn infer<C: Send + 'static>(
-        &self,
-        input: Vec<f32>,
-        hw: (usize, usize),
-        carry: C,
-    ) -> Result<(RawOutput, C), EngineError> {
-        if input.len() != 3 * hw.0 * hw.1 {
-            return Err(EngineError::Inference(format!(
-                "input has {} values, not 3 x {} x {}",
-                input.len(),
-                hw.0,
-                hw.1
-            )));
-        }
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            input,
-            hw,
-            enqueued: Instant::now(),
-            carry: Box::new(carry),
-            lease: crate::meter::current(),
-            reply: tx,
-        };
-        self.try_queue(job)?;
-        let (result, carry) = rx.await.map_err(|_| EngineError::Closed)?;
-        let carry = *carry
-            .downcast::<C>()
-            .expect("a job hands back the carry it was given");
-        Ok((result?, carry))
-    }
-
-    fn try_queue(&self, job: Job) -> Result<(), EngineError> {
-        self.inner.jobs.try_send(job).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => {
-                shed_counter(&self.inner.info.name, SHED_QUEUE_FULL).increment(1);
-                EngineError::Overloaded
-            }
-            crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Closed,
-        })
-    }
-
-    /// Decodes raw outputs into detections in source pixels, with masks if asked.
-    /// Detections whose mask comes out empty are dropped, as Ultralytics does. The masks'
-    /// memory (a byte per pixel of each box, and the logits) is reserved from `budget`
-    /// once the boxes are known and before any mask exists.
-    pub fn postprocess(
-        &self,
-        raw: &RawOutput,
-        lb: &Letterbox,
-        opts: &FilterOptions,
-        want_masks: bool,
-        budget: &mut Reservation,
-    ) -> Result<Vec<Detection>, BudgetError> {
-        let info = &self.inner.info;
-        let (nc, nm) = (info.names.len(), info.num_masks);
-        // Boxes and masks are mapped back the way Ultralytics' scale_boxes/scale_masks do:
-        // from the canvas size alone (a rect canvas can differ from the letterbox by a pixel).
-        let lb = &lb.as_mapped_back();
-        let cands = match info.layout {
-            OutputLayout::Raw => postprocess::decode(&raw.preds, raw.anchors, nc, lb, opts),
-            l => layout::decode_rows(l, &raw.preds, raw.anchors, nc, nm, lb, opts),
-        };
-        let protos = match (&raw.protos, want_masks) {
-            (Some((p, dims)), true) if !cands.is_empty() => Some((p, dims)),
-            _ => {
-                return Ok(cands
-                    .into_iter()
-                    .map(|c| Detection {
-                        bbox: c.source_box,
-                        class_id: c.class_id,
-                        score: c.score,
-                        mask: None,
-                    })
-                    .collect())
-            }
-        };
-        let logit_bytes = (cands.len() * protos.map_or(0, |(_, d)| d[1] * d[2]) * 4) as u64;
-        budget
-            .grow(proto_masks::bytes_for_boxes(cands.iter().map(|c| c.source_box)) + logit_bytes)?;
-        let (p, dims) = protos.expect("checked above");
-        let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p)
-            .expect("prototype length checked by the worker");
-        let coeffs = ndarray::Array2::from_shape_fn((cands.len(), dims[0]), |(i, k)| {
-            info.layout
-                .coefficient(&raw.preds, raw.anchors, nc, nm, cands[i].anchor, k)
-        });
-        let logits = proto_masks::logits(coeffs.view(), protos);
-        let detections = cands
-            .into_iter()
-            .zip(logits.axis_iter(Axis(0)))
-            .filter_map(|(c, l)| {
-                let l = l
-                    .into_shape_with_order((dims[1], dims[2]))
-                    .expect("logit row has mh*mw values");
-                let mask = proto_masks::mask_for_box(l, lb, c.source_box)?;
-                (mask.area() > 0).then_some(Detection {
-                    bbox: c.source_box,
-                    class_id: c.class_id,
-                    score: c.score,
-                    mask: Some(mask),
-                })
-            })
-            .collect();
-        drop(logits);
-        // The logits are gone; the masks stay until the answer is written.
-        budget.set(budget.held() - logit_bytes)?;
-        Ok(detections)
     }
 }

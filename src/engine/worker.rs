@@ -4,12 +4,61 @@
 //! dynamic-shape models get a canvas per photo), and answers each job on its oneshot.
 
 use std::collections::VecDeque;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
 
-use super::{EngineError, Inner, Job, ModelInfo, RawOutput};
+use super::jobs::Job;
+use super::{EngineError, Inner, ModelInfo, RawOutput};
+
+/// Starts one thread per session; each warms its session up, then runs jobs from `rx`.
+/// Returns once every session is warm, or with the first warm-up's error.
+///
+/// Every session is warmed up on the thread that will run it, before the server is ready:
+/// the first run of a session is the slow one (ONNX Runtime's lazy setup; on a GPU also
+/// cuDNN's algorithm search or TensorRT's engine build, and the CUDA provider keeps its
+/// handles per thread). One session at a time: cuDNN's search times the candidate kernels,
+/// and two searches at once would time each other.
+pub(super) fn start(
+    sessions: Vec<Session>,
+    rx: crossbeam_channel::Receiver<Job>,
+    inner: &Arc<Inner>,
+) -> Result<(), EngineError> {
+    let name = &inner.info.name;
+    let (warm_tx, warm_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
+    let one_at_a_time = Arc::new(Mutex::new(()));
+    let mut started = 0;
+    for (i, mut s) in sessions.into_iter().enumerate() {
+        let rx = rx.clone();
+        let weak = Arc::downgrade(inner);
+        let (report, lock) = (warm_tx.clone(), one_at_a_time.clone());
+        let (info, max_batch) = (inner.info.clone(), inner.pool.max_batch);
+        std::thread::Builder::new()
+            .name(format!("segserve-infer-{name}-{i}"))
+            .spawn(move || {
+                let outcome = {
+                    let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    warm_up(&mut s, &info, max_batch)
+                };
+                let failed = outcome.is_err();
+                let _ = report.send(outcome);
+                if !failed {
+                    run(s, rx, weak)
+                }
+            })
+            .map_err(|e| EngineError::ModelLoad(format!("cannot start inference thread: {e}")))?;
+        started += 1;
+    }
+    drop(warm_tx);
+    for _ in 0..started {
+        // A failed warm-up drops `inner` on return, which stops the other workers.
+        warm_rx.recv().map_err(|_| {
+            EngineError::ModelLoad("an inference thread died during warm-up".into())
+        })??;
+    }
+    Ok(())
+}
 
 /// Worker loop; returns when the engine is dropped (the queue disconnects and every job
 /// already taken has been answered).
@@ -29,14 +78,14 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
         let mut live = Vec::with_capacity(batch.len());
         for job in batch {
             if job.reply.is_closed() {
-                continue; // the client went away while queued (its carry is dropped here)
+                continue; // the client went away while queued (what it handed over is dropped here)
             }
             let wait = job.enqueued.elapsed();
             metrics::histogram!("segserve_queue_wait_seconds", "model" => inner.info.name.clone())
                 .record(wait.as_secs_f64());
             if wait > inner.pool.queue_timeout {
                 super::shed_counter(&inner.info.name, super::SHED_QUEUE_TIMEOUT).increment(1);
-                let _ = job.reply.send((Err(EngineError::QueueTimeout), job.carry));
+                job.reply.send(Err(EngineError::QueueTimeout));
             } else {
                 live.push((job, wait));
             }
@@ -77,7 +126,7 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
                 raw.run_time = run_time;
                 raw
             });
-            let _ = job.reply.send((result, job.carry));
+            job.reply.send(result);
         }
     }
 }

@@ -172,6 +172,6 @@ pub async fn infer(
             .filter(|o| o.data.is_some())
             .map(|o| o.shape.iter().product::<usize>() as u64 * 16)
             .sum::<u64>();
-    let encoded = super::serialise(&resp, &binary_data, estimate, &mut reservation)?;
-    Ok(super::answer(encoded, reservation))
+    let encoded = super::codec::serialise(&resp, &binary_data, estimate, &mut reservation)?;
+    Ok(super::codec::answer(encoded, reservation))
 }

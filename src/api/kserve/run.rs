@@ -4,7 +4,6 @@
 //! request is read and how its answer is written stay with each front end.
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 
 use super::inputs::{flag, image_count, option_error, parameter_pairs, Image};
 use super::outputs::{wanted_outputs, ImageResult, Wanted};
@@ -14,7 +13,7 @@ use crate::budget::Reservation;
 use crate::engine::{Engine, ModelInfo};
 use crate::error::AppError;
 use crate::options::SegmentOptions;
-use crate::pipeline::{self, PipelineError, SegmentRequest, Ticket};
+use crate::pipeline::{SegmentRequest, Ticket, Wants};
 
 /// What a front end makes of a request before any photo is decoded.
 pub struct Parsed {
@@ -53,10 +52,9 @@ pub fn checked<'a>(
     Ok((input, n, options, wanted))
 }
 
-/// Runs each photo of `parsed` through the pipeline, at most as many at once as the model's
-/// compute stage takes (so a request of many photos holds few places in the queue while it
-/// waits); `ticket` is the place the first photo starts from, when the caller took one.
-/// Returns each photo's result with the reservation that holds it.
+/// Runs each photo of `parsed` through the pipeline (see `Pipeline::segment_all`); `ticket`
+/// is the place the first photo starts from, when the caller took one. Returns each
+/// photo's result with the reservation that holds it.
 pub async fn segment_all(
     s: &AppState,
     engine: &Engine,
@@ -66,33 +64,21 @@ pub async fn segment_all(
     ticket: Option<Ticket>,
 ) -> Result<(Vec<ImageResult>, Vec<Reservation>), AppError> {
     let n = images.len();
-    let masks = wanted.iter().any(|w| w.name == "masks");
-    let limits = s.config.runtime.limits;
-    // Two per session: the engine's compute stage (one computing, one being decoded).
-    let at_once = (engine.pool().sessions * 2).max(1);
+    let wants = Wants::boxes_or_masks(wanted.iter().any(|w| w.name == "masks"));
     let mut first = ticket;
-    let runs = images.into_iter().enumerate().map(|(i, image)| {
-        let req = SegmentRequest {
-            bytes: image.bytes,
-            reservation: image.reservation,
-            filter: options.filter.clone(),
-            masks,
-            keep_image: false,
-            decode: options.decode.unwrap_or(s.config.runtime.decode),
-            ticket: first.take(),
-            admission: None,
-        };
-        let engine = engine.clone();
-        async move {
-            pipeline::segment(&engine, limits, req, ImageResult::new)
-                .await
-                .map_err(|e: PipelineError| about_image(AppError::from(e), i, n))
-        }
-    });
-    let done: Vec<_> = futures_util::stream::iter(runs)
-        .buffered(at_once)
-        .try_collect()
-        .await?;
+    let requests = images
+        .into_iter()
+        .map(|image| {
+            SegmentRequest::new(image.bytes, image.reservation, wants)
+                .options(options)
+                .holding(first.take())
+        })
+        .collect();
+    let done = s
+        .pipeline
+        .segment_all(engine, requests, ImageResult::new)
+        .await
+        .map_err(|(i, e)| about_image(AppError::from(e), i, n))?;
     Ok(done.into_iter().map(|f| (f.value, f.reservation)).unzip())
 }
 
