@@ -108,7 +108,7 @@ fn describe_metrics() {
 /// when it renders or upkeeps, so without it samples pile up between scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-/// Runs the histogram upkeep every [`METRICS_UPKEEP`] until the task is aborted.
+/// Runs the histogram upkeep every 5 s until the task is aborted.
 pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);

@@ -118,7 +118,7 @@ impl Engine {
 
     /// A zeroed-or-recycled input buffer of the model's full size, [3, H, W] at `input_hw`.
     /// A rect canvas (dynamic-shape models) is never larger: `resize` it to
-    /// [`Letterbox::tensor_len`], which then only shortens it.
+    /// [`crate::geometry::Letterbox::tensor_len`], which then only shortens it.
     pub fn input_buffer(&self) -> Vec<f32> {
         let (h, w) = self.inner.info.input_hw;
         let recycled = self
