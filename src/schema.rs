@@ -134,7 +134,7 @@ impl SegmentResponse {
                 MaskFormat::Rle => 16 * outline + 64,
                 MaskFormat::Polygon => 32 * outline + 64,
                 // An incompressible PNG in base64 (a real mask compresses far better).
-                MaskFormat::Png => crate::mask::png_bound(m) * 4 / 3 + 128,
+                MaskFormat::Png => crate::render::png_bound(m) * 4 / 3 + 128,
                 MaskFormat::None => 0,
             }
         };
@@ -150,7 +150,7 @@ impl SegmentResponse {
     pub fn scratch_estimate(seg: &Segmentation, format: MaskFormat) -> u64 {
         let scratch = match format {
             MaskFormat::Polygon => polygon::scratch_bytes,
-            MaskFormat::Png => crate::mask::png_scratch_bytes,
+            MaskFormat::Png => crate::render::png_scratch_bytes,
             MaskFormat::Rle | MaskFormat::None => return 0,
         };
         seg.detections
@@ -207,7 +207,8 @@ impl SegmentResponse {
                         .filter(|_| format == MaskFormat::Png)
                         .map(|m| PngMask {
                             rect: [m.x, m.y, m.w, m.h],
-                            png: base64::engine::general_purpose::STANDARD.encode(m.to_png()),
+                            png: base64::engine::general_purpose::STANDARD
+                                .encode(crate::render::mask_png(m)),
                         }),
                 })
                 .collect(),

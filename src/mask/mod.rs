@@ -29,35 +29,7 @@ pub struct BoxMask {
     pub bits: Vec<u8>,
 }
 
-/// The most bytes [`BoxMask::to_png`] can produce for `m` (incompressible rows, a filter
-/// byte each, deflate's framing).
-pub fn png_bound(m: &BoxMask) -> u64 {
-    let raw = u64::from(m.w) * u64::from(m.h) + u64::from(m.h);
-    raw + raw / 1000 + 1024
-}
-
-/// Scratch memory of [`BoxMask::to_png`]: the 0/255 bytes and the PNG.
-pub fn png_scratch_bytes(m: &BoxMask) -> u64 {
-    u64::from(m.w) * u64::from(m.h) + png_bound(m) + (64 << 10)
-}
-
 impl BoxMask {
-    /// The rectangle as a single-channel PNG, 255 inside the mask and 0 outside.
-    /// An empty rectangle (a degenerate box) is one black pixel: PNG has no empty images.
-    pub fn to_png(&self) -> Vec<u8> {
-        let (w, h) = (self.w.max(1), self.h.max(1));
-        let mut gray: Vec<u8> = self
-            .bits
-            .iter()
-            .map(|&b| if b != 0 { 255 } else { 0 })
-            .collect();
-        gray.resize((w * h) as usize, 0);
-        let mut out = Vec::with_capacity(png_bound(self) as usize);
-        crate::render::encode_png_into(&gray, w, h, png::ColorType::Grayscale, &mut out)
-            .expect("a PNG of a valid rectangle encodes into memory");
-        out
-    }
-
     /// Whether pixel (x, y) of the full image is set.
     pub fn get(&self, x: u32, y: u32) -> bool {
         x >= self.x

@@ -3,7 +3,10 @@
 //! Pure functions over pixels: no HTTP, no I/O, no model code (detections come in ready).
 
 pub mod edit;
+mod mask_png;
 mod text;
+
+pub use mask_png::{mask_png, png_bound, png_scratch_bytes};
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
