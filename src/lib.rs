@@ -37,7 +37,7 @@
 //! `api::server` accepts the connection (header timeout, connection cap) -> `api::security`
 //! checks sizes, the key and the deadline -> `api::params::Params` parses the query and picks
 //! the model -> `api::upload::ImageUpload` reads the photo, reserving its bytes ->
-//! `pipeline::segment` takes a place in the model's compute stage, probes the header and
+//! `Pipeline::segment` takes a place in the model's compute stage, probes the header and
 //! reserves the decode, decodes and letterboxes on the blocking pool, runs the model on an
 //! inference thread, decodes outputs and masks (reserving them once the boxes are known) and
 //! builds the answer on the blocking pool -> `api::reply` sends it, holding its reservation

@@ -78,7 +78,7 @@ pub async fn cutouts(
         let photo = seg
             .image
             .take()
-            .expect("keep_image was set, so the pipeline hands over the photo");
+            .expect("the route wants the photo, so the pipeline hands it over");
         let advice = "ask for fewer objects (a higher conf, a lower max_det, classes=) or send a smaller photo";
         let base = res.held();
         let mut objects = Vec::with_capacity(seg.detections.len());

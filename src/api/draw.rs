@@ -76,7 +76,7 @@ pub async fn segment_and_draw<E: Extra, S: Source>(
             let photo = seg
                 .image
                 .take()
-                .expect("keep_image was set, so the pipeline hands over the photo");
+                .expect("the route wants the photo, so the pipeline hands it over");
             let (w, h) = photo.dimensions();
             let drawn = render::render(photo, &seg.detections, &names);
             // The encoder writes into reserved memory as it goes (a picture that does not

@@ -206,7 +206,7 @@ pub async fn background(
             let photo = seg
                 .image
                 .take()
-                .expect("keep_image was set, so the pipeline hands over the photo");
+                .expect("the route wants the photo, so the pipeline hands it over");
             let (w, h) = photo.dimensions();
             let what = || format!("editing this {w}x{h} photo's background");
             let advice = "send a smaller photo";

@@ -85,7 +85,7 @@ where
 
 /// Serialises `value` as JSON into a buffer sized by `estimate`, which `reservation` holds
 /// first; the reservation is then trimmed to what the JSON really took. Runs on the
-/// blocking pool (inside `pipeline::segment`'s `finish`).
+/// blocking pool (inside `Pipeline::segment`'s `finish`).
 pub fn to_json<T: Serialize>(
     value: &T,
     estimate: u64,

@@ -1,7 +1,7 @@
 //! The offline commands: `segserve predict` runs the engine over image files and folders
 //! with no server (same pipeline and same JSON as `POST /v1/segment`), and `segserve
 //! models` prints what model files contain. Terminal concerns (progress bar, summary,
-//! exit status) live here; inference is `pipeline::segment`, as for HTTP.
+//! exit status) live here; inference is `Pipeline::segment`, as for HTTP.
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
