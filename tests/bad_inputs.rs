@@ -3,7 +3,7 @@
 //! must get its documented status and `error_type`, leak no paths, carry `nosniff`, and
 //! leave the server answering /readyz. Odd-but-valid images must succeed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -140,7 +140,7 @@ fn query(name: &str, q: &str, status: u16, kind: &'static str) -> Case {
 fn cases() -> Vec<Case> {
     let small_jpeg = jpeg(96, 64);
     let small_png = png(DynamicImage::ImageRgb8(noise(96, 64)));
-    let bus = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
+    let bus = common::bus();
     let progressive = mozjpeg(120, 80, mozjpeg::ColorSpace::JCS_RGB, true);
     let mut v = vec![
         // Not images at all.
@@ -611,7 +611,7 @@ async fn trickled_bodies_time_out_with_408_while_others_are_served() {
 }
 
 /// Regenerates the small image seed corpus of the `decode_letterbox` fuzz target from the
-/// generators above: `cargo test --release --test bad_inputs -- --ignored write_fuzz_seeds`.
+/// generators above: `cargo test --release --test tests -- --ignored bad_inputs::write_fuzz_seeds`.
 #[test]
 #[ignore = "writes fuzz/corpus/decode_letterbox/seed-*; run by hand"]
 fn write_fuzz_seeds() {

@@ -4,19 +4,11 @@
 //! (the minimum rectangle, as Ultralytics does): only photos whose canvases are the same size
 //! can share a run.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 
 const MODEL: &str = "yolov8n-seg-dyn";
-
-/// The metrics recorder is process-wide and both tests serve the same model name, so they
-/// take turns: each reads the batch counters of its own requests only.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn photo(name: &str) -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata").join(name)).unwrap()
-}
 
 /// A server with one session that batches up to 4 images within 200 ms.
 async fn batching_server() -> common::TestServer {
@@ -47,29 +39,12 @@ async fn segment(c: &reqwest::Client, srv: &common::TestServer, bytes: Vec<u8>) 
 }
 
 /// (runs, images) so far, from the `segserve_batch_size` histogram.
-async fn batch_counts(c: &reqwest::Client, srv: &common::TestServer) -> (f64, f64) {
-    let metrics = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("{prefix} missing from /metrics"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+async fn batch_counts(srv: &common::TestServer) -> (f64, f64) {
+    let m = common::client::scrape(&srv.url("")).await;
+    let model = [("model", MODEL)];
     (
-        line(&format!("segserve_batch_size_count{{model=\"{MODEL}\"}}")),
-        line(&format!("segserve_batch_size_sum{{model=\"{MODEL}\"}}")),
+        m.get("segserve_batch_size_count", &model),
+        m.get("segserve_batch_size_sum", &model),
     )
 }
 
@@ -77,15 +52,15 @@ async fn batch_counts(c: &reqwest::Client, srv: &common::TestServer) -> (f64, f6
 /// lone one and returns (runs, images) of the concurrent part.
 async fn alone_then_together(srv: &common::TestServer, names: &[&str]) -> (f64, f64) {
     let c = reqwest::Client::new();
-    let photos: Vec<Vec<u8>> = names.iter().map(|n| photo(n)).collect();
+    let photos: Vec<Vec<u8>> = names.iter().map(|n| common::photo(n)).collect();
     let mut alone = Vec::new();
     for p in &photos {
         alone.push(segment(&c, srv, p.clone()).await);
     }
-    let before = batch_counts(&c, srv).await;
+    let before = batch_counts(srv).await;
     let together =
         futures_util::future::join_all(photos.iter().map(|p| segment(&c, srv, p.clone()))).await;
-    let after = batch_counts(&c, srv).await;
+    let after = batch_counts(srv).await;
     eprintln!(
         "{names:?} together: {} images in {} runs",
         after.1 - before.1,
@@ -111,7 +86,14 @@ async fn alone_then_together(srv: &common::TestServer, names: &[&str]) -> (f64, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_a_batched_run() {
-    let _turn = SERIAL.lock().await;
+    // Which requests share a run depends on when they arrive: nothing else may load the
+    // machine meanwhile.
+    let _turn = common::exclusive();
+    // The batch counters are the process-wide recorder's: another test's server with this
+    // model (warm-up runs count too) would add to them.
+    if common::in_own_process(module_path!(), "concurrent_requests_share_a_batched_run") {
+        return;
+    }
     let srv = batching_server().await;
     // coffee.png (600x400) and chelsea.png (451x300) both run on a 640x448 canvas.
     let (runs, images) = alone_then_together(
@@ -130,7 +112,17 @@ async fn concurrent_requests_share_a_batched_run() {
 /// mixed batch cannot be stacked into one tensor), equal sizes share a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photos_of_different_shapes_are_batched_by_shape() {
-    let _turn = SERIAL.lock().await;
+    // Which requests share a run depends on when they arrive: nothing else may load the
+    // machine meanwhile.
+    let _turn = common::exclusive();
+    // The batch counters are the process-wide recorder's: another test's server with this
+    // model (warm-up runs count too) would add to them.
+    if common::in_own_process(
+        module_path!(),
+        "photos_of_different_shapes_are_batched_by_shape",
+    ) {
+        return;
+    }
     let srv = batching_server().await;
     // Canvases (w x h): bus 480x640; zidane and its EXIF-rotated copy 640x384 (upright);
     // coffee and chelsea 640x448. Three shapes, five photos.

@@ -6,7 +6,7 @@
 //! sends it. Screenshots land in target/ for a human to look at.
 //! `make test` installs chromium and chromium-driver (scripts/setup-test.sh).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,10 +30,7 @@ impl ChromeDriver {
     async fn start() -> ChromeDriver {
         // Bind :0 to learn a free port, release it, hand it to chromedriver. Another process
         // could grab it in between; then chromedriver fails to start and the test says so.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
+        let port = common::free_port();
         let log = tmp().join("chromedriver.log");
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))

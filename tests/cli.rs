@@ -2,7 +2,7 @@
 //! ../shared/testdata (JSON Lines, per-image files, failures and exit status) and
 //! `segserve models`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn segserve(args: &[&str]) -> Output {
+    // `predict` runs inference and `models` loads sessions: heavy work for the machine.
+    let _turn = common::heavy();
     Command::new(env!("CARGO_BIN_EXE_segserve"))
         .args(args)
         .current_dir(common::repo())
@@ -35,9 +37,10 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn golden(photo: &Path) -> Value {
-    let name = photo.file_name().unwrap().to_str().unwrap();
-    let p = common::shared().join(format!("golden/yolov8n-seg-320/{name}.json"));
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    common::golden(
+        "yolov8n-seg-320",
+        photo.file_name().unwrap().to_str().unwrap(),
+    )
 }
 
 fn class_names(v: &Value) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! the cap, and connections that send nothing, or stop between requests, are closed after
 //! the header timeout.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ async fn healthz(s: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_connections_wait_until_one_closes() {
+    // Timeouts and waits measured in milliseconds: nothing else may load the machine.
+    let _turn = common::exclusive();
     let srv =
         common::spawn_server(&["--max-connections", "3", "--header-timeout-ms", "30000"]).await;
     // Three connections in the middle of a request (headers not finished) take every
@@ -71,6 +73,8 @@ async fn excess_connections_wait_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_make_room_near_the_cap() {
+    // Timeouts and waits measured in milliseconds: nothing else may load the machine.
+    let _turn = common::exclusive();
     let srv = common::spawn_server(&[
         "--max-connections",
         "4",
@@ -104,6 +108,8 @@ async fn idle_keep_alive_connections_make_room_near_the_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_idle_connections_close_after_the_header_timeout() {
+    // Timeouts and waits measured in milliseconds: nothing else may load the machine.
+    let _turn = common::exclusive();
     let srv = common::spawn_server(&["--header-timeout-ms", "700"]).await;
     // Nothing sent at all.
     let mut silent = TcpStream::connect(srv.addr).await.unwrap();

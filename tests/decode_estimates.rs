@@ -5,7 +5,7 @@
 //! many times over would turn away work it could do). Reading the header, before anything
 //! is reserved, must take no more than a few MiB, whatever the file holds.
 
-mod common;
+use crate::common;
 
 use common::craft;
 use common::craft::TiffLayout;
@@ -18,9 +18,6 @@ fn status_kib(field: &str) -> u64 {
     let line = s.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
-
-/// The process's peak RSS is one number: tests that measure it take turns.
-static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Peak RSS growth, in bytes, while `f` runs.
 fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
@@ -45,7 +42,12 @@ fn measure(bytes: &[u8]) -> (u64, u64, u64) {
 
 #[test]
 fn decode_estimates_cover_what_decoding_takes() {
-    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = common::heavy();
+    // The process's peak RSS is one number, which any other test's allocations would
+    // raise, and mallopt below is process-wide: measured in a process of its own.
+    if common::in_own_process(module_path!(), "decode_estimates_cover_what_decoding_takes") {
+        return;
+    }
     // Photo-sized buffers mapped and unmapped, so RSS follows each decode exactly.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
@@ -223,7 +225,15 @@ fn decode_estimates_cover_what_decoding_takes() {
 /// whole photo less than what a whole decode reserves.
 #[test]
 fn streaming_estimates_cover_what_streaming_takes() {
-    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = common::heavy();
+    // The process's peak RSS is one number, which any other test's allocations would
+    // raise, and mallopt below is process-wide: measured in a process of its own.
+    if common::in_own_process(
+        module_path!(),
+        "streaming_estimates_cover_what_streaming_takes",
+    ) {
+        return;
+    }
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }

@@ -4,19 +4,20 @@
 //! the `segserve_model_device` metric. The tests that need an NVIDIA GPU and the GPU build
 //! of ONNX Runtime (`make setup DEVICE=cuda`) are ignored; run them there, with the CUDA 13
 //! and cuDNN 9 libraries on the loader's path, as
-//! `cargo test --release --test device -- --ignored`.
+//! `cargo test --release --test tests -- --ignored device::`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
-use segserve::cli::{Cli, Command, ServeArgs};
+use common::client::{self, get_json, json_of, Detection};
+use common::serve_args;
+use segserve::cli::Cli;
 use segserve::config::ServeConfig;
 use segserve::engine::{Device, DeviceChoice};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The CPU-only library `make setup` downloads. Tests name it explicitly: a GPU choice would
 /// otherwise prefer `.ort/gpu/` where that exists, and one process loads one library.
@@ -35,16 +36,6 @@ fn gpu_ort() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn serve_args(extra: &[&str]) -> ServeArgs {
-    let mut argv = vec!["segserve", "serve"];
-    argv.extend_from_slice(extra);
-    let cli = <Cli as clap::Parser>::try_parse_from(argv).expect("valid flags");
-    let Command::Serve(a) = cli.command else {
-        panic!("serve flags parse as Serve")
-    };
-    a
 }
 
 fn config(extra: &[&str]) -> ServeConfig {
@@ -88,7 +79,7 @@ fn device_flags_default_to_the_cpu_and_mirror_environment_variables() {
         let want: DeviceChoice = value.parse().unwrap();
         assert_eq!(serve_args(&["--device", value]).runtime.device, want);
     }
-    let err = <Cli as clap::Parser>::try_parse_from(["segserve", "serve", "--device", "gpu"])
+    let err = common::try_serve_args(["--device", "gpu"])
         .unwrap_err()
         .to_string();
     assert!(
@@ -177,6 +168,7 @@ async fn run_binary(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String, Duration) {
+    let _turn = common::heavy();
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_segserve"));
     cmd.args(args)
@@ -336,11 +328,10 @@ async fn auto_falls_back_to_the_cpu_and_reports_it() {
         "{metrics}"
     );
     // And it still answers.
-    let photo = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
     let r = client
         .post(server.url("/v1/segment"))
         .header("content-type", "image/jpeg")
-        .body(photo)
+        .body(common::bus())
         .send()
         .await
         .unwrap();
@@ -349,116 +340,51 @@ async fn auto_falls_back_to_the_cpu_and_reports_it() {
 
 // ---- on an NVIDIA GPU ----------------------------------------------------------------------
 
-/// The real binary serving on a free port; killed on drop.
-struct Child {
-    child: tokio::process::Child,
-    base: String,
-}
-
-/// Starts `segserve serve` with the GPU build and waits until it is ready (model load and
-/// warm-up on a GPU take seconds: cuDNN's algorithm search, TensorRT's engine build).
-async fn spawn_binary(extra: &[&str]) -> Child {
-    let model = common::model("yolov8n-seg-320");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_segserve"))
-        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
-        .arg(&model)
+/// `segserve serve` with the GPU build, once it is ready (model load and warm-up on a GPU
+/// take seconds: cuDNN's algorithm search, TensorRT's engine build). Its log is printed
+/// (shown when the test fails).
+async fn spawn_binary(extra: &[&str]) -> common::Binary {
+    let mut cmd = common::Binary::command(None);
+    cmd.args(["--port", "0", "--model"])
+        .arg(common::model("yolov8n-seg-320"))
         .args(extra)
-        .env("ORT_DISABLE_TELEMETRY", "1")
         .env("ORT_DYLIB_PATH", gpu_ort())
         .env("RUST_BACKTRACE", "0")
-        .env("RUST_LOG", "info,ort=warn")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("segserve starts");
-    // The bound port is in the first log line ("listening addr=127.0.0.1:PORT").
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("a listening line");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep the rest of the log, to show it if the server stops.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut log = log2.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
-    for _ in 0..3000 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return Child { child, base };
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            // Let the log reader catch up with the last lines.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            panic!("segserve exited ({status}):\n{}", log.lock().unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not ready within 5 minutes");
+        // Not in auditor mode, as these checks always ran: a GPU run's estimates are unaudited.
+        .env_remove("SEGSERVE_AUDIT_MEMORY");
+    let server = common::Binary::spawn(cmd, |v| eprintln!("segserve: {v}"));
+    common::wait_ready(&server.url(""), Duration::from_secs(300)).await;
+    server
 }
 
-async fn detections(base: &str) -> Vec<(u64, [f64; 4], f64)> {
-    let photo = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
-    let v: serde_json::Value = reqwest::Client::new()
+async fn detections(base: &str) -> Vec<Detection> {
+    let r = reqwest::Client::new()
         .post(format!("{base}/v1/segment?masks=none"))
         .header("content-type", "image/jpeg")
-        .body(photo)
+        .body(common::bus())
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    v["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let b: Vec<f64> = d["box"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            (
-                d["class_id"].as_u64().unwrap(),
-                [b[0], b[1], b[2], b[3]],
-                d["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    let (status, v) = json_of(r).await;
+    assert_eq!(status, 200, "{v}");
+    client::detections(&v)
 }
 
 async fn check_gpu_device(device: &str) {
-    let mut server = spawn_binary(&["--device", device]).await;
-    let models: serde_json::Value = reqwest::get(format!("{}/v1/models", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let server = spawn_binary(&["--device", device]).await;
+    let (_, models) = get_json(server.url("/v1/models")).await;
     assert_eq!(models["models"][0]["device"], device);
-    let gpu = detections(&server.base).await;
-    server.child.kill().await.unwrap();
+    let gpu = detections(&server.url("")).await;
+    drop(server);
     // The same photo on the CPU, in this process.
     let cpu_server = common::spawn_server(&["--ort-dylib", cpu_ort().to_str().unwrap()]).await;
-    let cpu = detections(&format!("http://{}", cpu_server.addr)).await;
+    let cpu = detections(&cpu_server.url("")).await;
     assert_eq!(gpu.len(), cpu.len(), "gpu {gpu:?} cpu {cpu:?}");
     for (g, c) in gpu.iter().zip(&cpu) {
         assert_eq!(g.0, c.0, "class");
-        assert!((g.2 - c.2).abs() <= 0.02, "score {} vs {}", g.2, c.2);
+        assert!((g.1 - c.1).abs() <= 0.02, "score {} vs {}", g.1, c.1);
         for k in 0..4 {
-            assert!((g.1[k] - c.1[k]).abs() <= 2.0, "box {:?} vs {:?}", g.1, c.1);
+            assert!((g.2[k] - c.2[k]).abs() <= 2.0, "box {:?} vs {:?}", g.2, c.2);
         }
     }
 }
@@ -479,12 +405,7 @@ async fn tensorrt_serves_what_the_cpu_serves() {
 #[ignore = "needs GPU"]
 async fn auto_picks_a_gpu_when_there_is_one() {
     let server = spawn_binary(&["--device", "auto"]).await;
-    let models: serde_json::Value = reqwest::get(format!("{}/v1/models", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, models) = get_json(server.url("/v1/models")).await;
     let device = models["models"][0]["device"].as_str().unwrap().to_string();
     assert!(
         device == "tensorrt" || device == "cuda",

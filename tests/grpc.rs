@@ -3,12 +3,13 @@
 //! through a tonic client built from the same vendored protos. The answers must be the REST
 //! route's, tensor for tensor, and each class of bad call must get its gRPC status.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use common::bus;
+use common::client::{self, infer_body, post_json};
 use common::tensors::{elements, f32s, i64s, strings};
 use segserve::api::grpc::pb;
 use segserve::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -192,27 +193,13 @@ async fn health_and_metadata_over_grpc() {
 async fn grpc_infer_answers_what_rest_answers() {
     let s = common::spawn_server(&[]).await;
     let mut c = client(s.addr).await;
-    let rest: Value = reqwest::Client::new()
-        .post(s.url(&format!("/v2/models/{SEG}/infer")))
-        .json(
-            &serde_json::json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-            "data": [base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bus())]}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rest_out = |name: &str| {
-        rest["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let (status, rest) = post_json(
+        s.url(&format!("/v2/models/{SEG}/infer")),
+        &infer_body(&bus()),
+    )
+    .await;
+    assert_eq!(status, 200, "{rest}");
+    let rest_out = |name: &str| client::output(&rest, name).clone();
 
     let bus = bus();
     let mut req = infer_request(SEG, &[&bus]);
@@ -390,11 +377,7 @@ async fn each_bad_call_gets_its_grpc_status() {
 
 #[tokio::test]
 async fn the_api_key_and_the_grpc_port() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let s = common::spawn_server(&["--api-key", "k3y", "--grpc-port", &port.to_string()]).await;
     let mut c = client(s.addr).await;
     // Health is a probe: open without the key, as over HTTP.

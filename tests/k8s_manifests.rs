@@ -8,21 +8,21 @@
 //! the HPA for one ScaledObject (checked against KEDA's field names) on the Deployment, with
 //! the base HPA's bounds, and read queue gauges the probe port really serves.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use clap::CommandFactory;
 use common::client::Scrape;
-use common::k8s::{deployment_pods, kustomize, of_kind, Matcher, Selectors, QUEUE_GAUGES};
+use common::k8s::{
+    deployment_pods, env_names, kustomize, of_kind, typed, Matcher, Selectors, QUEUE_GAUGES,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use segserve::cli::{Cli, Command};
 use segserve::engine::DeviceChoice;
 use serde::Deserialize;
 
@@ -40,33 +40,12 @@ fn read_yaml(path: &std::path::Path) -> serde_yaml::Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Parses `k8s/<file>` into `T`, and fails on any field the API type does not know: the
-/// typed value, written back out, must equal the YAML as written (k8s-openapi skips unknown
-/// fields silently, so a misspelt `readinesProbe` would otherwise pass).
+/// Parses `k8s/<file>` into `T` ([`typed`]: no unknown fields).
 fn load<T>(file: &str) -> T
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    typed(file, read_yaml(&k8s_dir().join(file)))
-}
-
-/// [`load`]'s check on YAML already read (and, for the overlay, patched).
-fn typed<T>(file: &str, raw: serde_yaml::Value) -> T
-where
-    T: serde::de::DeserializeOwned + serde::Serialize,
-{
-    let typed: T = serde_yaml::from_value(raw.clone()).unwrap_or_else(|e| {
-        panic!(
-            "{file} does not parse as {}: {e}",
-            std::any::type_name::<T>()
-        )
-    });
-    let back = serde_yaml::to_value(&typed).unwrap();
-    assert_eq!(
-        back, raw,
-        "{file}: fields lost in parsing (unknown or misspelt?)"
-    );
-    typed
+    typed(file, &read_yaml(&k8s_dir().join(file)))
 }
 
 struct Manifests {
@@ -217,15 +196,15 @@ fn gpu_manifests() -> Manifests {
         (format!("{file} + k8s/gpu"), v)
     };
     let (f, v) = take("Deployment");
-    let deployment = typed(&f, v);
+    let deployment = typed(&f, &v);
     let (f, v) = take("Service");
-    let service = typed(&f, v);
+    let service = typed(&f, &v);
     let (f, v) = take("HorizontalPodAutoscaler");
-    let hpa = typed(&f, v);
+    let hpa = typed(&f, &v);
     let (f, v) = take("PodDisruptionBudget");
-    let pdb = typed(&f, v);
+    let pdb = typed(&f, &v);
     let (f, v) = take("ConfigMap");
-    let config = typed(&f, v);
+    let config = typed(&f, &v);
     Manifests {
         deployment,
         service,
@@ -253,29 +232,6 @@ fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
 
 fn is_subset(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// `segserve serve` with no flags and no environment: the defaults the manifests rely on.
-fn default_serve_args() -> segserve::cli::ServeArgs {
-    let cli = <Cli as clap::Parser>::try_parse_from(["segserve", "serve"]).unwrap();
-    let Command::Serve(a) = cli.command else {
-        panic!("expected the serve command")
-    };
-    a
-}
-
-/// Every environment variable the binary reads: the `env = "..."` names clap knows for
-/// `serve`, plus `RUST_LOG` (the log filter, read by tracing's `EnvFilter` in main.rs).
-fn env_names() -> BTreeSet<String> {
-    let cmd = Cli::command();
-    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
-    let mut names: BTreeSet<String> = serve
-        .get_arguments()
-        .filter_map(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
-        .collect();
-    names.insert("RUST_LOG".into());
-    names
 }
 
 #[test]
@@ -360,7 +316,7 @@ fn config_probe_port(d: &Deployment) -> i32 {
 fn ports_are_the_servers_default_port_and_the_probe_port() {
     for (which, m) in both() {
         println!("checking {which}");
-        let port = i32::from(default_serve_args().port);
+        let port = i32::from(common::serve_args(&[]).port);
         let c = container(&m.deployment);
         let ports = c.ports.as_ref().unwrap();
         assert_eq!(ports.len(), 2, "the API port and the probe port");
@@ -609,12 +565,7 @@ async fn probe_paths_answer_200_on_the_probe_port_of_a_ready_server() {
         ("livenessProbe", c.liveness_probe.as_ref()),
     ];
     // The server as the manifests run it, its probe listener on a free port here.
-    let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let probe_port = common::free_port().to_string();
     let server = common::spawn_server(&["--probe-port", &probe_port]).await;
     let client = reqwest::Client::new();
     for (which, probe) in probes {
@@ -966,7 +917,7 @@ fn keda_overlays_put_one_scaled_object_in_the_hpas_place_and_change_nothing_else
             "k8s/{dir}: KEDA makes the HPA; a second one on the Deployment would fight it"
         );
         let so = scaled_object(&objects, dir);
-        let d: Deployment = typed(dir, only(&objects, "Deployment", dir).clone());
+        let d: Deployment = typed(dir, only(&objects, "Deployment", dir));
         let target = &so.spec.scale_target_ref;
         assert_eq!(
             (target.api_version.as_deref(), target.kind.as_deref()),
@@ -987,7 +938,7 @@ fn keda_overlays_put_one_scaled_object_in_the_hpas_place_and_change_nothing_else
             .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
             .and_then(|h| h.behavior.clone())
             .expect("the HPA behaviour is set");
-        let behavior: HorizontalPodAutoscalerBehavior = typed(dir, behavior);
+        let behavior: HorizontalPodAutoscalerBehavior = typed(dir, &behavior);
         assert_eq!(Some(&behavior), base.hpa.spec.behavior.as_ref());
 
         // Everything else is `k8s/` as it is, in the overlay's namespace (which the triggers
@@ -1028,10 +979,7 @@ fn keda_overlays_put_one_scaled_object_in_the_hpas_place_and_change_nothing_else
 fn keda_prometheus_query_adds_up_the_queue_gauges_of_the_deployments_pods() {
     let objects = render(KEDA_PROMETHEUS);
     let so = scaled_object(&objects, KEDA_PROMETHEUS);
-    let d: Deployment = typed(
-        "Deployment",
-        only(&objects, "Deployment", KEDA_PROMETHEUS).clone(),
-    );
+    let d: Deployment = typed("Deployment", only(&objects, "Deployment", KEDA_PROMETHEUS));
     let [t] = &so.spec.triggers[..] else {
         panic!("one trigger")
     };
@@ -1069,10 +1017,7 @@ fn keda_prometheus_query_adds_up_the_queue_gauges_of_the_deployments_pods() {
 fn keda_metrics_api_sums_the_gauges_over_every_pods_probe_port() {
     let objects = render(KEDA_METRICS_API);
     let so = scaled_object(&objects, KEDA_METRICS_API);
-    let d: Deployment = typed(
-        "Deployment",
-        only(&objects, "Deployment", KEDA_METRICS_API).clone(),
-    );
+    let d: Deployment = typed("Deployment", only(&objects, "Deployment", KEDA_METRICS_API));
     let ns = so.metadata.namespace.clone().unwrap();
     // The signal and target of the Prometheus variant: the formula adds one trigger per
     // gauge, and its target is the other's threshold.
@@ -1149,7 +1094,7 @@ fn keda_metrics_api_sums_the_gauges_over_every_pods_probe_port() {
             .into_iter()
             .find(|s| s["metadata"]["name"] == service)
             .unwrap_or_else(|| panic!("no Service {service} in k8s/{KEDA_METRICS_API}"));
-        let svc: Service = typed(service, svc.clone());
+        let svc: Service = typed(service, svc);
         let spec = svc.spec.as_ref().unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");
         assert!(is_subset(spec.selector.as_ref().unwrap(), &pod_labels(&d)));
@@ -1177,12 +1122,7 @@ async fn keda_reads_gauges_the_probe_port_serves_and_the_threshold_fits_a_pods_p
         .limits
         .clone();
     let cpus = limits.unwrap()["cpu"].0.clone();
-    let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let probe_port = common::free_port().to_string();
     // The release binary, in a process of its own: the metrics registry is process-wide, and
     // another test's server here would share its gauges.
     let model = common::model("yolov8n-seg-320").display().to_string();

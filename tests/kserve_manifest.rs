@@ -10,18 +10,18 @@
 //! InferenceService with KServe's `autoScaling` (checked against KServe's field names) on the
 //! queue gauges the server exports, with the plain deployment's bounds and per-pod target.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use clap::CommandFactory;
 use common::client::Scrape;
-use common::k8s::{deployment_pods, kustomize, of_kind, Matcher, Selectors, QUEUE_GAUGES};
+use common::k8s::{
+    deployment_pods, env_names, kustomize, of_kind, typed, Matcher, Selectors, QUEUE_GAUGES,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use segserve::cli::Cli;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -53,22 +53,6 @@ fn yaml(path: &str) -> Value {
     serde_yaml::from_str(&text).expect("valid YAML")
 }
 
-/// Parses `raw` into `T`, failing on any field `T` does not know (the typed value, written
-/// back, must equal the YAML).
-fn typed<T>(raw: &Value, what: &str) -> T
-where
-    T: serde::de::DeserializeOwned + serde::Serialize,
-{
-    let t: T = serde_yaml::from_value(raw.clone())
-        .unwrap_or_else(|e| panic!("{what} does not parse: {e}"));
-    assert_eq!(
-        &serde_yaml::to_value(&t).unwrap(),
-        raw,
-        "{what}: fields lost in parsing (unknown or misspelt?)"
-    );
-    t
-}
-
 struct Isvc {
     raw: Value,
     /// The predictor without KServe's own fields.
@@ -95,7 +79,7 @@ fn isvc_from(raw: Value) -> Isvc {
             extension.insert(f.to_string(), v);
         }
     }
-    let pod: PodSpec = typed(&Value::Mapping(pod), "spec.predictor (as a PodSpec)");
+    let pod: PodSpec = typed("spec.predictor (as a PodSpec)", &Value::Mapping(pod));
     Isvc {
         raw,
         pod,
@@ -111,20 +95,6 @@ fn container(i: &Isvc) -> &Container {
         "KServe runs the container named {CONTAINER}"
     );
     c
-}
-
-/// Every environment variable the binary reads (clap's `env` names for `serve`, plus
-/// `RUST_LOG` for tracing's filter).
-fn env_names() -> BTreeSet<String> {
-    let cmd = Cli::command();
-    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
-    let mut names: BTreeSet<String> = serve
-        .get_arguments()
-        .filter_map(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
-        .collect();
-    names.insert("RUST_LOG".into());
-    names
 }
 
 /// The container's literal environment.
@@ -199,7 +169,7 @@ fn env_vars_are_ones_the_binary_reads_and_match_the_configmap() {
     let a = common::serve_args_from_env(&env);
     assert_eq!(a.log_format, segserve::cli::LogFormat::Json);
     // The same settings as the plain deployment's ConfigMap.
-    let config: ConfigMap = typed(&yaml("k8s/base/configmap.yaml"), "k8s/base/configmap.yaml");
+    let config: ConfigMap = typed("k8s/base/configmap.yaml", &yaml("k8s/base/configmap.yaml"));
     for (k, v) in config.data.unwrap() {
         assert_eq!(
             env.get(&k),
@@ -390,7 +360,7 @@ async fn keda_variant_scales_the_predictor_on_its_queue_and_changes_nothing_else
     let a: AutoScaling = serde_yaml::from_value(i.extension["autoScaling"].clone())
         .unwrap_or_else(|e| panic!("autoScaling as KServe 0.20 spells it: {e}"));
     let behavior = a.behavior.expect("autoScaling.behavior");
-    typed::<HorizontalPodAutoscalerBehavior>(&behavior, "autoScaling.behavior");
+    typed::<HorizontalPodAutoscalerBehavior>("autoScaling.behavior", &behavior);
     assert_eq!(behavior, hpa["spec"]["behavior"]);
 
     let [metric] = &a.metrics.unwrap_or_default()[..] else {

@@ -2,19 +2,13 @@
 //! detections as the same weights exported raw, the request's filters apply to it, its own
 //! confidence threshold is a floor, and `GET /v1/models` names each model's layout.
 
-mod common;
+use crate::common;
 
-use serde_json::Value;
+use common::client::{self, get_json, json_of, Detection};
 
 const RAW: &str = "yolov8n-seg-320";
 const NMS: &str = "yolov8n-seg-320-nms";
 const DYN: &str = "yolov8n-seg-dyn";
-
-async fn get(c: &reqwest::Client, url: String) -> Value {
-    let r = c.get(url).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
 
 /// (class id, score, box) of each detection of bus.jpg.
 async fn detections(
@@ -22,37 +16,20 @@ async fn detections(
     srv: &common::TestServer,
     model: &str,
     query: &str,
-) -> Vec<(u64, f64, Vec<f64>)> {
-    let bus = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
+) -> Vec<Detection> {
     let r = c
         .post(srv.url(&format!("/v1/segment?model={model}{query}")))
         .header("content-type", "image/jpeg")
-        .body(bus)
+        .body(common::bus())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["class_id"].as_u64().unwrap(),
-                d["score"].as_f64().unwrap(),
-                d["box"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect(),
-            )
-        })
-        .collect()
+    let (status, v) = json_of(r).await;
+    assert_eq!(status, 200, "{v}");
+    client::detections(&v)
 }
 
-fn assert_same(a: &[(u64, f64, Vec<f64>)], b: &[(u64, f64, Vec<f64>)], what: &str) {
+fn assert_same(a: &[Detection], b: &[Detection], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.0, y.0, "{what}: class");
@@ -77,7 +54,8 @@ async fn nms_in_graph_model_matches_the_raw_export() {
     .await;
     let c = reqwest::Client::new();
 
-    let models = get(&c, srv.url("/v1/models")).await;
+    let (status, models) = get_json(srv.url("/v1/models")).await;
+    assert_eq!(status, 200);
     let layouts: Vec<(&str, &str)> = models["models"]
         .as_array()
         .unwrap()

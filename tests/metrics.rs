@@ -1,23 +1,18 @@
 //! GET /metrics: every `segserve_` series is exported with the right type, and
 //! the counters and histograms read back exactly what the requests did.
 //!
-//! One test function on purpose: the recorder is process-wide, so a second test in this
-//! binary would add to the same counters.
+//! One test function on purpose, run in a process of its own: the recorder is process-wide,
+//! so any other test's server would add to the same counters.
 
-mod common;
+use crate::common;
 
-use common::client::{scrape, Scrape};
+use common::client::{json_of, scrape, Scrape};
 
 const MODEL: &str = "yolov8n-seg-320";
 
 async fn segmentapi(client: &reqwest::Client, url: &str, photo: &[u8]) -> (u16, serde_json::Value) {
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(photo.to_vec()).file_name("bus.jpg"),
-    );
-    let r = client.post(url).multipart(form).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    let form = common::form("image", photo.to_vec(), "bus.jpg");
+    json_of(client.post(url).multipart(form).send().await.unwrap()).await
 }
 
 fn delta(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -26,11 +21,15 @@ fn delta(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) -
 
 #[tokio::test]
 async fn metrics_count_what_happened() {
+    let _turn = common::heavy();
+    if common::in_own_process(module_path!(), "metrics_count_what_happened") {
+        return;
+    }
     // One session and no queue, so a burst of concurrent requests is likely to be shed.
     let server = common::spawn_server(&["--sessions", "1", "--queue-depth", "0"]).await;
     let base = format!("http://{}", server.addr);
     let url = server.url("/segmentapi");
-    let photo = std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap();
+    let photo = common::bus();
     let client = reqwest::Client::new();
 
     let r = reqwest::get(format!("{base}/metrics")).await.unwrap();

@@ -2,14 +2,13 @@
 //! is served, every route the server answers is documented, and every documented status
 //! code is one the handler really returns: each (route, status) pair is provoked here.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
-use base64::Engine as _;
 use segserve::api::{self, AppState};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -178,11 +177,7 @@ fn form(field: &str, data: &[u8]) -> (String, Vec<u8>) {
 }
 
 fn infer_json(image: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(image);
-    serde_json::to_vec(
-        &json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}]}),
-    )
-    .unwrap()
+    serde_json::to_vec(&common::client::infer_body(image)).unwrap()
 }
 
 const CORRUPT_PNG: &[u8] = b"\x89PNG\r\n\x1a\n not really a png";

@@ -4,9 +4,10 @@
 //! score difference <= 0.03. Covers every output layout (raw, NMS inside the graph) and both
 //! canvas policies (full square for static shapes, minimum rectangle for dynamic ones).
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
+use image::GenericImageView;
 use segserve::budget::MemoryBudget;
 use segserve::engine::{session, Engine, ModelInfo, PoolConfig};
 use segserve::host::available_cpus;
@@ -59,23 +60,15 @@ fn parse(v: &Value, h: u32, w: u32) -> Vec<Det> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| {
-            let b: Vec<f64> = d["box"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            Det {
-                bbox: [b[0], b[1], b[2], b[3]],
-                class_id: d["class_id"].as_u64().unwrap(),
-                score: d["score"].as_f64().unwrap(),
-                mask: d.get("mask").map(|m| {
-                    let dense =
-                        decode_coco_rle(m["counts"].as_str().unwrap(), h, w).expect("valid RLE");
-                    BoxMask::from_dense(w, h, &dense)
-                }),
-            }
+        .map(|d| Det {
+            bbox: common::client::box_of(d),
+            class_id: d["class_id"].as_u64().unwrap(),
+            score: d["score"].as_f64().unwrap(),
+            mask: d.get("mask").map(|m| {
+                let dense =
+                    decode_coco_rle(m["counts"].as_str().unwrap(), h, w).expect("valid RLE");
+                BoxMask::from_dense(w, h, &dense)
+            }),
         })
         .collect()
 }
@@ -108,16 +101,8 @@ impl Stats {
     }
 }
 
-fn golden_json(model: &str, file: &str) -> Value {
-    let path = common::shared()
-        .join("golden")
-        .join(model)
-        .join(format!("{file}.json"));
-    serde_json::from_slice(&std::fs::read(path).expect("golden file")).unwrap()
-}
-
 fn golden_size(model: &str, file: &str) -> (u32, u32) {
-    let g = golden_json(model, file);
+    let g = common::golden(model, file);
     (
         g["image"]["width"].as_u64().unwrap() as u32,
         g["image"]["height"].as_u64().unwrap() as u32,
@@ -126,7 +111,7 @@ fn golden_size(model: &str, file: &str) -> (u32, u32) {
 
 fn golden(model: &str, file: &str) -> Vec<Det> {
     let (w, h) = golden_size(model, file);
-    parse(&golden_json(model, file), h, w)
+    parse(&common::golden(model, file), h, w)
 }
 
 /// Segments `bytes` through the server's pipeline; returns the upright size and detections.
@@ -266,39 +251,44 @@ async fn check_model_layout(model: &str, expect_masks: bool, layout: Option<&str
     engine.info().clone()
 }
 
-fn init() {
+/// Loads ONNX Runtime (once per process; the first server or test to get there decides).
+/// The turn the test holds: inference here loads the machine as a server's does.
+#[must_use]
+fn init() -> common::turns::Turn {
+    let turn = common::heavy();
     std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     let lib = segserve::config::locate_ort(None).expect("libonnxruntime (make setup)");
     session::init_runtime(&lib, segserve::host::available_cpus()).expect("ONNX Runtime loads");
+    turn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov8n_seg_320() {
-    init();
+    let _turn = init();
     check_model("yolov8n-seg-320", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov8n_seg_320_int8() {
-    init();
+    let _turn = init();
     check_model("yolov8n-seg-320-int8", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov12n_det_640() {
-    init();
+    let _turn = init();
     check_model("yolov12n-det-640", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov8n_seg_640() {
-    init();
+    let _turn = init();
     check_model("yolov8n-seg-640", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov8n_seg_320_nms() {
-    init();
+    let _turn = init();
     let info = check_model_layout("yolov8n-seg-320-nms", true, Some("nms")).await;
     assert_eq!(
         info.letterbox(810, 1080).canvas_hw(),
@@ -311,7 +301,7 @@ async fn parity_yolov8n_seg_320_nms() {
 /// as 480x640); with the full 640 square instead, precision fell to 0.90.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parity_yolov8n_seg_dyn() {
-    init();
+    let _turn = init();
     let info = check_model_layout("yolov8n-seg-dyn", true, Some("raw")).await;
     assert_eq!(info.letterbox(810, 1080).canvas_hw(), (640, 480));
     assert_eq!(info.letterbox(1280, 720).canvas_hw(), (384, 640));
@@ -320,24 +310,13 @@ async fn parity_yolov8n_seg_dyn() {
 /// A photo of `n` x `n` copies of `photo`, about `mp` megapixels, as a JPEG (quality 90):
 /// many smaller objects, where fast decoding loses the most.
 fn mosaic(photo: &str, n: u32, mp: f64) -> Vec<u8> {
-    let src = image::load_from_memory(&common::photo(photo))
+    let (pw, ph) = image::load_from_memory(&common::photo(photo))
         .unwrap()
-        .to_rgb8();
-    let aspect = src.height() as f64 / src.width() as f64;
+        .dimensions();
+    let aspect = ph as f64 / pw as f64;
     let w = (mp * 1e6 / aspect).sqrt() as u32;
     let h = (w as f64 * aspect) as u32;
-    let tile = image::imageops::resize(&src, w / n, h / n, image::imageops::FilterType::Triangle);
-    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([114, 114, 114]));
-    for ty in 0..n {
-        for tx in 0..n {
-            image::imageops::replace(
-                &mut img,
-                &tile,
-                (tx * (w / n)) as i64,
-                (ty * (h / n)) as i64,
-            );
-        }
-    }
+    let img = common::craft::mosaic(photo, n, w, h);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
         .encode_image(&img)
@@ -353,7 +332,7 @@ fn mosaic(photo: &str, n: u32, mp: f64) -> Vec<u8> {
 /// it stays a usable detector, and prints the numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_decode_fidelity() {
-    init();
+    let _turn = init();
     println!("| model | photos | reference | precision | recall | mean box IoU | mean mask IoU | max score diff |");
     println!("|---|---|---|---|---|---|---|---|");
     let row = |model: &str, what: &str, reference: &str, st: &Stats| {

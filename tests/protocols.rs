@@ -3,13 +3,13 @@
 //! protocol's documentation shows them; those of the binary tensor data extension by hand,
 //! byte by byte, good and broken.
 
-mod common;
+use crate::common;
 
 use common::bus;
+use common::client::{box_of, get_json, infer_body, json_of, output, post_json};
 use common::tensors::{elements, f32s, i64s, strings};
 
 use base64::Engine as _;
-use reqwest::StatusCode;
 use segserve::mask::decode_coco_rle;
 use serde_json::{json, Value};
 
@@ -21,57 +21,14 @@ async fn two_models() -> common::TestServer {
     common::spawn_server(&["--model", &det, "--sessions", "1"]).await
 }
 
-/// The protocol's inference request with one BYTES input holding the base64 image.
-fn infer_body(image: &[u8]) -> Value {
-    json!({
-        "inputs": [{
-            "name": "image",
-            "shape": [1],
-            "datatype": "BYTES",
-            "data": [base64::engine::general_purpose::STANDARD.encode(image)]
-        }]
-    })
-}
-
-async fn post_json(url: String, body: &Value) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
-}
-
-async fn get_json(url: String) -> (StatusCode, Value) {
-    let r = reqwest::get(url).await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
-}
-
-async fn segment(s: &common::TestServer, query: &str) -> (StatusCode, Value) {
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(bus()).file_name("bus.jpg"),
-    );
+async fn segment(s: &common::TestServer, query: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(s.url(&format!("/v1/segment{query}")))
-        .multipart(form)
+        .multipart(common::form("image", bus(), "bus.jpg"))
         .send()
         .await
         .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
-}
-
-fn output<'a>(resp: &'a Value, name: &str) -> &'a Value {
-    resp["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == name)
-        .unwrap_or_else(|| panic!("no output {name} in {resp}"))
+    json_of(r).await
 }
 
 #[tokio::test]
@@ -260,7 +217,7 @@ async fn kserve_infer_errors_follow_the_protocol() {
     cases.push((infer_body(b"hello, world"), 415));
     for (body, want) in cases {
         let (st, v) = post_json(url.clone(), &body).await;
-        assert_eq!(st.as_u16(), want, "{body:.200} -> {v}");
+        assert_eq!(st, want, "{body:.200} -> {v}");
         assert!(v["error"].is_string(), "{v}");
     }
     let (st, _) = post_json(s.url("/v2/models/nope/infer"), &infer_body(&bus())).await;
@@ -355,12 +312,7 @@ async fn polygon_masks_outline_the_rle_masks() {
         let polys = p["polygons"].as_array().unwrap();
         assert!(!polys.is_empty(), "detection {i} has no polygon");
         // Every vertex is inside the image and the detection box (to a pixel).
-        let b: Vec<f64> = r["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let b = box_of(r);
         for ring in polys {
             let ring = ring.as_array().unwrap();
             assert!(ring.len() >= 3);
@@ -403,10 +355,6 @@ async fn polygon_masks_outline_the_rle_masks() {
 
 // The binary tensor data extension, with bodies built by hand the way `tritonclient` builds
 // them: the JSON header, then each image as a 4-byte little-endian length and its bytes.
-
-fn zidane() -> Vec<u8> {
-    std::fs::read(common::shared().join("testdata/zidane.jpg")).unwrap()
-}
 
 /// A header for `count` images whose binary data takes `size` bytes.
 fn binary_header(count: usize, size: usize) -> Value {
@@ -572,8 +520,8 @@ async fn kserve_several_images_are_answered_per_image() {
         let url = url.clone();
         async move { post_json(url, &infer_body(&img)).await.1 }
     };
-    let (bus_alone, zidane_alone) = (one(bus()).await, one(zidane()).await);
-    let photos = [bus(), zidane(), bus()];
+    let (bus_alone, zidane_alone) = (one(bus()).await, one(common::photo("zidane.jpg")).await);
+    let photos = [bus(), common::photo("zidane.jpg"), bus()];
     let refs = [&bus_alone, &zidane_alone, &bus_alone];
     let data = elements(&photos.iter().map(Vec::as_slice).collect::<Vec<_>>());
     let mut header = binary_header(3, data.len());

@@ -2,10 +2,8 @@
 //! for a place in the compute stage) and `segserve_compute_busy` (places in use) follow a
 //! burst of slow requests, and both return to 0 when the clients leave mid-way: the waits
 //! are dropped at once, the work in progress when its stage ends.
-//!
-//! Its own test binary: the metrics recorder is process-wide.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +14,17 @@ const MODEL: &str = "yolov8n-seg-320";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_gauges_follow_the_burst_and_the_clients_that_leave() {
+    // It waits for a burst to fill every place within a time limit: nothing else may load
+    // the machine meanwhile.
+    let _turn = common::exclusive();
+    // The gauges are the process-wide recorder's: another test's server of this model would
+    // add to them.
+    if common::in_own_process(
+        module_path!(),
+        "queue_gauges_follow_the_burst_and_the_clients_that_leave",
+    ) {
+        return;
+    }
     let server = common::spawn_server(&["--sessions", "1", "--queue-depth", "16"]).await;
     let base = format!("http://{}", server.addr);
     let m = [("model", MODEL)];

@@ -1,7 +1,7 @@
 //! The browser-facing routes over real HTTP: the page and its headers, `POST /v1/render`
 //! (encodings, size, errors) and PixelLib's `POST /segmentfrontend`.
 
-mod common;
+use crate::common;
 
 use common::bus;
 

@@ -14,7 +14,7 @@
 //! stands for (OK 200, RESOURCE_EXHAUSTED 413, DEADLINE_EXCEEDED 408, UNAVAILABLE 503, which
 //! is gRPC's "retry"), under the same rule.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -53,13 +53,7 @@ impl Server {
                 HEADER_TIMEOUT_MS.to_string(),
             ]);
         }
-        let probe_port = knows("--probe-port").then(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let probe_port = knows("--probe-port").then(common::free_port);
         if let Some(p) = probe_port {
             args.extend(["--probe-port".into(), p.to_string()]);
         }
@@ -104,19 +98,10 @@ impl Server {
 
     /// Bytes reserved now, from /metrics (0 from a build without the gauge).
     async fn reserved(&self) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("segserve_memory_reserved_bytes "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                assert!(report_only(), "no segserve_memory_reserved_bytes gauge");
-                0.0
-            })
+        let m = common::client::scrape(&self.url("")).await;
+        let name = "segserve_memory_reserved_bytes";
+        assert!(m.has(name) || report_only(), "no {name} gauge");
+        m.get(name, &[])
     }
 }
 
@@ -428,21 +413,6 @@ fn report_only() -> bool {
     std::env::var_os("SEGSERVE_ATTACK_REPORT").is_some()
 }
 
-/// bus.jpg tiled 2 x 2 and scaled to `w` x `h`: a real photo's content (16 objects), big.
-fn mosaic(w: u32, h: u32) -> RgbImage {
-    let bus =
-        image::load_from_memory(&std::fs::read(common::shared().join("testdata/bus.jpg")).unwrap())
-            .unwrap()
-            .to_rgb8();
-    let (bw, bh) = (w / 2, h / 2);
-    let tile = image::imageops::resize(&bus, bw, bh, image::imageops::FilterType::Triangle);
-    let mut out = RgbImage::new(w, h);
-    for (dx, dy) in [(0, 0), (bw, 0), (0, bh), (bw, bh)] {
-        image::imageops::replace(&mut out, &tile, dx as i64, dy as i64);
-    }
-    out
-}
-
 fn jpeg_of(img: RgbImage) -> Vec<u8> {
     craft::encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
 }
@@ -513,6 +483,9 @@ fn kserve_parameter_bomb(bytes: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_small_budget_holds_under_every_attack() {
+    // /healthz within a second and normal requests served beside each attack are measured
+    // on this machine: no other test may load it meanwhile (nor be slowed by the attacks).
+    let _turn = common::exclusive();
     let server = Server::start().await;
     // Idle, warmed: one ordinary request has run (ONNX Runtime's arena, the decoders).
     let bus = common::bus();
@@ -524,7 +497,7 @@ async fn a_small_budget_holds_under_every_attack() {
 
     // PixelLib's dense masks for a 31.5 MP photo: 4860 x 6480 x 16 cells. Before the budget:
     // a 3.45 GB answer and 3.4 GB of RSS.
-    let big = jpeg_of(mosaic(4860, 6480));
+    let big = jpeg_of(craft::mosaic("bus.jpg", 2, 4860, 6480));
     check(
         &server,
         idle,

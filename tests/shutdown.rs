@@ -2,7 +2,7 @@
 //! still served through the drain delay; then the listener closes (new connections are
 //! refused), requests already in flight finish with 200, and the process exits 0.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,14 +49,9 @@ async fn check_drain(addr: std::net::SocketAddr, held: Vec<HeldUpload>, trigger:
     trigger();
     wait_not_ready(&base).await;
     // During the drain, load balancers may still route here: those requests are served.
-    let photo = bus();
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(photo).file_name("bus.jpg"),
-    );
     let r = reqwest::Client::new()
         .post(format!("{base}/segmentapi"))
-        .multipart(form)
+        .multipart(common::form("image", bus(), "bus.jpg"))
         .send()
         .await
         .unwrap();
@@ -86,19 +81,19 @@ async fn check_drain(addr: std::net::SocketAddr, held: Vec<HeldUpload>, trigger:
 
 #[tokio::test]
 async fn in_process_shutdown_finishes_in_flight_requests() {
+    // The drain's checks must fit in DRAIN_MS: nothing else may load the machine meanwhile.
+    let _turn = common::exclusive();
+    // It counts requests in flight on the gauge every server in the process shares: alone.
+    if common::in_own_process(
+        module_path!(),
+        "in_process_shutdown_finishes_in_flight_requests",
+    ) {
+        return;
+    }
     // spawn_server fixes the drain at 0 (clap refuses the flag twice): set it on the config.
     let mut config = common::serve_config(&[]);
     config.shutdown_drain = Duration::from_millis(DRAIN_MS.parse().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = common::TestServer {
-        addr: listener.local_addr().unwrap(),
-        shutdown: Some(tx),
-        handle: tokio::spawn(segserve::run(config, listener, async move {
-            let _ = rx.await;
-        })),
-    };
-    common::wait_ready(&server).await;
+    let mut server = common::start_server(config).await;
     let photo = bus();
     let mut held = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -117,6 +112,8 @@ async fn in_process_shutdown_finishes_in_flight_requests() {
 /// The real binary, as Kubernetes runs it: SIGTERM, JSON logs, exit status 0.
 #[tokio::test]
 async fn sigterm_to_the_binary_drains_and_exits_zero() {
+    // The drain's checks must fit in DRAIN_MS: nothing else may load the machine meanwhile.
+    let _turn = common::exclusive();
     // Every log line is one JSON object (Binary checks that); keep the messages.
     let messages = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = messages.clone();

@@ -5,7 +5,7 @@
 //! whose parent is the caller's span, with its stages as children, and its log lines must
 //! carry the request id and the trace id.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,90 @@
-//! Client-side helpers: a multipart upload whose body the test releases when it chooses (a
-//! request held in flight), and a reader for Prometheus text.
+//! Client-side helpers: JSON answers and what they hold (detections, KServe outputs), a
+//! multipart upload whose body the test releases when it chooses (a request held in flight),
+//! and a reader for Prometheus text.
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+/// The status and JSON body of an answer.
+pub async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.expect("JSON body");
+    (status, v)
+}
+
+/// GET `url`: (status, JSON body).
+pub async fn get_json(url: String) -> (u16, Value) {
+    json_of(reqwest::get(url).await.unwrap()).await
+}
+
+/// POST `body` as JSON to `url`: (status, JSON body).
+pub async fn post_json(url: String, body: &Value) -> (u16, Value) {
+    json_of(
+        reqwest::Client::new()
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// The Open Inference Protocol's JSON request for one photo (`tritonclient.http` without
+/// the binary extension): a BYTES input `image`, base64.
+pub fn infer_body(image: &[u8]) -> Value {
+    json!({
+        "inputs": [{
+            "name": "image",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": [base64::engine::general_purpose::STANDARD.encode(image)]
+        }]
+    })
+}
+
+/// The output `name` of an Open Inference Protocol JSON answer.
+pub fn output<'a>(resp: &'a Value, name: &str) -> &'a Value {
+    resp["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {resp}"))
+}
+
+/// The box of a detection of `/v1/segment`: x0, y0, x1, y1.
+pub fn box_of(d: &Value) -> [f64; 4] {
+    let b: Vec<f64> = d["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    b.try_into().expect("four box coordinates")
+}
+
+/// A detection as [`detections`] reads it: class id, score, box.
+pub type Detection = (u64, f64, [f64; 4]);
+
+/// Each detection of a `/v1/segment` answer.
+pub fn detections(v: &Value) -> Vec<Detection> {
+    v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["class_id"].as_u64().unwrap(),
+                d["score"].as_f64().unwrap(),
+                box_of(d),
+            )
+        })
+        .collect()
+}
 
 /// An upload to `/segmentapi` whose body is sent in two halves: the first at once, the
 /// second when [`HeldUpload::finish`] is called. Until then the request is in flight.

@@ -30,6 +30,24 @@ pub fn png(img: DynamicImage) -> Vec<u8> {
     encode(&img, ImageFormat::Png)
 }
 
+/// `n` x `n` copies of the test photo `photo` on a `w` x `h` grey canvas (Ultralytics'
+/// letterbox grey shows where the tiles leave a border): a real photo's content, many
+/// smaller objects, as big as asked.
+pub fn mosaic(photo: &str, n: u32, w: u32, h: u32) -> RgbImage {
+    let src = image::load_from_memory(&super::photo(photo))
+        .unwrap()
+        .to_rgb8();
+    let (tw, th) = (w / n, h / n);
+    let tile = image::imageops::resize(&src, tw, th, image::imageops::FilterType::Triangle);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([114, 114, 114]));
+    for ty in 0..n {
+        for tx in 0..n {
+            image::imageops::replace(&mut img, &tile, (tx * tw) as i64, (ty * th) as i64);
+        }
+    }
+    img
+}
+
 /// A JPEG written by libjpeg (MozJPEG) in `space` (RGB or CMYK input), optionally progressive.
 pub fn mozjpeg(w: usize, h: usize, space: mozjpeg::ColorSpace, progressive: bool) -> Vec<u8> {
     let channels = space.num_components();

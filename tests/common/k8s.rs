@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use clap::CommandFactory;
+use segserve::cli::Cli;
 use serde::Deserialize;
 
 /// The objects `kubectl apply -k dir` would send, in kustomize's order.
@@ -164,4 +166,39 @@ fn matchers(body: &str, query: &str) -> Vec<Matcher> {
             }
         })
         .collect()
+}
+
+/// Every environment variable the binary reads: the `env = "..."` names clap knows for
+/// `serve`, plus `RUST_LOG` (the log filter, read by tracing's `EnvFilter` in main.rs).
+pub fn env_names() -> BTreeSet<String> {
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
+    let mut names: BTreeSet<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    names.insert("RUST_LOG".into());
+    names
+}
+
+/// Parses `raw` (the YAML of `what`) into `T`, and fails on any field `T` does not know: the
+/// typed value, written back out, must equal the YAML as written (k8s-openapi skips unknown
+/// fields silently, so a misspelt `readinesProbe` would otherwise pass).
+pub fn typed<T>(what: &str, raw: &serde_yaml::Value) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_yaml::from_value(raw.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{what} does not parse as {}: {e}",
+            std::any::type_name::<T>()
+        )
+    });
+    assert_eq!(
+        &serde_yaml::to_value(&typed).unwrap(),
+        raw,
+        "{what}: fields lost in parsing (unknown or misspelt?)"
+    );
+    typed
 }

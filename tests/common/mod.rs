@@ -1,25 +1,29 @@
-//! Shared test helpers: where the shared models and photos are, `spawn_server()` (the real
+//! The helpers every topic shares, written once: where the shared models and photos are,
+//! parsing `serve` flags as the binary does (`serve_args`), `spawn_server()` (the real
 //! server in-process on 127.0.0.1:0) and `Binary` (the release binary, as a pod runs it),
-//! request bodies (`multipart`), and in submodules the client helpers (`client`: held
-//! uploads, /metrics scrapes), the image makers (`craft`) and the manifest renderer (`k8s`:
-//! `kubectl kustomize`, the series an autoscaling query reads) and the protocol's tensor bytes
-//! (`tensors`).
-#![allow(dead_code)]
+//! request bodies (`multipart`); and in submodules the client helpers (`client`: JSON
+//! answers, held uploads, /metrics scrapes), the image makers (`craft`), the manifest
+//! renderer (`k8s`: `kubectl kustomize`, the series an autoscaling query reads), the
+//! protocol's tensor bytes (`tensors`) and who runs beside whom in this one process
+//! (`turns`).
 
 pub mod client;
 pub mod craft;
 pub mod k8s;
 pub mod tensors;
+pub mod turns;
 
+use std::ffi::OsString;
 use std::io::BufRead;
-use std::process::{Child, Command as Process, Stdio};
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
-use segserve::cli::{Cli, Command};
+use segserve::cli::{Cli, Command, ServeArgs};
 use segserve::config::ServeConfig;
+
+pub use turns::{exclusive, heavy, in_own_process};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -52,6 +56,34 @@ pub fn bus() -> Vec<u8> {
     photo("bus.jpg")
 }
 
+/// Photos in ../shared/testdata, sorted.
+pub fn photos() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(shared().join("testdata"))
+        .expect("../shared/testdata")
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Ultralytics' answer for the photo `file` with `model` (../shared/golden).
+pub fn golden(model: &str, file: &str) -> serde_json::Value {
+    let path = shared()
+        .join("golden")
+        .join(model)
+        .join(format!("{file}.json"));
+    serde_json::from_slice(&std::fs::read(path).expect("golden file")).unwrap()
+}
+
+/// A port nobody listens on right now (bound, read, released: another process could take
+/// it before the caller binds it, which the caller then reports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// Boundary of the forms `multipart` writes.
 pub const BOUNDARY: &str = "segserve-test-boundary";
 
@@ -75,14 +107,66 @@ pub fn form(field: &str, data: Vec<u8>, filename: &str) -> reqwest::multipart::F
     )
 }
 
-/// Photos in ../shared/testdata, sorted.
-pub fn photos() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(shared().join("testdata"))
-        .expect("../shared/testdata")
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
+/// `segserve serve <flags>` parsed as the binary parses it (clap reads the flags'
+/// environment variables too).
+pub fn try_serve_args<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let argv = ["segserve", "serve"]
+        .into_iter()
+        .map(OsString::from)
+        .chain(flags.into_iter().map(Into::into));
+    let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
+    let Command::Serve(a) = cli.command else {
+        panic!("serve flags parse as Serve")
+    };
+    Ok(a)
+}
+
+/// [`try_serve_args`] for flags that must be valid.
+pub fn serve_args(flags: &[&str]) -> ServeArgs {
+    try_serve_args(flags).unwrap_or_else(|e| panic!("invalid flags {flags:?}: {e}"))
+}
+
+/// The configuration of a test server: the default test model, no drain delay, auditor
+/// mode, then `extra`.
+pub fn serve_config(extra: &[&str]) -> ServeConfig {
+    std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    let model = model("yolov8n-seg-320");
+    let mut flags = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "--shutdown-drain-ms",
+        "0",
+        // Auditor mode: a request whose measured memory passes its reservation fails (500).
+        "--audit-memory",
+    ];
+    flags.extend_from_slice(extra);
+    ServeConfig::try_from(serve_args(&flags)).expect("valid test config")
+}
+
+/// `serve` with environment settings turned into the flags they mirror and parsed as the
+/// binary parses them, so a value the binary would reject (a typo in a manifest) fails here.
+pub fn serve_args_from_env(env: &std::collections::BTreeMap<String, String>) -> ServeArgs {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let serve = cmd.find_subcommand("serve").unwrap();
+    let mut flags = Vec::new();
+    for (name, value) in env {
+        if let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+        {
+            flags.push(format!(
+                "--{}",
+                arg.get_long().expect("env args have long flags")
+            ));
+            flags.push(value.clone());
+        }
+    }
+    try_serve_args(flags)
+        .unwrap_or_else(|e| panic!("the manifest's values are rejected by the binary: {e}"))
 }
 
 /// A running server.
@@ -93,6 +177,8 @@ pub struct TestServer {
     pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The server task.
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Inference here loads the machine: no measuring test runs meanwhile.
+    _turn: turns::Turn,
 }
 
 impl TestServer {
@@ -102,62 +188,48 @@ impl TestServer {
     }
 }
 
-/// Parses `serve` flags the way the binary does (so env-var names are exercised too).
-pub fn serve_config(extra: &[&str]) -> ServeConfig {
-    std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
-    let model = model("yolov8n-seg-320");
-    let mut args = vec![
-        "segserve".to_string(),
-        "serve".into(),
-        "--model".into(),
-        model.display().to_string(),
-        "--shutdown-drain-ms".into(),
-        "0".into(),
-        // Auditor mode: a request whose measured memory passes its reservation fails (500).
-        "--audit-memory".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("valid test flags");
-    let Command::Serve(a) = cli.command else {
-        panic!("serve flags parse as Serve")
-    };
-    ServeConfig::try_from(a).expect("valid test config")
+/// Starts the real server on 127.0.0.1:0 with [`serve_config`]`(extra)` and waits until
+/// /readyz answers 200.
+pub async fn spawn_server(extra: &[&str]) -> TestServer {
+    start_server(serve_config(extra)).await
 }
 
-/// Starts the real server on 127.0.0.1:0 and waits until /readyz answers 200.
-pub async fn spawn_server(extra: &[&str]) -> TestServer {
-    let config = serve_config(extra);
+/// Starts the real server with `config` on 127.0.0.1:0 and waits until /readyz answers 200.
+pub async fn start_server(config: ServeConfig) -> TestServer {
+    let turn = heavy();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(segserve::run(config, listener, async move {
         let _ = rx.await;
     }));
-    let server = TestServer {
+    wait_ready(&format!("http://{addr}"), Duration::from_secs(30)).await;
+    TestServer {
         addr,
         shutdown: Some(tx),
         handle,
-    };
-    wait_ready(&server).await;
-    server
+        _turn: turn,
+    }
 }
 
-/// Polls readiness (model load takes a moment; it is the behaviour under test, not a sleep).
-pub async fn wait_ready(server: &TestServer) {
+/// Polls `base`/readyz until it answers 200 (model load and warm-up take a moment; it is
+/// the behaviour under test, not a sleep).
+pub async fn wait_ready(base: &str, within: Duration) {
     let client = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(r) = client.get(server.url("/readyz")).send().await {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status() == 200 {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("server did not become ready within 30 s");
+    panic!("{base} did not become ready within {within:?}");
 }
 
-/// The release binary `segserve serve`, started on 127.0.0.1 and a free port with JSON logs,
-/// as Kubernetes runs it; killed when dropped. Its log lines reach `on_log` (on a thread).
+/// The release binary `segserve serve`, started on 127.0.0.1 with JSON logs, as Kubernetes
+/// runs it; killed when dropped. Its log lines reach `on_log` (on a thread).
 pub struct Binary {
     /// The process.
     pub child: Child,
@@ -165,34 +237,22 @@ pub struct Binary {
     pub addr: SocketAddr,
     /// Log lines that were not one JSON object each (there should be none).
     pub not_json: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The process loads the machine: no measuring test runs meanwhile.
+    _turn: turns::Turn,
 }
 
 impl Binary {
-    /// Starts `bin` (this build's binary by default) with `serve` and `args`, and waits for
-    /// it to print where it listens. Every log line goes to `on_log`.
-    pub fn start(
-        bin: Option<&str>,
-        args: &[String],
-        on_log: impl Fn(serde_json::Value) + Send + 'static,
-    ) -> Binary {
+    /// `bin serve` (this build's binary by default) on 127.0.0.1 with JSON logs, in the
+    /// tests' environment: no port variables, auditor mode, telemetry off. The caller adds
+    /// the port and the rest.
+    pub fn command(bin: Option<&str>) -> Process {
         let mut cmd = Process::new(bin.unwrap_or(env!("CARGO_BIN_EXE_segserve")));
-        cmd.args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-format",
-            "json",
-        ])
-        .args(args)
-        .env("ORT_DISABLE_TELEMETRY", "1")
-        // Auditor mode (see `budget::set_audit`): every estimate miss fails the test.
-        .env("SEGSERVE_AUDIT_MEMORY", "1")
-        .env_remove("SEGSERVE_PORT")
-        .env_remove("PORT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--host", "127.0.0.1", "--log-format", "json"])
+            .env("ORT_DISABLE_TELEMETRY", "1")
+            // Auditor mode (see `budget::set_audit`): every estimate miss fails the test.
+            .env("SEGSERVE_AUDIT_MEMORY", "1")
+            .env_remove("SEGSERVE_PORT")
+            .env_remove("PORT");
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
             cmd.env(
                 "ORT_DYLIB_PATH",
@@ -202,6 +262,25 @@ impl Binary {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,ort=warn");
         }
+        cmd
+    }
+
+    /// Starts `bin` (this build's binary by default) with `serve` on a free port and
+    /// `args`, and waits for it to print where it listens. Every log line goes to `on_log`.
+    pub fn start(
+        bin: Option<&str>,
+        args: &[String],
+        on_log: impl Fn(serde_json::Value) + Send + 'static,
+    ) -> Binary {
+        let mut cmd = Binary::command(bin);
+        cmd.args(["--port", "0"]).args(args);
+        Binary::spawn(cmd, on_log)
+    }
+
+    /// Runs `cmd` (from [`Binary::command`]) and waits for it to print where it listens.
+    pub fn spawn(mut cmd: Process, on_log: impl Fn(serde_json::Value) + Send + 'static) -> Binary {
+        let turn = heavy();
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start target/release/segserve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
@@ -225,11 +304,15 @@ impl Binary {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the server printed its address");
+            .unwrap_or_else(|_| {
+                let status = child.try_wait().ok().flatten();
+                panic!("the server printed no address within 30 s (exit: {status:?})")
+            });
         Binary {
             child,
             addr,
             not_json,
+            _turn: turn,
         }
     }
 
@@ -240,16 +323,7 @@ impl Binary {
 
     /// Polls /readyz until it answers 200 (model load and warm-up take a moment).
     pub async fn wait_ready(&self) {
-        let c = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = c.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the binary did not become ready within 30 s");
+        wait_ready(&self.url(""), Duration::from_secs(30)).await
     }
 }
 
@@ -258,32 +332,4 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `serve` with environment settings turned into the flags they mirror and parsed as the
-/// binary parses them, so a value the binary would reject (a typo in a manifest) fails here.
-pub fn serve_args_from_env(
-    env: &std::collections::BTreeMap<String, String>,
-) -> segserve::cli::ServeArgs {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let serve = cmd.find_subcommand("serve").unwrap();
-    let mut argv = vec!["segserve".to_string(), "serve".to_string()];
-    for (name, value) in env {
-        if let Some(arg) = serve
-            .get_arguments()
-            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
-        {
-            argv.push(format!(
-                "--{}",
-                arg.get_long().expect("env args have long flags")
-            ));
-            argv.push(value.clone());
-        }
-    }
-    let cli = <Cli as clap::Parser>::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("the manifest's values are rejected by the binary: {e}"));
-    let Command::Serve(a) = cli.command else {
-        panic!("expected the serve command")
-    };
-    a
 }
