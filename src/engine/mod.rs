@@ -181,7 +181,7 @@ impl Engine {
         // On a GPU the session threads leave the cores free, so every core may decode and
         // letterbox while the GPU computes; on the CPU they would compete with inference.
         let decoders = if device.is_gpu() {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            crate::host::available_cpus()
         } else {
             0
         };
