@@ -4,7 +4,8 @@
 use image::metadata::Orientation;
 
 use super::letterbox::{letterbox_into, LetterboxWriter};
-use super::{jpeg, out_of_memory, too_many_scans, truncated, ImageError, Probe, DECODER_OVERHEAD};
+use super::probe::DECODER_OVERHEAD;
+use super::{jpeg, out_of_memory, too_many_scans, truncated, ImageError, Probe};
 use crate::budget::Reservation;
 use crate::geometry::Letterbox;
 

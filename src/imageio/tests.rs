@@ -1,6 +1,8 @@
 //! Decoding, limits and estimates of every accepted format, and the streamed decode against
 //! the whole one.
 
+use std::io::Cursor;
+
 use super::*;
 
 fn png(img: &DynamicImage) -> Vec<u8> {

@@ -61,7 +61,7 @@ impl std::str::FromStr for DeviceChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         DeviceChoice::ALL
             .into_iter()
-            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+            .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("must be cpu, cuda, tensorrt or auto, got {s:?}"))
     }
 }
