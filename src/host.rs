@@ -38,9 +38,4 @@ mod tests {
         // Every Linux machine has either a cgroup limit or /proc/meminfo.
         assert!(memory_limit().is_some_and(|b| b > 1 << 20));
     }
-
-    #[test]
-    fn cpus_are_at_least_one() {
-        assert!(available_cpus() >= 1);
-    }
 }
