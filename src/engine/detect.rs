@@ -87,7 +87,7 @@ impl Engine {
         let info = self.info();
         let (nc, nm) = (info.names.len(), info.num_masks);
         let Candidates { kept, lb } = cands;
-        let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), p.as_slice())
+        let protos = ArrayView3::from_shape((dims[0], dims[1], dims[2]), &p[..])
             .expect("prototype length checked by the worker");
         let coeffs = ndarray::Array2::from_shape_fn((kept.len(), dims[0]), |(i, k)| {
             info.layout

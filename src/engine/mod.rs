@@ -8,6 +8,7 @@
 //! | `mod.rs` | [`Engine`]: loading a model into its sessions; what a run returns |
 //! | `registry` | the loaded models by name |
 //! | `pool` | a model's places: queue, compute stage, recycled input tensors |
+//! | `recycle` | recycled output buffers |
 //! | `jobs`, `worker` | a run sent to the inference threads and its answer; the threads |
 //! | `detect` | outputs to detections, in two phases (boxes, then masks) |
 //! | `postprocess`, `layout`, `proto_masks` | NMS over each export layout; masks from prototypes |
@@ -21,12 +22,14 @@ pub mod metadata;
 mod pool;
 pub mod postprocess;
 pub mod proto_masks;
+mod recycle;
 mod registry;
 pub mod session;
 mod worker;
 
 pub use detect::{Candidates, MaskBytes};
 pub use pool::{Admission, Counted, PoolConfig, Slot, ROOM_HOLD};
+pub use recycle::Recycled;
 pub use registry::Registry;
 pub use worker::run_session;
 
@@ -74,16 +77,17 @@ pub enum EngineError {
     Device(#[from] DeviceError),
 }
 
-/// Raw model outputs for one image, copied out of ONNX Runtime's buffers.
+/// Raw model outputs for one image, copied out of ONNX Runtime's buffers (into recycled
+/// ones: see `recycle`).
 #[derive(Debug)]
 pub struct RawOutput {
     /// `output0` without the batch dimension: [channels, anchors] in the raw layout,
     /// [rows, 6 + nm] in the in-graph ones (see [`OutputLayout`]).
-    pub preds: Vec<f32>,
+    pub preds: Recycled,
     /// Number of anchors (raw layout) or detection rows (in-graph layouts).
     pub anchors: usize,
     /// Prototypes [m, mh, mw] for segmentation models (mh, mw = the canvas / 4).
-    pub protos: Option<(Vec<f32>, [usize; 3])>,
+    pub protos: Option<(Recycled, [usize; 3])>,
     /// Time spent waiting for a session.
     pub queue_wait: Duration,
     /// Time inside `Session::run`.
@@ -115,6 +119,22 @@ pub fn shed_counter(model: &str, reason: &'static str) -> metrics::Counter {
     metrics::counter!("segserve_requests_shed_total", "model" => model.to_string(), "reason" => reason)
 }
 
+/// A model's recycled output buffers, one pool per output; each keeps as many buffers as
+/// the model has compute places (requests that can hold outputs at once).
+pub(crate) struct OutputPools {
+    preds: std::sync::Arc<recycle::Recycler>,
+    protos: std::sync::Arc<recycle::Recycler>,
+}
+
+impl OutputPools {
+    fn new(places: usize) -> OutputPools {
+        OutputPools {
+            preds: recycle::Recycler::new(places),
+            protos: recycle::Recycler::new(places),
+        }
+    }
+}
+
 pub(crate) struct Inner {
     info: ModelInfo,
     pool: PoolConfig,
@@ -125,6 +145,8 @@ pub(crate) struct Inner {
     stage: Arc<Semaphore>,
     /// Input tensors handed back by workers, so steady state allocates none.
     buffers: Mutex<Vec<Vec<f32>>>,
+    /// Where the outputs are copied to, so steady state faults in no new pages.
+    outputs: OutputPools,
     /// Bytes of one image's outputs as copied out of ONNX Runtime, measured by the warm-up
     /// run on the full canvas (the largest a request can get), for the memory budget.
     output_bytes: std::sync::atomic::AtomicU64,
@@ -203,6 +225,7 @@ impl Engine {
             device,
             jobs: tx,
             buffers: Mutex::new(Vec::new()),
+            outputs: OutputPools::new(places),
             output_bytes: Default::default(),
             pending,
             busy,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 
 use super::jobs::Job;
-use super::{EngineError, Inner, ModelInfo, RawOutput};
+use super::{EngineError, Inner, ModelInfo, OutputPools, RawOutput, Recycled};
 
 /// Starts one thread per session; each warms its session up, then runs jobs from `rx`.
 /// Returns once every session is warm, or with the first warm-up's error.
@@ -39,7 +39,7 @@ pub(super) fn start(
             .spawn(move || {
                 let outcome = {
                     let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    warm_up(&mut s, &info, max_batch)
+                    warm_up(&mut s, &info, max_batch, weak.upgrade().as_deref())
                 };
                 let failed = outcome.is_err();
                 let _ = report.send(outcome);
@@ -102,7 +102,7 @@ pub(crate) fn run(mut session: Session, rx: crossbeam_channel::Receiver<Job>, in
             _ => None,
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&mut session, &inner.info, hw, &inputs)
+            run_batch(&mut session, &inner.info, hw, &inputs, Some(&inner.outputs))
         }))
         .unwrap_or_else(|_| Err(EngineError::Inference("panic inside Session::run".into())));
         drop(job_scope);
@@ -174,16 +174,17 @@ pub fn run_session(
     info: &ModelInfo,
     input: &[f32],
 ) -> Result<RawOutput, EngineError> {
-    run_batch(session, info, info.input_hw, &[input]).map(|mut v| v.remove(0))
+    run_batch(session, info, info.input_hw, &[input], None).map(|mut v| v.remove(0))
 }
 
 /// One `Session::run` over several [3, H, W] tensors, `hw` = (H, W), stacked on the batch
-/// dimension.
+/// dimension. The outputs are copied into `pools`' buffers, or fresh ones without.
 fn run_batch(
     session: &mut Session,
     info: &ModelInfo,
     (h, w): (usize, usize),
     inputs: &[&[f32]],
+    pools: Option<&OutputPools>,
 ) -> Result<Vec<RawOutput>, EngineError> {
     let fail = |e: ort::Error| EngineError::Inference(e.to_string());
     let n = inputs.len();
@@ -232,13 +233,22 @@ fn run_batch(
             ))
         }
     };
+    let copy = |pool: Option<&std::sync::Arc<super::recycle::Recycler>>, values: &[f32]| match pool
+    {
+        Some(pool) => pool.copy_of(values),
+        None => Recycled::from(values.to_vec()),
+    };
     Ok((0..n)
         .map(|i| RawOutput {
-            preds: preds[i * per_image..(i + 1) * per_image].to_vec(),
+            preds: copy(
+                pools.map(|p| &p.preds),
+                &preds[i * per_image..(i + 1) * per_image],
+            ),
             anchors,
             protos: protos.as_ref().map(|(p, dims)| {
                 let len = dims[0] * dims[1] * dims[2];
-                (p[i * len..(i + 1) * len].to_vec(), *dims)
+                let values = &p[i * len..(i + 1) * len];
+                (copy(pools.map(|p| &p.protos), values), *dims)
             }),
             queue_wait: Duration::ZERO,
             run_time: Duration::ZERO,
@@ -249,11 +259,13 @@ fn run_batch(
 /// Runs `session` once for every batch size the pool can send it, on a grey canvas. On a
 /// GPU the first run with a new input shape is the slow one (cuDNN's exhaustive algorithm
 /// search, TensorRT's engine build: seconds), so this happens before the server reports
-/// ready instead of on a client's request.
+/// ready instead of on a client's request. The outputs go through the model's pools, so
+/// each session leaves a buffer per output there before the first request.
 pub(crate) fn warm_up(
     session: &mut Session,
     info: &ModelInfo,
     max_batch: usize,
+    inner: Option<&Inner>,
 ) -> Result<(), EngineError> {
     let (h, w) = info.input_hw;
     let canvas = vec![114.0f32 / 255.0; 3 * h * w];
@@ -264,7 +276,7 @@ pub(crate) fn warm_up(
     };
     for n in 1..=largest {
         let inputs = vec![canvas.as_slice(); n];
-        run_batch(session, info, (h, w), &inputs)?;
+        run_batch(session, info, (h, w), &inputs, inner.map(|i| &i.outputs))?;
     }
     Ok(())
 }

@@ -240,10 +240,10 @@ pub async fn run(
     let mut out = vec![(
         info.preds_name.clone(),
         vec![1, channels, raw.anchors],
-        raw.preds,
+        raw.preds.into_vec(),
     )];
     if let (Some(name), Some((values, [m, mh, mw]))) = (&info.protos_name, raw.protos) {
-        out.push((name.clone(), vec![1, m, mh, mw], values));
+        out.push((name.clone(), vec![1, m, mh, mw], values.into_vec()));
     }
     Ok(out)
 }
