@@ -220,9 +220,9 @@ fn decode_estimates_cover_what_decoding_takes() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Decoding a JPEG straight into the model's input holds libjpeg's buffers and a few rows,
-/// never the photo: the measured peak stays within `Probe::stream_peak_bytes`, which is a
-/// whole photo less than what a whole decode reserves.
+/// Decoding a JPEG or PNG straight into the model's input holds the decoder's buffers and a
+/// few rows, never the photo: the measured peak stays within `Probe::stream_peak_bytes`,
+/// which is a whole photo less than what a whole decode reserves.
 #[test]
 fn streaming_estimates_cover_what_streaming_takes() {
     let _turn = common::heavy();
@@ -259,10 +259,31 @@ fn streaming_estimates_cover_what_streaming_takes() {
                 true,
             )),
         ),
+        (
+            "PNG RGB8 12 MP, noise",
+            craft::encode(
+                &DynamicImage::ImageRgb8(craft::noise(4000, 3000)),
+                ImageFormat::Png,
+            ),
+        ),
+        (
+            "PNG RGBA16 12 MP",
+            craft::encode(
+                &DynamicImage::ImageRgba16(image::ImageBuffer::from_fn(4000, 3000, |x, y| {
+                    image::Rgba([(x * 16) as u16, (y * 21) as u16, (x ^ y) as u16, 40000])
+                })),
+                ImageFormat::Png,
+            ),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, bytes) in &cases {
-        for denom in [1, 4] {
+        let denoms: &[u32] = if name.starts_with("PNG") {
+            &[1]
+        } else {
+            &[1, 4]
+        };
+        for &denom in denoms {
             let probe = imageio::probe(bytes, &limits).unwrap();
             assert!(probe.streams(), "{name}");
             let lb = segserve::geometry::Letterbox::new(4000, 3000, 640, 640);

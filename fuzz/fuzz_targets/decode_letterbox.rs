@@ -3,8 +3,9 @@
 //! `letterbox_into`. Must never panic, abort or allocate past the limits, and the tensor must
 //! hold values in 0..=1.
 //!
-//! A JPEG whose probe `streams()` also goes through `Probe::stream_into`, which drives
-//! libjpeg row by row into a `LetterboxWriter` with no photo in between: exact streaming must
+//! A JPEG or PNG whose probe `streams()` also goes through `Probe::stream_into`, which drives
+//! libjpeg or the png crate row by row into a `LetterboxWriter` with no photo in between
+//! (DCT scaling is JPEG only): exact streaming must
 //! succeed or fail with the whole decode and then give the very same tensor, and the DCT-scaled
 //! (fast) streaming must fill the tensor with values in 0..=1.
 #![no_main]

@@ -9,6 +9,7 @@ use crate::budget::{BudgetError, Reservation};
 mod headers;
 mod jpeg;
 mod letterbox;
+mod png;
 mod probe;
 mod stream;
 

@@ -21,7 +21,7 @@ pub(super) const DECODER_OVERHEAD: u64 = 2 << 20;
 /// png crate buffers and its output row (at most 16384 x 8 bytes), nothing else. image 0.25
 /// cannot change it once the decoder exists (its `PngDecoder::set_limits` keeps the new
 /// limits to itself), so it holds for the decode too, where those are still all it counts.
-const HEADER_ALLOC: u64 = 4 << 20;
+pub(super) const HEADER_ALLOC: u64 = 4 << 20;
 
 /// An upload whose header has been read and checked, ready to decode: the dimensions and
 /// the memory decoding will take are known before any pixel buffer is allocated.

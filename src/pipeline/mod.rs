@@ -201,8 +201,8 @@ impl Pipeline {
                 ImageError::Budget(b) => b.refusing(what(), advice).into(),
                 other => PipelineError::from(other),
             };
-            // Only the picture routes need the photo itself: for the others a JPEG goes
-            // straight from libjpeg's rows into the tensor, and never exists whole.
+            // Only the picture routes need the photo itself: for the others a JPEG or PNG
+            // goes straight from the decoder's rows into the tensor, and never exists whole.
             let streamed = !keep_image && probe.streams();
             let _decode = tracing::debug_span!("decode", streamed, width = w, height = h).entered();
             let (img, preprocess) = if streamed {
