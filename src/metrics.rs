@@ -54,6 +54,10 @@ fn describe_metrics() {
         "HTTP requests being handled now"
     );
     describe_counter!(
+        "segserve_log_lines_dropped_total",
+        "log lines dropped because the log writer's buffer was full (a stalled log reader)"
+    );
+    describe_counter!(
         "segserve_requests_shed_total",
         "requests refused with 503 to protect latency, by model and reason"
     );
@@ -112,9 +116,11 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        let dropped = metrics::counter!("segserve_log_lines_dropped_total");
         loop {
             tick.tick().await;
             handle.run_upkeep();
+            dropped.absolute(crate::telemetry::dropped_log_lines());
         }
     })
 }

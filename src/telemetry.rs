@@ -9,6 +9,12 @@
 //! enables, so without it their callsites are disabled once and cost a relaxed load each.
 //! The request span is there either way, at info level: it carries the request id (and the
 //! trace id, when the caller sent one) into every log line of the request.
+//!
+//! Log lines are written by a thread of their own (`tracing-appender`'s non-blocking
+//! writer): a request's access line costs a copy into a channel, not a `write` to stderr on
+//! an async worker, and a stalled log reader (a full pipe to a log shipper) cannot stall
+//! requests. When its buffer is full, lines are dropped and counted
+//! (`segserve_log_lines_dropped_total`) rather than waited for.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +35,15 @@ use tracing_subscriber::Layer;
 
 /// Whether spans are exported (set once by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The log writer's count of lines it dropped (set once by [`init`]).
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines dropped so far because the log writer's buffer was full.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +92,12 @@ impl OtlpSettings {
 }
 
 /// Keeps the exporter running; flushes the spans still buffered when dropped.
-#[must_use = "dropping it stops the trace exporter"]
+#[must_use = "dropping it stops the trace exporter and the log writer"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Writes out the log lines still queued when dropped (after the provider: its
+    /// shutdown may log).
+    _logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Telemetry {
@@ -108,16 +126,21 @@ pub fn init(
 ) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("segserve-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let logs = if !json {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed()
     } else {
         // The request span's fields (request id, trace id) under "span" in every line of
         // the request.
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -142,7 +165,10 @@ pub fn init(
         .try_init()
         .context("cannot set up logging")?;
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        _logs: guard,
+    })
 }
 
 fn provider(otlp: &OtlpSettings) -> anyhow::Result<SdkTracerProvider> {

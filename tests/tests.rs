@@ -20,6 +20,7 @@ mod http_api;
 mod k8s_manifests;
 mod kserve_manifest;
 mod layouts;
+mod logs;
 mod metrics;
 mod openapi;
 mod parity;
