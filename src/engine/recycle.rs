@@ -58,7 +58,7 @@ impl Recycler {
     }
 }
 
-/// An output's values; its buffer goes back to its [`Recycler`] when dropped.
+/// An output's values; its buffer goes back to the model's pool when dropped.
 #[derive(Debug, Default)]
 pub struct Recycled {
     buf: Vec<f32>,
