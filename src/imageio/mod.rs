@@ -188,4 +188,6 @@ fn map_decode_error(e: image::ImageError, limits: &DecodeLimits) -> ImageError {
 }
 
 #[cfg(test)]
+mod png_tests;
+#[cfg(test)]
 mod tests;
